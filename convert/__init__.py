@@ -1,0 +1,1 @@
+"""The Grok-1 checkpoint → GGUF converter (installed as ``edge.convert``)."""

@@ -1,0 +1,7 @@
+"""grok-edge: a compressed on-device runtime for Grok-1 (GGUF converter, quantized engine, Python API)."""
+
+from edge._native import EdgeError
+from edge.system import system_info
+
+__all__ = ["EdgeError", "system_info"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Subcommands of the `grok-edge` CLI (see edge/cli.py)."""

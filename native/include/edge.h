@@ -1,0 +1,220 @@
+/*
+ * edge.h — the entire public C surface of grok-edge.
+ *
+ * Rules (see README, developer section):
+ *  - Every function that can fail returns edge_status; results come back through out-pointers.
+ *    On failure edge_last_error() returns a message for the calling thread.
+ *  - Objects are opaque handles created by *_open/*_create and released by *_close/*_free
+ *    (NULL is accepted by every release function).
+ *  - No global mutable state: everything lives in handles.
+ *  - Everything between EDGE_CDEF_BEGIN and EDGE_CDEF_END is read by cffi (edge/_native.py) at
+ *    import time: plain C declarations only, no preprocessor lines, no macros except EDGE_API.
+ */
+#ifndef EDGE_H
+#define EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define EDGE_API __declspec(dllexport)
+#else
+#define EDGE_API __attribute__((visibility("default")))
+#endif
+
+/* EDGE_CDEF_BEGIN */
+
+/* ---------------------------------------------------------------- status and errors */
+
+typedef enum edge_status {
+    EDGE_OK = 0,
+    EDGE_ERR_INVALID_ARG = 1, /* a bad argument from the caller */
+    EDGE_ERR_IO = 2,          /* open/read/mmap/write failed */
+    EDGE_ERR_FORMAT = 3,      /* a file is malformed (GGUF, checkpoint) */
+    EDGE_ERR_NOMEM = 4,       /* an allocation failed */
+    EDGE_ERR_UNSUPPORTED = 5, /* valid but not supported (type, architecture, feature) */
+    EDGE_ERR_RANGE = 6,       /* an index or size out of range (token id, context overflow) */
+    EDGE_ERR_STATE = 7,       /* call not valid in the object's current state */
+    EDGE_ERR_INTERNAL = 8
+} edge_status;
+
+/* Message of the last failed call on this thread ("" if none). Valid until the next failing call. */
+EDGE_API const char *edge_last_error(void);
+EDGE_API const char *edge_status_name(edge_status status);
+EDGE_API const char *edge_version(void);
+
+/* ---------------------------------------------------------------- system */
+
+typedef struct edge_cpu_features {
+    int x86_64, aarch64;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni; /* x86-64 */
+    int neon, dotprod;                                            /* arm64 */
+    int n_cores;                                                  /* online logical CPUs */
+} edge_cpu_features;
+
+/* Features of the CPU this process runs on, detected at run time (cpuid / hwcaps). */
+EDGE_API edge_status edge_cpu_detect(edge_cpu_features *out);
+
+/* CUDA: whether the library was built with CUDA, and how many devices the driver reports.
+ * Built without CUDA, or no driver/device: *n_devices = 0 and EDGE_OK. */
+EDGE_API int edge_cuda_compiled(void);
+EDGE_API edge_status edge_cuda_device_count(int *n_devices);
+
+/* ---------------------------------------------------------------- tensor types (ggml numbering) */
+
+typedef enum edge_type {
+    EDGE_TYPE_F32 = 0,
+    EDGE_TYPE_F16 = 1,
+    EDGE_TYPE_Q4_0 = 2,
+    EDGE_TYPE_Q4_1 = 3,
+    EDGE_TYPE_Q5_0 = 6,
+    EDGE_TYPE_Q5_1 = 7,
+    EDGE_TYPE_Q8_0 = 8,
+    EDGE_TYPE_Q8_1 = 9,
+    EDGE_TYPE_Q2_K = 10,
+    EDGE_TYPE_Q3_K = 11,
+    EDGE_TYPE_Q4_K = 12,
+    EDGE_TYPE_Q5_K = 13,
+    EDGE_TYPE_Q6_K = 14,
+    EDGE_TYPE_Q8_K = 15,
+    EDGE_TYPE_IQ4_NL = 20,
+    EDGE_TYPE_IQ4_XS = 23,
+    EDGE_TYPE_I8 = 24,
+    EDGE_TYPE_I16 = 25,
+    EDGE_TYPE_I32 = 26,
+    EDGE_TYPE_I64 = 27,
+    EDGE_TYPE_F64 = 28,
+    EDGE_TYPE_BF16 = 30
+} edge_type;
+
+/* Elements per block and bytes per block of a type; EDGE_ERR_UNSUPPORTED for unknown types. */
+EDGE_API edge_status edge_type_info(int type, int64_t *block_elems, int64_t *block_bytes, const char **name);
+/* Bytes of one row of n elements (n must be a multiple of the block size). */
+EDGE_API edge_status edge_row_bytes(int type, int64_t n, int64_t *out);
+
+/* ---------------------------------------------------------------- GGUF reader (section: gguf) */
+/* A GGUF file (v2 or v3), memory-mapped read-only and validated at open: every count, length,
+ * type, dimension, size, offset and alignment is checked against the file size with overflow-safe
+ * arithmetic, so no accessor below can read outside the mapping. Strings in GGUF are not
+ * NUL-terminated: they come back as pointer + length into the mapping. */
+typedef struct edge_gguf edge_gguf;
+
+typedef enum edge_gguf_value_type {
+    EDGE_GGUF_UINT8 = 0, EDGE_GGUF_INT8 = 1, EDGE_GGUF_UINT16 = 2, EDGE_GGUF_INT16 = 3,
+    EDGE_GGUF_UINT32 = 4, EDGE_GGUF_INT32 = 5, EDGE_GGUF_FLOAT32 = 6, EDGE_GGUF_BOOL = 7,
+    EDGE_GGUF_STRING = 8, EDGE_GGUF_ARRAY = 9, EDGE_GGUF_UINT64 = 10, EDGE_GGUF_INT64 = 11,
+    EDGE_GGUF_FLOAT64 = 12
+} edge_gguf_value_type;
+
+typedef struct edge_gguf_tensor_info {
+    const char *name;     /* not NUL-terminated */
+    uint64_t name_len;
+    int type;             /* edge_type (ggml numbering) */
+    int n_dims;           /* 1..4 */
+    int64_t ne[4];        /* ggml order: ne[0] is the contiguous (row) dimension; unused dims are 1 */
+    uint64_t offset;      /* from the start of the data section */
+    uint64_t nbytes;
+    const void *data;     /* into the mapping */
+} edge_gguf_tensor_info;
+
+EDGE_API edge_status edge_gguf_open(const char *path, edge_gguf **out);
+EDGE_API void edge_gguf_close(edge_gguf *gguf);
+EDGE_API edge_status edge_gguf_header(const edge_gguf *gguf, uint32_t *version, int64_t *n_kv, int64_t *n_tensors,
+                                      uint64_t *alignment, uint64_t *data_offset, uint64_t *file_size);
+/* Metadata entry i: key, value type, and for arrays the element type and length (n = 1 for scalars).
+ * For scalars and numeric arrays *data points at the raw little-endian value(s) in the mapping
+ * (possibly unaligned); for strings and string arrays use edge_gguf_kv_string. */
+EDGE_API edge_status edge_gguf_kv(const edge_gguf *gguf, int64_t i, const char **key, uint64_t *key_len, int *type,
+                                  int *elem_type, uint64_t *n, const void **data);
+/* The string value of entry i (j = 0), or element j of a string array. */
+EDGE_API edge_status edge_gguf_kv_string(const edge_gguf *gguf, int64_t i, uint64_t j, const char **s, uint64_t *len);
+/* Index of a key or tensor name; *index = -1 when absent (not an error). */
+EDGE_API edge_status edge_gguf_find_key(const edge_gguf *gguf, const char *key, int64_t *index);
+EDGE_API edge_status edge_gguf_find_tensor(const edge_gguf *gguf, const char *name, int64_t *index);
+/* Typed getters by key, converting between integer/bool types (range-checked) and to double;
+ * a missing key or a wrong type is EDGE_ERR_FORMAT naming the file and the key. */
+EDGE_API edge_status edge_gguf_get_int(const edge_gguf *gguf, const char *key, int64_t *out);
+EDGE_API edge_status edge_gguf_get_float(const edge_gguf *gguf, const char *key, double *out);
+EDGE_API edge_status edge_gguf_get_str(const edge_gguf *gguf, const char *key, const char **s, uint64_t *len);
+EDGE_API edge_status edge_gguf_tensor(const edge_gguf *gguf, int64_t i, edge_gguf_tensor_info *out);
+EDGE_API const char *edge_gguf_path(const edge_gguf *gguf);
+
+/* ---------------------------------------------------------------- quantization (section: quant) */
+/* Quantize n_rows rows of n_per_row floats into `type` (ggml byte layout), rows split over n_threads
+ * threads (0: all cores). dst_size must be at least n_rows * row_bytes(type, n_per_row). imatrix,
+ * if not NULL, holds n_per_row importance weights (as llama.cpp's --imatrix). */
+EDGE_API edge_status edge_quantize(int type, const float *src, int64_t n_rows, int64_t n_per_row, void *dst,
+                                   uint64_t dst_size, const float *imatrix, int n_threads);
+/* Dequantize n elements (a multiple of the block size) of `type` to floats. */
+EDGE_API edge_status edge_dequantize(int type, const void *src, int64_t n, float *dst);
+
+/* ---------------------------------------------------------------- kernels (section: kernels) */
+/* CPU kernel paths. AUTO picks the best one this CPU supports; tests force each path in turn. */
+typedef enum edge_isa {
+    EDGE_ISA_AUTO = -1, EDGE_ISA_SCALAR = 0, EDGE_ISA_AVX2 = 1, EDGE_ISA_AVX512 = 2, EDGE_ISA_NEON = 3
+} edge_isa;
+
+/* Whether a path is compiled in and runs on this CPU. */
+EDGE_API edge_status edge_isa_supported(int isa, int *supported);
+
+/* A persistent pool of worker threads (the caller's thread is worker 0). */
+typedef struct edge_threadpool edge_threadpool;
+EDGE_API edge_status edge_threadpool_create(int n_threads, edge_threadpool **out);
+EDGE_API void edge_threadpool_free(edge_threadpool *pool);
+
+/* y[t*n_rows + r] = sum_c W[r][c] * x[t*n_cols + c] for t < n_tok, r < n_rows, with W stored as
+ * n_rows rows of n_cols elements in `type` (GGUF layout, rows contiguous). Activations are quantized
+ * on the fly where the path does so. For tests and tools: allocates its own scratch. */
+EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const void *w, int64_t n_rows,
+                                 int64_t n_cols, const float *x, int64_t n_tok, float *y);
+
+/* ---------------------------------------------------------------- model and inference (section: engine) */
+/* A model: the weights of a GGUF file (architecture "grok"), mapped, validated, zero copy. */
+typedef struct edge_model edge_model;
+/* A context: KV cache, activation buffers and a thread pool for one sequence. */
+typedef struct edge_context edge_context;
+
+typedef struct edge_model_hparams {
+    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_expert, n_expert_used, n_ctx_train;
+    double rope_freq_base, rms_eps;
+    double embedding_scale, output_scale, attn_output_multiplier, attn_logit_softcap;
+} edge_model_hparams;
+
+typedef struct edge_context_params {
+    int64_t n_ctx;   /* KV cache capacity in tokens (<= n_ctx_train) */
+    int64_t n_batch; /* tokens per forward chunk in prompt processing */
+    int n_threads;   /* 0: all cores */
+    int kv_type;     /* EDGE_TYPE_F16 (default) or EDGE_TYPE_Q8_0 */
+    int isa;         /* edge_isa; EDGE_ISA_AUTO by default */
+} edge_context_params;
+
+EDGE_API edge_status edge_model_load(const char *path, edge_model **out);
+EDGE_API void edge_model_free(edge_model *model);
+EDGE_API edge_status edge_model_get_hparams(const edge_model *model, edge_model_hparams *out);
+
+EDGE_API edge_status edge_context_default_params(edge_context_params *out);
+EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_params *params, edge_context **out);
+EDGE_API void edge_context_free(edge_context *ctx);
+/* Run n tokens at positions n_past .. n_past+n-1, appending them to the KV cache. logits, if not NULL,
+ * receives [n, n_vocab] floats when all_logits is nonzero, else [1, n_vocab] for the last token. */
+EDGE_API edge_status edge_context_eval(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
+                                       int all_logits);
+EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out);
+/* Forget every position >= n_past (n_past <= current), e.g. to reuse a shared prompt prefix. */
+EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past);
+/* KV cache save/restore for prompt reuse: size, then a copy out or in. */
+EDGE_API edge_status edge_context_state_size(const edge_context *ctx, uint64_t *nbytes);
+EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst, uint64_t nbytes);
+EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src, uint64_t nbytes);
+
+/* EDGE_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGE_H */

@@ -1,0 +1,10 @@
+/* cuda_stub.c — the CUDA entry points of a build without CUDA. */
+#include "common.h"
+
+EDGE_API int edge_cuda_compiled(void) { return 0; }
+
+EDGE_API edge_status edge_cuda_device_count(int *n_devices) {
+    if (!n_devices) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_cuda_device_count: n_devices is NULL");
+    *n_devices = 0;
+    return EDGE_OK;
+}

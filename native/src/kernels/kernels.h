@@ -1,0 +1,26 @@
+/* kernels.h — internal interface of the CPU kernels used by the engine (not public). */
+#ifndef EDGE_KERNELS_H
+#define EDGE_KERNELS_H
+
+#include "common.h"
+
+typedef struct edge_kernels edge_kernels; /* a table of kernels for one ISA path */
+
+/* The table for a path, or NULL if it is not compiled in or this CPU lacks it; EDGE_ISA_AUTO picks
+ * the best supported path for `cpu`. */
+const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu);
+
+/* Run fn(ctx, ith, nth) on every worker (ith = 0 is the calling thread) and return when all are done. */
+void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+int edge_threadpool_size(const edge_threadpool *pool);
+
+/* Scratch bytes edge_matmul_ex needs for activations of n_tok rows of n_cols (quantized on the fly). */
+size_t edge_matmul_scratch_bytes(int type, int64_t n_cols, int64_t n_tok);
+
+/* As edge_matmul, with the caller's scratch (no allocation: safe in the token loop) and a row stride,
+ * so one expert of a stacked 3-D tensor can be passed as w = base + e * n_rows * row_stride. */
+edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int type, const void *w, size_t row_stride,
+                           int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
+                           size_t scratch_bytes);
+
+#endif /* EDGE_KERNELS_H */
