@@ -14,7 +14,9 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grok-edge", description="Grok-1 on a desktop: convert, run, inspect.")
+    parser = argparse.ArgumentParser(
+        prog="grok-edge", description="Grok-1 on a desktop: convert, run, inspect."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(f"edge.commands.{module_name}")
