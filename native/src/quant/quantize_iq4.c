@@ -1,0 +1,127 @@
+/* quantize_iq4.c — IQ4_NL (32-blocks, one fp16 scale) and IQ4_XS (256-super-blocks, fp16 scale and
+ * 6-bit signed sub-block scales), both on the non-linear 16-value codebook edge_kvalues_iq4nl.
+ *
+ * The search is llama.cpp's quantize_row_iq4_nl_impl with ntry = 7 (what llama.cpp's quantize_iq4_nl /
+ * quantize_iq4_xs run): for each 32-block, the scale that maps the extreme value onto each of 15 trial
+ * codebook positions, each refined by weighted least squares, the best kept. Weights: x^2 without an
+ * imatrix, imatrix*sqrt(sigma^2+x^2) with one. One deliberate difference: the final codebook indices are
+ * chosen against the scale actually stored (fp16 and, for IQ4_XS, the 6-bit sub-scale), where ggml uses
+ * the unrounded float scale for IQ4_NL; this can only lower the error of the decoded values. */
+#include "quant_internal.h"
+
+static void pack_nibbles32(const uint8_t *L, uint8_t *qs) {
+    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
+}
+
+/* Best scale for one 32-block (0 if the block is all zeros); L gets the indices for that scale. */
+static float iq4_block_scale(const float *xb, const float *w, uint8_t *L) {
+    const int8_t *values = edge_kvalues_iq4nl;
+    const int ntry = 7;
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; ++j) {
+        const float ax = fabsf(xb[j]);
+        if (ax > amax) {
+            amax = ax;
+            max = xb[j];
+        }
+    }
+    if (amax < Q_GROUP_MAX_EPS) {
+        memset(L, 0, 32);
+        return 0.0f;
+    }
+    float d = -max / values[0];
+    float id = 1 / d;
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+        const int l = q_best_index_int8(16, values, id * xb[j]);
+        L[j] = (uint8_t)l;
+        const float q = values[l];
+        sumqx += w[j] * q * xb[j];
+        sumq2 += w[j] * q * q;
+    }
+    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+    float best = d * sumqx;
+    for (int itry = -ntry; itry <= ntry; ++itry) {
+        id = (itry + values[0]) / max;
+        sumqx = sumq2 = 0;
+        for (int j = 0; j < 32; ++j) {
+            const float q = values[q_best_index_int8(16, values, id * xb[j])];
+            sumqx += w[j] * q * xb[j];
+            sumq2 += w[j] * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    return d;
+}
+
+static void iq4_weights(const float *xb, const float *qw, float sigma2, float *w) {
+    if (qw) {
+        for (int j = 0; j < 32; ++j) w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+    } else {
+        for (int j = 0; j < 32; ++j) w[j] = xb[j] * xb[j];
+    }
+}
+
+static void iq4_indices(const float *xb, float d, uint8_t *L) {
+    const float id = d ? 1 / d : 0.0f;
+    for (int j = 0; j < 32; ++j) L[j] = (uint8_t)q_best_index_int8(16, edge_kvalues_iq4nl, id * xb[j]);
+}
+
+void q_quantize_row_iq4_nl(const float *x, void *dst, int64_t n, const float *imatrix) {
+    block_iq4_nl *y = dst;
+    const int64_t nb = n / QK4_NL;
+    uint8_t L[32];
+    float w[32];
+    for (int64_t i = 0; i < nb; ++i) {
+        const float *xb = x + i * QK4_NL;
+        float sigma2 = 0; /* per block, as ggml (its super-block is the block here) */
+        for (int j = 0; j < 32; ++j) sigma2 += xb[j] * xb[j];
+        sigma2 *= 2.f / 32;
+        iq4_weights(xb, imatrix ? imatrix + i * QK4_NL : NULL, sigma2, w);
+        const float d = iq4_block_scale(xb, w, L);
+        y[i].d = edge_f32_to_f16(d);
+        if (d) iq4_indices(xb, edge_f16_to_f32(y[i].d), L);
+        else memset(L, 0, 32);
+        pack_nibbles32(L, y[i].qs);
+    }
+}
+
+void q_quantize_row_iq4_xs(const float *x, void *dst, int64_t n, const float *imatrix) {
+    block_iq4_xs *y = dst;
+    const int64_t nb = n / QK_K;
+    uint8_t L[QK_K];
+    float w[32], scales[QK_K / 32];
+    for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+        const float *qw = imatrix ? imatrix + i * QK_K : NULL;
+        float sigma2 = 0;
+        for (int j = 0; j < QK_K; ++j) sigma2 += x[j] * x[j];
+        sigma2 *= 2.f / QK_K;
+        float max_scale = 0, amax_scale = 0;
+        for (int ib = 0; ib < QK_K / 32; ++ib) {
+            iq4_weights(x + 32 * ib, qw ? qw + 32 * ib : NULL, sigma2, w);
+            scales[ib] = iq4_block_scale(x + 32 * ib, w, L + 32 * ib);
+            if (fabsf(scales[ib]) > amax_scale) {
+                amax_scale = fabsf(scales[ib]);
+                max_scale = scales[ib];
+            }
+        }
+        memset(y[i].scales_l, 0, sizeof y[i].scales_l);
+        y[i].scales_h = 0;
+        /* d = -max/32 so the largest sub-scale is level -32 exactly; sub-scales are 6-bit signed. */
+        const float d = -max_scale / 32;
+        y[i].d = edge_f32_to_f16(d);
+        const float d_stored = edge_f16_to_f32(y[i].d);
+        const float id = d ? 1 / d : 0.0f;
+        for (int ib = 0; ib < QK_K / 32; ++ib) {
+            const int l = q_clamp_i(q_nearest_int(id * scales[ib]), -32, 31);
+            iq4_indices(x + 32 * ib, d_stored * l, L + 32 * ib);
+            const int lu = l + 32;
+            y[i].scales_l[ib / 2] |= (uint8_t)((lu & 0xF) << (4 * (ib % 2)));
+            y[i].scales_h |= (uint16_t)((lu >> 4) << (2 * ib));
+        }
+        for (int ib = 0; ib < QK_K / 32; ++ib) pack_nibbles32(L + 32 * ib, y[i].qs + 16 * ib);
+    }
+}
