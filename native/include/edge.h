@@ -121,13 +121,15 @@ typedef struct edge_gguf_tensor_info {
     const void *data;     /* into the mapping */
 } edge_gguf_tensor_info;
 
+/* Errors: EDGE_ERR_IO (open/stat/mmap), EDGE_ERR_FORMAT ("<path>: <problem> (at byte N)"), EDGE_ERR_NOMEM. */
 EDGE_API edge_status edge_gguf_open(const char *path, edge_gguf **out);
 EDGE_API void edge_gguf_close(edge_gguf *gguf);
 EDGE_API edge_status edge_gguf_header(const edge_gguf *gguf, uint32_t *version, int64_t *n_kv, int64_t *n_tensors,
                                       uint64_t *alignment, uint64_t *data_offset, uint64_t *file_size);
-/* Metadata entry i: key, value type, and for arrays the element type and length (n = 1 for scalars).
- * For scalars and numeric arrays *data points at the raw little-endian value(s) in the mapping
- * (possibly unaligned); for strings and string arrays use edge_gguf_kv_string. */
+/* Metadata entry i: key, value type, and for arrays the element type and length (scalars: elem_type = -1,
+ * n = 1). For scalars and numeric arrays *data points at the raw little-endian value(s) in the mapping
+ * (possibly unaligned); for a string it points at its bytes, for a string array it is NULL: use
+ * edge_gguf_kv_string. Nested arrays (arrays of arrays) are rejected at open. Any output may be NULL. */
 EDGE_API edge_status edge_gguf_kv(const edge_gguf *gguf, int64_t i, const char **key, uint64_t *key_len, int *type,
                                   int *elem_type, uint64_t *n, const void **data);
 /* The string value of entry i (j = 0), or element j of a string array. */
