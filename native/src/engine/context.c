@@ -1,0 +1,248 @@
+/* context.c — the public context API: creation (every buffer allocated here, never in the token loop),
+ * evaluation in n_batch chunks, truncation, and KV-cache state save/restore. */
+#include <stdlib.h>
+
+#include "blocks.h"
+#include "engine/engine.h"
+
+EDGE_API edge_status edge_context_default_params(edge_context_params *out) {
+    if (!out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_default_params: NULL argument");
+    out->n_ctx = 8192;
+    out->n_batch = 512;
+    out->n_threads = 0;
+    out->kv_type = EDGE_TYPE_F16;
+    out->isa = EDGE_ISA_AUTO;
+    return EDGE_OK;
+}
+
+static void *alloc_floats(int64_t n, bool *ok) {
+    void *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!p) *ok = false;
+    return p;
+}
+
+static void free_state(edge_run_state *s) {
+    void *bufs[] = {s->x,      s->xb,     s->q,    s->k,    s->v,         s->att,  s->ob,       s->rope_cos,
+                    s->rope_sin, s->scores, s->vacc, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
+                    s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    memset(s, 0, sizeof *s);
+}
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+/* The largest scratch any matrix product of a forward pass of up to n_tok tokens needs. */
+static size_t scratch_for(const edge_model *m, int64_t n_tok) {
+    size_t need = edge_matmul_scratch_bytes(m->output.type, m->output.n_cols, n_tok);
+    for (int64_t l = 0; l < m->hp.n_layer; l++) {
+        const edge_layer_weights *L = &m->layers[l];
+        const edge_matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->router};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+            need = max_size(need, edge_matmul_scratch_bytes(mats[i]->type, mats[i]->n_cols, n_tok));
+        for (int64_t e = 0; e < m->hp.n_expert; e++) {
+            need = max_size(need, edge_matmul_scratch_bytes(L->gate[e].type, L->gate[e].n_cols, n_tok));
+            need = max_size(need, edge_matmul_scratch_bytes(L->up[e].type, L->up[e].n_cols, n_tok));
+            need = max_size(need, edge_matmul_scratch_bytes(L->down[e].type, L->down[e].n_cols, n_tok));
+        }
+    }
+    return need;
+}
+
+EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_params *params, edge_context **out) {
+    if (!model || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_create: NULL argument");
+    *out = NULL;
+    edge_context_params p;
+    edge_context_default_params(&p);
+    if (params) p = *params;
+    const edge_model_hparams *hp = &model->hp;
+    if (p.n_ctx <= 0 || p.n_ctx > hp->n_ctx_train)
+        return edge_fail(EDGE_ERR_RANGE, "%s: n_ctx %lld must be in 1..%lld (the model's context length)", model->path,
+                         (long long)p.n_ctx, (long long)hp->n_ctx_train);
+    if (p.n_batch <= 0) return edge_fail(EDGE_ERR_INVALID_ARG, "n_batch %lld must be positive", (long long)p.n_batch);
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (p.n_threads < 0 || p.n_threads > 1024)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "n_threads %d must be in 0..1024", p.n_threads);
+    if (p.kv_type == EDGE_TYPE_Q8_0 && hp->head_dim % QK8_0 != 0)
+        return edge_fail(EDGE_ERR_UNSUPPORTED, "%s: a Q8_0 KV cache needs head_dim (%lld) divisible by 32", model->path,
+                         (long long)hp->head_dim);
+
+    edge_cpu_features cpu;
+    edge_status st = edge_cpu_detect(&cpu);
+    if (st != EDGE_OK) return st;
+    const edge_kernels *kernels = edge_kernels_for(p.isa, &cpu);
+    if (!kernels) return edge_fail(EDGE_ERR_UNSUPPORTED, "kernel path %d is not available on this CPU or build", p.isa);
+
+    edge_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return edge_fail(EDGE_ERR_NOMEM, "out of memory for a context");
+    ctx->model = model;
+    ctx->kernels = kernels;
+    ctx->n_threads = p.n_threads > 0 ? p.n_threads : (cpu.n_cores > 0 ? cpu.n_cores : 1);
+    p.n_threads = ctx->n_threads;
+    ctx->params = p;
+    if ((st = edge_threadpool_create(ctx->n_threads, &ctx->pool)) != EDGE_OK) goto fail;
+    if ((st = edge_kv_cache_init(&ctx->kv, p.kv_type, hp->n_layer, p.n_ctx, hp->n_head_kv * hp->head_dim)) != EDGE_OK)
+        goto fail;
+
+    const int64_t B = p.n_batch, d = hp->n_embd, hd = hp->head_dim, nq = hp->n_head * hd,
+                  nkv = hp->n_head_kv * hd, T = ctx->n_threads;
+    edge_run_state *s = &ctx->s;
+    bool ok = true;
+    s->x = alloc_floats(B * d, &ok);
+    s->xb = alloc_floats(B * d, &ok);
+    s->q = alloc_floats(B * nq, &ok);
+    s->k = alloc_floats(B * nkv, &ok);
+    s->v = alloc_floats(B * nkv, &ok);
+    s->att = alloc_floats(B * nq, &ok);
+    s->ob = alloc_floats(B * d, &ok);
+    s->rope_cos = alloc_floats(B * hd / 2, &ok);
+    s->rope_sin = alloc_floats(B * hd / 2, &ok);
+    s->scores = alloc_floats(T * p.n_ctx, &ok);
+    s->vacc = alloc_floats(T * hd, &ok);
+    s->kvrow = alloc_floats(T * hd, &ok);
+    s->router = alloc_floats(B * hp->n_expert, &ok);
+    s->sel = alloc_floats(B * hp->n_expert_used, &ok);
+    s->sel_gate = alloc_floats(B * hp->n_expert_used, &ok);
+    s->rows = alloc_floats(B, &ok);
+    s->rows_gate = alloc_floats(B, &ok);
+    s->xg = alloc_floats(B * d, &ok);
+    s->hg = alloc_floats(B * hp->n_ff, &ok);
+    s->hu = alloc_floats(B * hp->n_ff, &ok);
+    s->yo = alloc_floats(B * d, &ok);
+    s->moe = alloc_floats(B * d, &ok);
+    s->scratch_bytes = scratch_for(model, B);
+    s->scratch = malloc(s->scratch_bytes > 0 ? s->scratch_bytes : 1);
+    ctx->f16_table = alloc_floats(65536, &ok);
+    if (!ok || !s->scratch) {
+        st = edge_fail(EDGE_ERR_NOMEM, "%s: out of memory for the context's buffers (n_batch %lld)", model->path,
+                       (long long)B);
+        goto fail;
+    }
+    for (uint32_t h = 0; h < 65536; h++) ctx->f16_table[h] = edge_f16_to_f32((uint16_t)h);
+    *out = ctx;
+    edge_clear_error();
+    return EDGE_OK;
+fail:
+    edge_context_free(ctx);
+    return st;
+}
+
+EDGE_API void edge_context_free(edge_context *ctx) {
+    if (!ctx) return;
+    free_state(&ctx->s);
+    free(ctx->f16_table);
+    edge_kv_cache_free(&ctx->kv);
+    edge_threadpool_free(ctx->pool);
+    free(ctx);
+}
+
+EDGE_API edge_status edge_context_eval(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
+                                       int all_logits) {
+    if (!ctx || (!tokens && n > 0)) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_eval: NULL argument");
+    if (n <= 0) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_eval: no tokens (n = %lld)", (long long)n);
+    const edge_model *m = ctx->model;
+    if (n > ctx->kv.n_ctx - ctx->n_past)
+        return edge_fail(EDGE_ERR_RANGE, "context overflow: %lld cached + %lld new tokens exceed n_ctx %lld",
+                         (long long)ctx->n_past, (long long)n, (long long)ctx->kv.n_ctx);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return edge_fail(EDGE_ERR_RANGE, "token id %ld at index %lld is out of range (n_vocab %lld)",
+                             (long)tokens[i], (long long)i, (long long)m->hp.n_vocab);
+    const int64_t start = ctx->n_past;
+    for (int64_t off = 0; off < n; off += ctx->params.n_batch) {
+        const int64_t chunk = n - off < ctx->params.n_batch ? n - off : ctx->params.n_batch;
+        const bool last = off + chunk == n;
+        float *dst = NULL;
+        int64_t first = chunk;
+        if (logits && all_logits) {
+            dst = logits + (size_t)off * (size_t)m->hp.n_vocab;
+            first = 0;
+        } else if (logits && last) {
+            dst = logits;
+            first = chunk - 1;
+        }
+        edge_status st = edge_grok_forward(ctx, tokens + off, chunk, dst, first);
+        if (st != EDGE_OK) {
+            ctx->n_past = start; /* the failed tokens are not part of the sequence */
+            return st;
+        }
+        ctx->n_past += chunk;
+    }
+    edge_clear_error();
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out) {
+    if (!ctx || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_n_past: NULL argument");
+    *out = ctx->n_past;
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past) {
+    if (!ctx) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_truncate: NULL context");
+    if (n_past < 0 || n_past > ctx->n_past)
+        return edge_fail(EDGE_ERR_RANGE, "truncate to %lld: must be in 0..%lld (the cached tokens)", (long long)n_past,
+                         (long long)ctx->n_past);
+    ctx->n_past = n_past;
+    return EDGE_OK;
+}
+
+/* State layout: a header, then per layer the K rows then the V rows of positions 0..n_past-1. */
+typedef struct {
+    char magic[8]; /* "EDGEKV1\0" */
+    int64_t n_past, n_layer, row_elems;
+    int32_t kv_type, reserved;
+} state_header;
+
+EDGE_API edge_status edge_context_state_size(const edge_context *ctx, uint64_t *nbytes) {
+    if (!ctx || !nbytes) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_state_size: NULL argument");
+    *nbytes = sizeof(state_header) + 2 * (uint64_t)ctx->kv.n_layer * (uint64_t)ctx->n_past * ctx->kv.row_bytes;
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst, uint64_t nbytes) {
+    uint64_t need;
+    edge_status st = edge_context_state_size(ctx, &need);
+    if (st != EDGE_OK) return st;
+    if (!dst || nbytes < need)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "state buffer of %llu bytes is too small (%llu needed)",
+                         (unsigned long long)nbytes, (unsigned long long)need);
+    state_header h = {{'E', 'D', 'G', 'E', 'K', 'V', '1', 0}, ctx->n_past, ctx->kv.n_layer, ctx->kv.row_elems,
+                      ctx->kv.type, 0};
+    uint8_t *p = dst;
+    memcpy(p, &h, sizeof h);
+    p += sizeof h;
+    const size_t span = (size_t)ctx->n_past * ctx->kv.row_bytes;
+    for (int64_t l = 0; l < ctx->kv.n_layer; l++) {
+        memcpy(p, edge_kv_row(&ctx->kv, ctx->kv.k, l, 0), span);
+        p += span;
+        memcpy(p, edge_kv_row(&ctx->kv, ctx->kv.v, l, 0), span);
+        p += span;
+    }
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src, uint64_t nbytes) {
+    if (!ctx || !src) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_state_load: NULL argument");
+    state_header h;
+    if (nbytes < sizeof h) return edge_fail(EDGE_ERR_FORMAT, "state of %llu bytes is too short", (unsigned long long)nbytes);
+    memcpy(&h, src, sizeof h);
+    if (memcmp(h.magic, "EDGEKV1", 8) != 0) return edge_fail(EDGE_ERR_FORMAT, "not a grok-edge KV state");
+    if (h.n_layer != ctx->kv.n_layer || h.row_elems != ctx->kv.row_elems || h.kv_type != ctx->kv.type)
+        return edge_fail(EDGE_ERR_FORMAT, "KV state is for another model or KV type (layers %lld, row %lld, type %d)",
+                         (long long)h.n_layer, (long long)h.row_elems, (int)h.kv_type);
+    if (h.n_past < 0 || h.n_past > ctx->kv.n_ctx)
+        return edge_fail(EDGE_ERR_RANGE, "KV state holds %lld tokens, the context only %lld", (long long)h.n_past,
+                         (long long)ctx->kv.n_ctx);
+    const size_t span = (size_t)h.n_past * ctx->kv.row_bytes;
+    if (nbytes != sizeof h + 2 * (uint64_t)h.n_layer * span)
+        return edge_fail(EDGE_ERR_FORMAT, "KV state size %llu does not match its header", (unsigned long long)nbytes);
+    const uint8_t *p = (const uint8_t *)src + sizeof h;
+    for (int64_t l = 0; l < ctx->kv.n_layer; l++) {
+        memcpy(edge_kv_row(&ctx->kv, ctx->kv.k, l, 0), p, span);
+        p += span;
+        memcpy(edge_kv_row(&ctx->kv, ctx->kv.v, l, 0), p, span);
+        p += span;
+    }
+    ctx->n_past = h.n_past;
+    return EDGE_OK;
+}

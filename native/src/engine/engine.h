@@ -1,0 +1,109 @@
+/* engine.h — internal structures of the Grok engine (model weights, context, KV cache); not public.
+ *
+ * Layout follows llama2.c: the hyperparameters (edge_model_hparams, public), the weights as typed views
+ * into the mapped GGUF (edge_weights: zero copy), and the run state (every activation buffer, allocated
+ * once when a context is created). grok.c holds the forward pass, model.c loading and validation,
+ * kv_cache.c the cache, context.c the public context API. */
+#ifndef EDGE_ENGINE_H
+#define EDGE_ENGINE_H
+
+#include "common.h"
+#include "kernels/kernels.h"
+
+/* A 2-D weight matrix in GGUF layout: n_rows rows of n_cols elements of `type`, rows row_stride bytes apart. */
+typedef struct edge_matrix {
+    const void *data;
+    int type;
+    int64_t n_rows, n_cols;
+    size_t row_stride;
+} edge_matrix;
+
+/* Weights of one decoder layer. Norm scales are fp32 (pointing into the mapping when stored as F32,
+ * otherwise converted once at load into model-owned memory). Experts are per-expert matrices, so the
+ * stacked 3-D form (ffn_*_exps) and the older per-expert 2-D form (ffn_*.E) look the same here. */
+typedef struct edge_layer_weights {
+    const float *attn_norm;         /* rms_norm   — before attention */
+    edge_matrix wq, wk, wv, wo;     /* multi_head_attention/{query,key,value,linear} */
+    const float *attn_output_norm;  /* rms_norm_1 — after attention, before the residual add */
+    const float *ffn_norm;          /* rms_norm_2 — before the MoE */
+    edge_matrix router;             /* router: [n_expert rows, n_embd cols] */
+    edge_matrix *gate, *up, *down;  /* [n_expert] each: moe/linear (gelu'd), moe/linear_v, moe/linear_1 */
+    const float *layer_output_norm; /* rms_norm_3 — after the MoE, before the residual add */
+} edge_layer_weights;
+
+struct edge_model {
+    edge_gguf *gguf;
+    char *path;
+    edge_model_hparams hp;
+    edge_matrix token_embd; /* [n_vocab rows, n_embd cols]; also the output projection when tied */
+    edge_matrix output;     /* = token_embd unless the file has its own `output` tensor */
+    const float *output_norm;
+    edge_layer_weights *layers;
+    edge_matrix *expert_storage; /* n_layer * 3 * n_expert matrices, pointed to by layers[l].gate/up/down */
+    float **owned;               /* norm scales converted at load */
+    int n_owned;
+};
+
+/* KV cache: K and V per layer as [n_ctx][n_head_kv * head_dim] rows of `type` (F16 or Q8_0). */
+typedef struct edge_kv_cache {
+    int type;
+    int64_t n_layer, n_ctx, row_elems; /* row_elems = n_head_kv * head_dim */
+    size_t row_bytes;
+    uint8_t *k, *v; /* n_layer * n_ctx * row_bytes each */
+} edge_kv_cache;
+
+edge_status edge_kv_cache_init(edge_kv_cache *kv, int type, int64_t n_layer, int64_t n_ctx, int64_t row_elems);
+void edge_kv_cache_free(edge_kv_cache *kv);
+/* Store one row of row_elems floats at (layer, pos). */
+void edge_kv_cache_store(edge_kv_cache *kv, uint8_t *base, int64_t layer, int64_t pos, const float *src);
+static inline uint8_t *edge_kv_row(const edge_kv_cache *kv, uint8_t *base, int64_t layer, int64_t pos) {
+    return base + ((size_t)layer * (size_t)kv->n_ctx + (size_t)pos) * kv->row_bytes;
+}
+/* Convert n (a multiple of 32 for Q8_0) cached elements starting at element `first` of a row to floats. */
+void edge_kv_load(const edge_kv_cache *kv, const uint8_t *row, int64_t first, int64_t n, float *dst,
+                  const float *f16_table);
+
+/* Every activation buffer of a context, sized for n_batch tokens and allocated once at creation. */
+typedef struct edge_run_state {
+    float *x;           /* [B, n_embd] the residual stream */
+    float *xb;          /* [B, n_embd] normed input of a sublayer */
+    float *q;           /* [B, n_head * head_dim] */
+    float *k, *v;       /* [B, n_head_kv * head_dim] */
+    float *att;         /* [B, n_head * head_dim] attention output before Wo */
+    float *ob;          /* [B, n_embd] sublayer output */
+    float *rope_cos;    /* [B, head_dim / 2] */
+    float *rope_sin;    /* [B, head_dim / 2] */
+    float *scores;      /* [n_threads, n_ctx] attention probabilities, one row per worker */
+    float *vacc;        /* [n_threads, head_dim] attention value accumulators */
+    float *kvrow;       /* [n_threads, head_dim] a dequantized cached K or V row */
+    float *router;      /* [B, n_expert] router logits, then probabilities */
+    int32_t *sel;       /* [B, n_expert_used] selected experts */
+    float *sel_gate;    /* [B, n_expert_used] their gates (softmax probabilities, not renormalized) */
+    int32_t *rows;      /* [B] token indices routed to the expert being run */
+    float *rows_gate;   /* [B] their gates */
+    float *xg;          /* [B, n_embd] gathered expert inputs */
+    float *hg, *hu;     /* [B, n_ff] expert hidden states (gate/gelu side, up side) */
+    float *yo;          /* [B, n_embd] expert outputs */
+    float *moe;         /* [B, n_embd] weighted sum of the selected experts */
+    void *scratch;      /* matmul scratch (activations quantized on the fly) */
+    size_t scratch_bytes;
+} edge_run_state;
+
+struct edge_context {
+    const edge_model *model;
+    edge_context_params params;
+    int n_threads;
+    edge_threadpool *pool;
+    const edge_kernels *kernels;
+    edge_kv_cache kv;
+    int64_t n_past;
+    edge_run_state s;
+    float *f16_table; /* 65536 entries: binary16 bit pattern -> float, for reading an F16 cache */
+};
+
+/* Forward pass of n <= n_batch tokens at positions ctx->n_past.. (grok.c). Writes logits of the
+ * rows [first_logit, n) into `logits` (n - first_logit rows) when logits is not NULL. */
+edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
+                              int64_t first_logit);
+
+#endif /* EDGE_ENGINE_H */

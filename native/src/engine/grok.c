@@ -1,0 +1,240 @@
+/* grok.c — the Grok-1 forward pass (read beside ../../../docs GROK1.md; the official model.py is the authority).
+ *
+ *   h = E[tokens] * embedding_scale
+ *   per layer:  h = h + rms_1(attention(rms_0(h)))
+ *               h = h + rms_3(moe(rms_2(h)))
+ *   logits = rms_final(h) . E^T * output_scale          (output tied to the embedding unless `output` exists)
+ *
+ * Every constant comes from the model's hyperparameters (GGUF metadata, model.c). Activations are fp32;
+ * the matrix products go through the kernels (edge_matmul_ex), which may quantize the activations on the
+ * fly to the weight's dot-product type (Q8_0/Q8_K for quantized weights, as llama.cpp does). */
+#include <math.h>
+#include <stdio.h>
+
+#include "engine/engine.h"
+
+/* y = W x for n_tok rows of x, with the context's preallocated scratch (no allocation here). */
+static edge_status matmul(edge_context *ctx, const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
+    return edge_matmul_ex(ctx->kernels, ctx->pool, w->type, w->data, w->row_stride, w->n_rows, w->n_cols, x, n_tok,
+                          y, ctx->s.scratch, ctx->s.scratch_bytes);
+}
+
+/* out = scale ⊙ x / sqrt(mean(x²) + eps): the learned scale multiplies directly (not 1 + scale). */
+static void rmsnorm(float *out, const float *x, const float *scale, int64_t n, double eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    const float r = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) out[i] = scale[i] * (x[i] * r);
+}
+
+/* jax.nn.gelu's default (approximate=True): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))). */
+static inline float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+/* Rotate-half (NeoX) RoPE of one head vector in place: dimension j pairs with j + head_dim/2. */
+static void rope_rotate_half(float *v, const float *cos_, const float *sin_, int64_t half) {
+    for (int64_t j = 0; j < half; j++) {
+        const float a = v[j], b = v[j + half];
+        v[j] = a * cos_[j] - b * sin_[j];
+        v[j + half] = b * cos_[j] + a * sin_[j];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ attention */
+
+typedef struct {
+    edge_context *ctx;
+    int64_t layer, n;
+} attention_job;
+
+/* One worker's share of (token, query head) pairs: causal attention over the cached positions 0..pos. */
+static void attention_worker(void *arg, int ith, int nth) {
+    const attention_job *job = arg;
+    edge_context *ctx = job->ctx;
+    const edge_model_hparams *hp = &ctx->model->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
+    const float mult = (float)hp->attn_output_multiplier, cap = (float)hp->attn_logit_softcap;
+    float *scores = s->scores + (size_t)ith * (size_t)ctx->kv.n_ctx;
+    float *vacc = s->vacc + (size_t)ith * (size_t)hd;
+    float *row = s->kvrow + (size_t)ith * (size_t)hd;
+    (void)nkv;
+
+    for (int64_t task = ith; task < job->n * hp->n_head; task += nth) {
+        const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
+        const int64_t pos = ctx->n_past + i;
+        const float *q = s->q + i * nq + h * hd;
+        /* scores: s = (q·k) * attn_output_multiplier, then cap·tanh(s/cap); causal: keys 0..pos only */
+        float max = -INFINITY;
+        for (int64_t t = 0; t <= pos; t++) {
+            edge_kv_load(&ctx->kv, edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, t), g * hd, hd, row, ctx->f16_table);
+            float dot = 0.0f;
+            for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
+            float sc = dot * mult;
+            if (cap > 0.0f) sc = cap * tanhf(sc / cap);
+            scores[t] = sc;
+            if (sc > max) max = sc;
+        }
+        /* softmax in fp32 */
+        float sum = 0.0f;
+        for (int64_t t = 0; t <= pos; t++) {
+            scores[t] = expf(scores[t] - max);
+            sum += scores[t];
+        }
+        const float inv = 1.0f / sum;
+        /* o = softmax · v */
+        for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
+        for (int64_t t = 0; t <= pos; t++) {
+            edge_kv_load(&ctx->kv, edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, t), g * hd, hd, row, ctx->f16_table);
+            const float p = scores[t] * inv;
+            for (int64_t j = 0; j < hd; j++) vacc[j] += p * row[j];
+        }
+        memcpy(s->att + i * nq + h * hd, vacc, (size_t)hd * sizeof(float));
+    }
+}
+
+static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int64_t layer, int64_t n) {
+    const edge_model_hparams *hp = &ctx->model->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t hd = hp->head_dim, half = hd / 2, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    edge_status st;
+    /* q = x·Wq, k = x·Wk, v = x·Wv (no biases) */
+    if ((st = matmul(ctx, &L->wq, s->xb, n, s->q)) != EDGE_OK) return st;
+    if ((st = matmul(ctx, &L->wk, s->xb, n, s->k)) != EDGE_OK) return st;
+    if ((st = matmul(ctx, &L->wv, s->xb, n, s->v)) != EDGE_OK) return st;
+    for (int64_t i = 0; i < n; i++) {
+        /* RoPE (rotate-half) on every q and k head at position n_past + i */
+        const float *c = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
+        for (int64_t h = 0; h < hp->n_head; h++) rope_rotate_half(s->q + i * nq + h * hd, c, sn, half);
+        for (int64_t h = 0; h < hp->n_head_kv; h++) rope_rotate_half(s->k + i * nkv + h * hd, c, sn, half);
+        /* append k, v to the cache */
+        edge_kv_cache_store(&ctx->kv, ctx->kv.k, layer, ctx->n_past + i, s->k + i * nkv);
+        edge_kv_cache_store(&ctx->kv, ctx->kv.v, layer, ctx->n_past + i, s->v + i * nkv);
+    }
+    attention_job job = {ctx, layer, n};
+    edge_threadpool_run(ctx->pool, attention_worker, &job);
+    /* o·Wo */
+    return matmul(ctx, &L->wo, s->att, n, s->ob);
+}
+
+/* ------------------------------------------------------------------------------------------------ MoE */
+
+static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n) {
+    const edge_model_hparams *hp = &ctx->model->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t d = hp->n_embd, ne = hp->n_expert, k = hp->n_expert_used, nff = hp->n_ff;
+    edge_status st;
+    /* router: p = softmax(x·Wr) over all experts, fp32 */
+    if ((st = matmul(ctx, &L->router, s->xb, n, s->router)) != EDGE_OK) return st;
+    for (int64_t i = 0; i < n; i++) {
+        float *p = s->router + i * ne;
+        float max = -INFINITY;
+        for (int64_t e = 0; e < ne; e++) max = p[e] > max ? p[e] : max;
+        float sum = 0.0f;
+        for (int64_t e = 0; e < ne; e++) sum += (p[e] = expf(p[e] - max));
+        for (int64_t e = 0; e < ne; e++) p[e] /= sum;
+        /* top-k by p; the gates are the probabilities themselves, NOT renormalized over the k */
+        for (int64_t j = 0; j < k; j++) {
+            int32_t best = -1;
+            for (int64_t e = 0; e < ne; e++) {
+                bool taken = false;
+                for (int64_t jj = 0; jj < j; jj++) taken |= s->sel[i * k + jj] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = (int32_t)e;
+            }
+            s->sel[i * k + j] = best;
+            s->sel_gate[i * k + j] = p[best];
+        }
+    }
+    memset(s->moe, 0, (size_t)(n * d) * sizeof(float));
+    /* Each expert runs once, on the rows of the tokens that chose it (one matrix×matrix call per weight);
+     * unselected experts are never touched. */
+    for (int64_t e = 0; e < ne; e++) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < k; j++)
+                if (s->sel[i * k + j] == e) {
+                    s->rows[m] = (int32_t)i;
+                    s->rows_gate[m] = s->sel_gate[i * k + j];
+                    memcpy(s->xg + m * d, s->xb + i * d, (size_t)d * sizeof(float));
+                    m++;
+                }
+        if (m == 0) continue;
+        /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
+        if ((st = matmul(ctx, &L->gate[e], s->xg, m, s->hg)) != EDGE_OK) return st;
+        if ((st = matmul(ctx, &L->up[e], s->xg, m, s->hu)) != EDGE_OK) return st;
+        for (int64_t r = 0; r < m * nff; r++) s->hg[r] = gelu_tanh(s->hg[r]) * s->hu[r];
+        if ((st = matmul(ctx, &L->down[e], s->hg, m, s->yo)) != EDGE_OK) return st;
+        /* moe(x) += p_e · y_e */
+        for (int64_t r = 0; r < m; r++) {
+            float *dst = s->moe + (int64_t)s->rows[r] * d;
+            const float gate = s->rows_gate[r];
+            for (int64_t c = 0; c < d; c++) dst[c] += gate * s->yo[r * d + c];
+        }
+    }
+    return EDGE_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------ forward */
+
+edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
+                              int64_t first_logit) {
+    const edge_model *m = ctx->model;
+    const edge_model_hparams *hp = &m->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t d = hp->n_embd, hd = hp->head_dim, half = hd / 2;
+    edge_status st;
+
+    /* 1. h = E[token] · embedding_scale (the embedding row is dequantized from its stored type) */
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *row = (const uint8_t *)m->token_embd.data + (size_t)tokens[i] * m->token_embd.row_stride;
+        float *x = s->x + i * d;
+        if (m->token_embd.type == EDGE_TYPE_F32) {
+            memcpy(x, row, (size_t)d * sizeof(float));
+        } else if ((st = edge_dequantize(m->token_embd.type, row, d, x)) != EDGE_OK) {
+            return st;
+        }
+        const float scale = (float)hp->embedding_scale;
+        for (int64_t c = 0; c < d; c++) x[c] *= scale;
+    }
+    /* RoPE phases for this chunk's positions: inv_freq[j] = base^(-2j/head_dim), shared by all layers */
+    for (int64_t i = 0; i < n; i++) {
+        const double pos = (double)(ctx->n_past + i);
+        for (int64_t j = 0; j < half; j++) {
+            const double theta = pos * pow(hp->rope_freq_base, -2.0 * (double)j / (double)hd);
+            s->rope_cos[i * half + j] = (float)cos(theta);
+            s->rope_sin[i * half + j] = (float)sin(theta);
+        }
+    }
+
+    /* 2. the decoder layers */
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        const edge_layer_weights *L = &m->layers[l];
+        /* h = h + rms_1(attention(rms_0(h))) */
+        for (int64_t i = 0; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, L->attn_norm, d, hp->rms_eps);
+        if ((st = attention(ctx, L, l, n)) != EDGE_OK) return st;
+        for (int64_t i = 0; i < n; i++) {
+            rmsnorm(s->ob + i * d, s->ob + i * d, L->attn_output_norm, d, hp->rms_eps);
+            for (int64_t c = 0; c < d; c++) s->x[i * d + c] += s->ob[i * d + c];
+        }
+        /* h = h + rms_3(moe(rms_2(h))) */
+        for (int64_t i = 0; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, L->ffn_norm, d, hp->rms_eps);
+        if ((st = moe(ctx, L, n)) != EDGE_OK) return st;
+        for (int64_t i = 0; i < n; i++) {
+            rmsnorm(s->moe + i * d, s->moe + i * d, L->layer_output_norm, d, hp->rms_eps);
+            for (int64_t c = 0; c < d; c++) s->x[i * d + c] += s->moe[i * d + c];
+        }
+    }
+
+    /* 3. logits = rms_final(h) · Eᵀ · output_scale, only for the rows the caller wants */
+    if (logits && first_logit < n) {
+        const int64_t nl = n - first_logit;
+        for (int64_t i = first_logit; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, m->output_norm, d, hp->rms_eps);
+        if ((st = matmul(ctx, &m->output, s->xb + first_logit * d, nl, logits)) != EDGE_OK) return st;
+        const float scale = (float)hp->output_scale;
+        for (int64_t r = 0; r < nl * hp->n_vocab; r++) logits[r] *= scale;
+    }
+    return EDGE_OK;
+}
