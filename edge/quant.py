@@ -99,7 +99,9 @@ def row_bytes(qtype: int | str, n: int) -> int:
 def _as_rows(x: np.ndarray) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim not in (1, 2):
-        raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"quantize takes a 1-D or 2-D array, not {arr.ndim}-D")
+        raise EdgeArgumentError(
+            "EDGE_ERR_INVALID_ARG", f"quantize takes a 1-D or 2-D array, not {arr.ndim}-D"
+        )
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     return np.ascontiguousarray(arr, dtype=np.float32)
