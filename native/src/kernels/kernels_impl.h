@@ -1,0 +1,72 @@
+/* kernels_impl.h — the kernel table shared by the per-ISA files and the matmul driver (private to kernels/).
+ *
+ * Every weight type is paired with an activation format (ggml's "vec_dot_type"): the activations are
+ * converted once per matmul into that format, then each (row, token) pair is one dot product of a
+ * weight row with a converted activation row. The format depends on the weight type only, never on
+ * the ISA, so every path sees the same integers and differs from the scalar path only in float
+ * summation order. */
+#ifndef EDGE_KERNELS_IMPL_H
+#define EDGE_KERNELS_IMPL_H
+
+#include "blocks.h"
+#include "common.h"
+#include "kernels.h"
+
+#define EDGE_N_TYPES 31 /* ggml numbering: EDGE_TYPE_BF16 = 30 is the last one */
+
+typedef enum edge_act_format {
+    EDGE_ACT_NONE = 0, /* weight type without a kernel */
+    EDGE_ACT_F32 = 1,  /* x used as is (float weights) */
+    EDGE_ACT_Q8_0 = 2, /* block_q8_0 per 32 */
+    EDGE_ACT_Q8_1 = 3, /* block_q8_1 per 32 (d and s = d * sum(qs)) */
+    EDGE_ACT_Q8_K = 4  /* block_q8_K per 256 */
+} edge_act_format;
+
+/* Dot products of one weight row (n elements) with nt activation rows (x + t*x_stride bytes),
+ * out[t] for t < nt, nt <= EDGE_DOT_MAX_TOK. */
+#define EDGE_DOT_MAX_TOK 4
+typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
+
+/* Convert n floats (a multiple of the format's block) into the activation format. */
+typedef void (*edge_act_quant_fn)(const float *x, void *dst, int64_t n);
+
+struct edge_kernels {
+    int isa;
+    const char *name;
+    edge_dot_fn dot[EDGE_N_TYPES];
+    edge_act_quant_fn quant_q8_0, quant_q8_1, quant_q8_k;
+};
+
+edge_act_format edge_act_format_of(int type);
+
+/* Per-ISA tables, one constant per file (a NULL entry falls back to the scalar kernel). */
+extern const struct edge_kernels edge_kernels_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const struct edge_kernels edge_kernels_avx2;
+extern const struct edge_kernels edge_kernels_avx512;
+#endif
+
+/* Scalar activation quantizers (ggml's reference rounding), shared by every path. */
+void edge_quant_act_q8_0(const float *x, void *dst, int64_t n);
+void edge_quant_act_q8_1(const float *x, void *dst, int64_t n);
+void edge_quant_act_q8_k(const float *x, void *dst, int64_t n);
+
+/* Unpackers shared by the scalar kernels: the 6-bit scale/min pairs of Q4_K/Q5_K and the 16
+ * 6-bit scales of Q3_K. */
+static inline void edge_k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static inline int edge_q3k_scale(const uint8_t *scales, int k) {
+    int lo = k < 8 ? (scales[k] & 0xF) : (scales[k - 8] >> 4);
+    int hi = (scales[8 + (k & 3)] >> (2 * (k >> 2))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+#endif /* EDGE_KERNELS_IMPL_H */

@@ -1,0 +1,260 @@
+/* matmul.c — the matmul driver: ISA dispatch, activation conversion and the split of the work over
+ * the thread pool.
+ *
+ * One call: (1) every worker converts a share of the activation rows into the weight type's
+ * activation format (kernels_impl.h) in the caller's scratch; (2) a barrier; (3) workers take
+ * chunks of (row block × token tile) from an atomic counter and compute each row of the block
+ * against up to EDGE_DOT_MAX_TOK tokens at a time, so a weight row loaded once serves several
+ * tokens (prompt processing) while decode (one token) is a plain row split. */
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "kernels_impl.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+#define SCRATCH_ALIGN 64
+/* Tokens per tile: the activation rows of one tile stay in L2 while the row block streams through. */
+#define TOKEN_TILE 32
+
+edge_act_format edge_act_format_of(int type) {
+    switch (type) {
+    case EDGE_TYPE_F32:
+    case EDGE_TYPE_F16:
+    case EDGE_TYPE_BF16: return EDGE_ACT_F32;
+    case EDGE_TYPE_Q4_0:
+    case EDGE_TYPE_Q5_0:
+    case EDGE_TYPE_Q8_0:
+    case EDGE_TYPE_IQ4_NL: return EDGE_ACT_Q8_0;
+    case EDGE_TYPE_Q4_1:
+    case EDGE_TYPE_Q5_1: return EDGE_ACT_Q8_1;
+    case EDGE_TYPE_Q2_K:
+    case EDGE_TYPE_Q3_K:
+    case EDGE_TYPE_Q4_K:
+    case EDGE_TYPE_Q5_K:
+    case EDGE_TYPE_Q6_K:
+    case EDGE_TYPE_IQ4_XS: return EDGE_ACT_Q8_K;
+    default: return EDGE_ACT_NONE;
+    }
+}
+
+/* Bytes and elements of one block of an activation format. */
+static void act_block(edge_act_format f, int64_t *elems, int64_t *bytes) {
+    switch (f) {
+    case EDGE_ACT_Q8_0: *elems = QK8_0, *bytes = sizeof(block_q8_0); return;
+    case EDGE_ACT_Q8_1: *elems = QK8_1, *bytes = sizeof(block_q8_1); return;
+    case EDGE_ACT_Q8_K: *elems = QK_K, *bytes = sizeof(block_q8_K); return;
+    default: *elems = 1, *bytes = 0; return;
+    }
+}
+
+size_t edge_matmul_scratch_bytes(int type, int64_t n_cols, int64_t n_tok) {
+    edge_act_format f = edge_act_format_of(type);
+    if (f == EDGE_ACT_NONE || n_cols <= 0 || n_tok <= 0) return 0;
+    if (f == EDGE_ACT_F32) return 0;
+    int64_t be, bb;
+    act_block(f, &be, &bb);
+    return (size_t)((n_cols + be - 1) / be) * (size_t)bb * (size_t)n_tok + SCRATCH_ALIGN;
+}
+
+const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu) {
+    edge_cpu_features detected;
+    if (!cpu) {
+        edge_cpu_detect(&detected);
+        cpu = &detected;
+    }
+#if defined(__x86_64__) || defined(_M_X64)
+    const int has_avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
+    const int has_avx512 = has_avx2 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512vnni;
+    switch (isa) {
+    case EDGE_ISA_AUTO: return has_avx512 ? &edge_kernels_avx512 : has_avx2 ? &edge_kernels_avx2 : &edge_kernels_scalar;
+    case EDGE_ISA_SCALAR: return &edge_kernels_scalar;
+    case EDGE_ISA_AVX2: return has_avx2 ? &edge_kernels_avx2 : NULL;
+    case EDGE_ISA_AVX512: return has_avx512 ? &edge_kernels_avx512 : NULL;
+    default: return NULL;
+    }
+#else
+    switch (isa) {
+    case EDGE_ISA_AUTO:
+    case EDGE_ISA_SCALAR: return &edge_kernels_scalar;
+    default: return NULL;
+    }
+#endif
+}
+
+EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
+    if (!supported) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_isa_supported: supported is NULL");
+    if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "edge_isa_supported: unknown ISA %d", isa);
+    *supported = edge_kernels_for(isa, NULL) != NULL;
+    edge_clear_error();
+    return EDGE_OK;
+}
+
+typedef struct mm_job {
+    edge_dot_fn dot;
+    edge_act_quant_fn quant; /* NULL: x is used as is */
+    const char *w;
+    size_t row_stride;
+    int64_t n_rows, n_cols, n_tok;
+    const float *x;
+    float *y;
+    char *xq;          /* converted activations: n_tok rows of xq_stride bytes */
+    size_t xq_stride;  /* bytes per activation row as the kernel reads it */
+    int64_t blk_elems; /* activation block (quantized formats) */
+    int64_t blk_bytes;
+    int64_t rows_per_chunk, n_row_chunks, n_tok_tiles, n_chunks;
+    _Atomic int64_t next_chunk;
+    _Atomic int barrier;
+} mm_job;
+
+static void wait_barrier(mm_job *job, int nth) {
+    atomic_fetch_add_explicit(&job->barrier, 1, memory_order_acq_rel);
+    for (unsigned i = 0; atomic_load_explicit(&job->barrier, memory_order_acquire) < nth; i++) {
+        if (i < 4096)
+            CPU_RELAX();
+        else
+            sched_yield(); /* more threads than free cores: let the others finish their share */
+    }
+}
+
+static void mm_quantize_share(mm_job *job, int ith, int nth) {
+    const int64_t blocks_per_row = job->n_cols / job->blk_elems;
+    const int64_t total = blocks_per_row * job->n_tok;
+    const int64_t g0 = total * ith / nth, g1 = total * (ith + 1) / nth;
+    for (int64_t g = g0; g < g1;) {
+        const int64_t t = g / blocks_per_row, b = g % blocks_per_row;
+        int64_t nb = blocks_per_row - b;
+        if (nb > g1 - g) nb = g1 - g;
+        job->quant(job->x + t * job->n_cols + b * job->blk_elems, job->xq + (size_t)t * job->xq_stride +
+                   (size_t)(b * job->blk_bytes), nb * job->blk_elems);
+        g += nb;
+    }
+}
+
+static void mm_chunk(const mm_job *job, int64_t chunk) {
+    const int64_t rc = chunk % job->n_row_chunks, tc = chunk / job->n_row_chunks;
+    const int64_t r0 = rc * job->rows_per_chunk;
+    int64_t r1 = r0 + job->rows_per_chunk;
+    if (r1 > job->n_rows) r1 = job->n_rows;
+    const int64_t t0 = tc * TOKEN_TILE;
+    int64_t t1 = t0 + TOKEN_TILE;
+    if (t1 > job->n_tok) t1 = job->n_tok;
+    float out[EDGE_DOT_MAX_TOK];
+    for (int64_t r = r0; r < r1; r++) {
+        const char *wr = job->w + (size_t)r * job->row_stride;
+        for (int64_t t = t0; t < t1; t += EDGE_DOT_MAX_TOK) {
+            const int nt = (int)(t1 - t < EDGE_DOT_MAX_TOK ? t1 - t : EDGE_DOT_MAX_TOK);
+            job->dot(job->n_cols, wr, job->xq + (size_t)t * job->xq_stride, job->xq_stride, nt, out);
+            for (int i = 0; i < nt; i++) job->y[(t + i) * job->n_rows + r] = out[i];
+        }
+    }
+}
+
+static void mm_worker(void *ctx, int ith, int nth) {
+    mm_job *job = ctx;
+    if (job->quant) {
+        mm_quantize_share(job, ith, nth);
+        if (nth > 1) wait_barrier(job, nth);
+    }
+    for (int64_t c = ith; c < job->n_chunks; c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed))
+        mm_chunk(job, c);
+}
+
+edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int type, const void *w, size_t row_stride,
+                           int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
+                           size_t scratch_bytes) {
+    if (!k) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: no kernel table (ISA not supported on this CPU)");
+    const edge_type_traits *tr = edge_type_traits_get(type);
+    const edge_act_format f = edge_act_format_of(type);
+    if (!tr || f == EDGE_ACT_NONE)
+        return edge_fail(EDGE_ERR_UNSUPPORTED, "matmul: no kernel for weight type %d (%s)", type, tr ? tr->name : "?");
+    if (!w || !x || !y) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: NULL weight, input or output pointer");
+    if (n_rows <= 0 || n_cols <= 0 || n_tok <= 0)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: sizes must be positive (rows %lld, cols %lld, tokens %lld)",
+                         (long long)n_rows, (long long)n_cols, (long long)n_tok);
+    int64_t act_elems, act_bytes;
+    act_block(f, &act_elems, &act_bytes);
+    if (n_cols % tr->block_elems != 0 || n_cols % act_elems != 0)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: %s row of %lld columns is not a multiple of the block size %lld",
+                         tr->name, (long long)n_cols, (long long)(tr->block_elems > act_elems ? tr->block_elems : act_elems));
+    const size_t row_bytes = (size_t)(n_cols / tr->block_elems) * (size_t)tr->block_bytes;
+    if (row_stride < row_bytes)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: row stride %zu is smaller than a %s row of %lld (%zu bytes)",
+                         row_stride, tr->name, (long long)n_cols, row_bytes);
+    const size_t need = edge_matmul_scratch_bytes(type, n_cols, n_tok);
+    if (need > 0 && (!scratch || scratch_bytes < need))
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: scratch of %zu bytes is smaller than the %zu needed", scratch_bytes,
+                         need);
+
+    mm_job job = {0};
+    job.dot = k->dot[type] ? k->dot[type] : edge_kernels_scalar.dot[type];
+    job.w = w;
+    job.row_stride = row_stride;
+    job.n_rows = n_rows;
+    job.n_cols = n_cols;
+    job.n_tok = n_tok;
+    job.x = x;
+    job.y = y;
+    if (f == EDGE_ACT_F32) {
+        job.quant = NULL;
+        job.xq = (char *)(uintptr_t)x;
+        job.xq_stride = (size_t)n_cols * sizeof(float);
+    } else {
+        edge_act_quant_fn fallback = f == EDGE_ACT_Q8_0   ? edge_kernels_scalar.quant_q8_0
+                                     : f == EDGE_ACT_Q8_1 ? edge_kernels_scalar.quant_q8_1
+                                                          : edge_kernels_scalar.quant_q8_k;
+        edge_act_quant_fn q = f == EDGE_ACT_Q8_0 ? k->quant_q8_0 : f == EDGE_ACT_Q8_1 ? k->quant_q8_1 : k->quant_q8_k;
+        job.quant = q ? q : fallback;
+        job.xq = (char *)(((uintptr_t)scratch + SCRATCH_ALIGN - 1) & ~(uintptr_t)(SCRATCH_ALIGN - 1));
+        job.xq_stride = (size_t)(n_cols / act_elems) * (size_t)act_bytes;
+        job.blk_elems = act_elems;
+        job.blk_bytes = act_bytes;
+    }
+
+    const int nth = edge_threadpool_size(pool);
+    job.n_tok_tiles = (n_tok + TOKEN_TILE - 1) / TOKEN_TILE;
+    /* About 8 chunks per thread per token tile for load balance, at least 4 rows each. */
+    int64_t rpc = n_rows / ((int64_t)nth * 8);
+    if (rpc < 4) rpc = 4;
+    job.rows_per_chunk = rpc;
+    job.n_row_chunks = (n_rows + rpc - 1) / rpc;
+    job.n_chunks = job.n_row_chunks * job.n_tok_tiles;
+    atomic_init(&job.next_chunk, nth);
+    atomic_init(&job.barrier, 0);
+
+    /* A small conversion is cheaper on one thread than a barrier. */
+    if (job.quant && n_cols * n_tok <= 8192) {
+        mm_quantize_share(&job, 0, 1);
+        job.quant = NULL;
+    }
+    edge_threadpool_run(pool, mm_worker, &job);
+    edge_clear_error();
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const void *w, int64_t n_rows,
+                                 int64_t n_cols, const float *x, int64_t n_tok, float *y) {
+    if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: unknown ISA %d", isa);
+    const edge_kernels *k = edge_kernels_for(isa, NULL);
+    if (!k) return edge_fail(EDGE_ERR_UNSUPPORTED, "matmul: ISA %d is not compiled in or not supported by this CPU", isa);
+    int64_t row_bytes;
+    edge_status st = edge_row_bytes(type, n_cols, &row_bytes);
+    if (st != EDGE_OK) return st;
+    if (n_rows <= 0 || n_tok <= 0)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: sizes must be positive (rows %lld, tokens %lld)",
+                         (long long)n_rows, (long long)n_tok);
+    const size_t need = edge_matmul_scratch_bytes(type, n_cols, n_tok);
+    void *scratch = NULL;
+    if (need > 0 && !(scratch = malloc(need)))
+        return edge_fail(EDGE_ERR_NOMEM, "matmul: out of memory for %zu bytes of scratch", need);
+    st = edge_matmul_ex(k, pool, type, w, (size_t)row_bytes, n_rows, n_cols, x, n_tok, y, scratch, need);
+    free(scratch);
+    return st;
+}

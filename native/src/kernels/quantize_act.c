@@ -1,0 +1,70 @@
+/* quantize_act.c — activations converted once per matmul into the integer format the weight
+ * type's dot product consumes (ggml's Q8_0 / Q8_1 / Q8_K, same rounding as ggml's reference). */
+#include <math.h>
+
+#include "kernels_impl.h"
+
+void edge_quant_act_q8_0(const float *x, void *dst, int64_t n) {
+    block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *xb = x + i * QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = edge_f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+    }
+}
+
+void edge_quant_act_q8_1(const float *x, void *dst, int64_t n) {
+    block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK8_1; i++) {
+        const float *xb = x + i * QK8_1;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_1; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_1; j++) {
+            y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+            sum += y[i].qs[j];
+        }
+        y[i].d = edge_f32_to_f16(d);
+        y[i].s = edge_f32_to_f16((float)sum * d);
+    }
+}
+
+/* Q8_K: one float scale per 256 with the largest-magnitude value mapped to -127 (so every q is in
+ * [-127, 127] and the SIMD sign trick never meets -128), plus the sum of each 16 for the min terms. */
+void edge_quant_act_q8_k(const float *x, void *dst, int64_t n) {
+    block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *xb = x + i * QK_K;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            float ax = fabsf(xb[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = xb[j];
+            }
+        }
+        if (amax == 0.0f) {
+            y[i].d = 0.0f;
+            memset(y[i].qs, 0, sizeof y[i].qs);
+            memset(y[i].bsums, 0, sizeof y[i].bsums);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) {
+            int v = (int)lrintf(iscale * xb[j]);
+            y[i].qs[j] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        }
+        for (int j = 0; j < QK_K / 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += y[i].qs[j * 16 + l];
+            y[i].bsums[j] = (int16_t)sum;
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}

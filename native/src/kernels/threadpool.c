@@ -1,0 +1,157 @@
+/* threadpool.c — a persistent pool of worker threads. The calling thread is worker 0.
+ *
+ * Decode calls a matmul ~10 times per layer, so dispatch must cost microseconds: a job is published
+ * by bumping an atomic generation counter; idle workers spin on it for a short while (pause
+ * instructions) and only then sleep on a condition variable. The caller likewise spins, then
+ * sleeps, until the last worker has finished. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "kernels_impl.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ volatile("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* Iterations of busy waiting before sleeping (~100 us on a current x86 core). */
+#define SPIN_ITERS 20000
+
+typedef struct worker_arg {
+    struct edge_threadpool *pool;
+    int ith;
+} worker_arg;
+
+struct edge_threadpool {
+    int n_threads;
+    pthread_t *threads;     /* n_threads - 1 workers */
+    worker_arg *args;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond_work; /* a new generation was published (or stop) */
+    pthread_cond_t cond_done; /* pending reached zero */
+    _Atomic uint64_t generation;
+    _Atomic int pending; /* workers (excluding the caller) still running the current job */
+    _Atomic int stop;
+    void (*fn)(void *ctx, int ith, int nth);
+    void *ctx;
+};
+
+static void *worker_main(void *p) {
+    worker_arg *arg = p;
+    struct edge_threadpool *pool = arg->pool;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        for (int i = 0; gen == seen && i < SPIN_ITERS && !atomic_load_explicit(&pool->stop, memory_order_relaxed);
+             i++) {
+            CPU_RELAX();
+            gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        }
+        if (gen == seen) {
+            pthread_mutex_lock(&pool->mutex);
+            while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
+                   !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->cond_work, &pool->mutex);
+            pthread_mutex_unlock(&pool->mutex);
+        }
+        if (atomic_load(&pool->stop)) break;
+        seen = gen;
+        pool->fn(pool->ctx, arg->ith, pool->n_threads);
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mutex);
+            pthread_cond_signal(&pool->cond_done);
+            pthread_mutex_unlock(&pool->mutex);
+        }
+    }
+    return NULL;
+}
+
+EDGE_API edge_status edge_threadpool_create(int n_threads, edge_threadpool **out) {
+    if (!out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_threadpool_create: out is NULL");
+    *out = NULL;
+    if (n_threads < 0 || n_threads > 1024)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "edge_threadpool_create: n_threads %d is not in 0..1024", n_threads);
+    if (n_threads == 0) {
+        edge_cpu_features cpu;
+        edge_cpu_detect(&cpu);
+        n_threads = cpu.n_cores > 0 ? cpu.n_cores : 1;
+    }
+    struct edge_threadpool *pool = calloc(1, sizeof *pool);
+    if (!pool) return edge_fail(EDGE_ERR_NOMEM, "edge_threadpool_create: out of memory");
+    pool->n_threads = n_threads;
+    pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
+    pool->args = calloc((size_t)n_threads, sizeof *pool->args);
+    if (!pool->threads || !pool->args) {
+        free(pool->threads);
+        free(pool->args);
+        free(pool);
+        return edge_fail(EDGE_ERR_NOMEM, "edge_threadpool_create: out of memory");
+    }
+    pthread_mutex_init(&pool->mutex, NULL);
+    pthread_cond_init(&pool->cond_work, NULL);
+    pthread_cond_init(&pool->cond_done, NULL);
+    atomic_init(&pool->generation, 0);
+    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->stop, 0);
+    for (int i = 1; i < n_threads; i++) {
+        pool->args[i].pool = pool;
+        pool->args[i].ith = i;
+        int rc = pthread_create(&pool->threads[i], NULL, worker_main, &pool->args[i]);
+        if (rc != 0) {
+            pool->n_threads = i; /* join the ones that started */
+            edge_threadpool_free(pool);
+            return edge_fail(EDGE_ERR_INTERNAL, "edge_threadpool_create: pthread_create failed for worker %d (%d)",
+                             i, rc);
+        }
+    }
+    edge_clear_error();
+    *out = pool;
+    return EDGE_OK;
+}
+
+EDGE_API void edge_threadpool_free(edge_threadpool *pool) {
+    if (!pool) return;
+    pthread_mutex_lock(&pool->mutex);
+    atomic_store(&pool->stop, 1);
+    pthread_cond_broadcast(&pool->cond_work);
+    pthread_mutex_unlock(&pool->mutex);
+    for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->threads[i], NULL);
+    pthread_mutex_destroy(&pool->mutex);
+    pthread_cond_destroy(&pool->cond_work);
+    pthread_cond_destroy(&pool->cond_done);
+    free(pool->threads);
+    free(pool->args);
+    free(pool);
+}
+
+int edge_threadpool_size(const edge_threadpool *pool) { return pool ? pool->n_threads : 1; }
+
+void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
+    if (!pool || pool->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mutex);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->cond_work);
+    pthread_mutex_unlock(&pool->mutex);
+
+    fn(ctx, 0, pool->n_threads);
+
+    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++)
+        CPU_RELAX();
+    if (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0) {
+        pthread_mutex_lock(&pool->mutex);
+        while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+            pthread_cond_wait(&pool->cond_done, &pool->mutex);
+        pthread_mutex_unlock(&pool->mutex);
+    }
+}

@@ -1,0 +1,199 @@
+"""CPU matmul kernels: every weight type x every kernel path on this CPU, against
+
+(a) numpy float64 ``dequantize(W) @ x`` (gguf-py's dequantizers, independent of our C code), with a
+    bound derived from the activation quantization, and
+(b) the scalar path (same integers, so only float summation order differs).
+
+Weights are random blocks: random bytes everywhere (every bit pattern of quants, scales, high bits)
+with the f16 super-scale fields set to sane random values, so every layout detail is exercised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import quants as gq
+
+from edge._native import EdgeArgumentError, EdgeError, EdgeUnsupportedError
+from edge.kernels import ThreadPool, isa_supported, matmul
+
+TYPES = [
+    T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1,
+    T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS,
+]  # fmt: skip
+ISAS = [isa for isa in ("scalar", "avx2", "avx512", "neon") if isa_supported(isa)]
+
+# Byte offsets of the f16 scale fields in one block (ggml layouts, see native/src/core/blocks.h).
+F16_FIELDS = {
+    T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0], T.IQ4_NL: [0],
+    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.IQ4_XS: [0],
+}  # fmt: skip
+# Activation block of each quantized type's dot product: Q8_0/Q8_1 per 32, Q8_K per 256.
+ACT_BLOCK = {t: (256 if gq.GGML_QUANT_SIZES[t][0] == 256 else 32) for t in F16_FIELDS}
+# (n_rows, n_cols): odd row counts; column counts that are and are not multiples of 256.
+SHAPES_256 = [(7, 256), (33, 512), (5, 2048)]
+SHAPES_32 = [(7, 96), (33, 512), (5, 2048)]
+N_TOK = [1, 3, 8, 17]
+U = 2.0**-24  # unit roundoff of float32
+
+
+def random_weights(qtype: T, n_rows: int, n_cols: int, rng: np.random.Generator) -> np.ndarray:
+    """n_rows rows of GGUF bytes: [n_rows, row_bytes] uint8."""
+    if qtype in (T.F32, T.F16, T.BF16):
+        w = rng.standard_t(3, size=(n_rows, n_cols)).astype(np.float32)
+        if qtype == T.F32:
+            return w.view(np.uint8)
+        if qtype == T.F16:
+            return w.astype(np.float16).view(np.uint8)
+        return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+    block_elems, block_bytes = gq.GGML_QUANT_SIZES[qtype]
+    n_blocks = n_rows * n_cols // block_elems
+    raw = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
+    for off in F16_FIELDS[qtype]:
+        scale = np.exp(rng.normal(np.log(0.01), 1.0, size=n_blocks)) * rng.choice([-1.0, 1.0], size=n_blocks)
+        raw[:, off : off + 2] = scale.astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
+    return raw.reshape(n_rows, -1)
+
+
+def dequantize(qtype: T, raw: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    if qtype == T.F32:
+        return raw.view(np.float32).astype(np.float64).reshape(n_rows, n_cols)
+    if qtype == T.F16:
+        return raw.view(np.float16).astype(np.float64).reshape(n_rows, n_cols)
+    return gq.dequantize(raw, qtype).astype(np.float64).reshape(n_rows, n_cols)
+
+
+def heavy_tailed(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_t(3, size=shape).astype(np.float32)
+
+
+def reference_bound(qtype: T, raw: np.ndarray, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Bound on |kernel - w @ x| per output [n_tok, n_rows].
+
+    Quantized types see x rounded to int8 per activation block b: x_q = d_b * q with
+    d_b = amax_b / 127 (stored as f16 for Q8_0/Q8_1: relative error <= 2^-11, times |q| <= 127), so
+    |x_q - x| <= c * amax_b / 127 with c = 0.5 + 127 * 2^-11 ~ 0.562 (Q8_K stores d in f32; the same c
+    covers it). Q8_1's block sum s = d * sum(q) is stored as f16: error <= 2^-11 * sum|x_q| per block,
+    multiplied by the block's min m. Float accumulation adds at most n_cols * u * sum|w||x| (recursive
+    summation bound), doubled for the extra roundings of the scale products.
+    """
+    absw = np.abs(w)
+    n_cols = w.shape[1]
+    bound = 2.0 * n_cols * U * (np.abs(x).astype(np.float64) @ absw.T)
+    if qtype in ACT_BLOCK:
+        blk = ACT_BLOCK[qtype]
+        amax = np.abs(x).reshape(x.shape[0], -1, blk).max(axis=2)
+        xerr = np.repeat(amax, blk, axis=1) * (0.5 + 127 * 2.0**-11) / 127
+        bound += xerr @ absw.T
+        if qtype in (T.Q4_1, T.Q5_1):
+            m = raw.reshape(-1, gq.GGML_QUANT_SIZES[qtype][1])[:, 2:4].copy().view(np.float16)
+            m = np.abs(m.astype(np.float64)).reshape(w.shape[0], -1)  # [n_rows, n_blocks]
+            sum_abs_x = np.abs(x).astype(np.float64).reshape(x.shape[0], -1, 32).sum(axis=2) * 1.01
+            bound += 2.0**-11 * (sum_abs_x @ m.T)
+    return bound
+
+
+def cases(qtype: T) -> list[tuple[int, int, int]]:
+    shapes = SHAPES_256 if gq.GGML_QUANT_SIZES.get(qtype, (1,))[0] == 256 else SHAPES_32
+    return [(r, c, t) for (r, c) in shapes for t in N_TOK]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_matmul_against_numpy_and_scalar(qtype: T, isa: str) -> None:
+    rng = np.random.default_rng(int(qtype) * 1000 + 7)
+    for n_rows, n_cols, n_tok in cases(qtype):
+        raw = random_weights(qtype, n_rows, n_cols, rng)
+        w = dequantize(qtype, raw, n_rows, n_cols)
+        x = heavy_tailed(rng, n_tok, n_cols)
+        y = matmul(raw, qtype, n_rows, n_cols, x, isa=isa)
+        assert y.shape == (n_tok, n_rows) and y.dtype == np.float32
+        ref = x.astype(np.float64) @ w.T
+        bound = reference_bound(qtype, raw, w, x)
+        err = np.abs(y - ref)
+        assert np.all(err <= bound), (
+            f"{qtype.name} {isa} {n_rows}x{n_cols} n_tok={n_tok}: max err {err.max():.3g}, "
+            f"worst err/bound {(err / bound).max():.3g}"
+        )
+        if isa != "scalar":
+            # Same integers as the scalar path; only the order of float additions (and FMA vs
+            # separate rounding) differs: at most a few roundings per 16-element partial sum for
+            # quantized types, per element for float types, relative to sum|w||x|.
+            y_ref = matmul(raw, qtype, n_rows, n_cols, x, isa="scalar")
+            n_terms = n_cols if qtype in (T.F32, T.F16, T.BF16) else n_cols // 16
+            tol = 4 * (n_terms + 16) * U * (np.abs(x).astype(np.float64) @ np.abs(w).T)
+            diff = np.abs(y.astype(np.float64) - y_ref)
+            assert np.all(diff <= tol), f"{qtype.name} {isa} vs scalar: max diff {diff.max():.3g}"
+
+
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.F16, T.IQ4_XS], ids=lambda t: t.name)
+def test_threads_give_identical_results(qtype: T) -> None:
+    rng = np.random.default_rng(5)
+    n_rows, n_cols = 67, 512
+    raw = random_weights(qtype, n_rows, n_cols, rng)
+    for n_tok in (1, 5, 40):  # 40 tokens cross the driver's 32-token tile
+        x = heavy_tailed(rng, n_tok, n_cols)
+        y1 = matmul(raw, qtype, n_rows, n_cols, x)
+        with ThreadPool(2) as pool:
+            y2 = matmul(raw, qtype, n_rows, n_cols, x, pool=pool)
+            y2b = matmul(raw, qtype, n_rows, n_cols, x, pool=pool)  # the pool is reusable
+        with ThreadPool(3) as pool:
+            y3 = matmul(raw, qtype, n_rows, n_cols, x, pool=pool)
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(y1, y2b)
+        np.testing.assert_array_equal(y1, y3)
+
+
+def test_one_dimensional_x_returns_a_vector() -> None:
+    rng = np.random.default_rng(1)
+    raw = random_weights(T.Q8_0, 3, 64, rng)
+    x = heavy_tailed(rng, 64)
+    y = matmul(raw, T.Q8_0, 3, 64, x)
+    assert y.shape == (3,)
+    np.testing.assert_array_equal(y, matmul(raw, T.Q8_0, 3, 64, x[None, :])[0])
+
+
+def test_many_pool_dispatches() -> None:
+    """Thousands of back-to-back dispatches (the decode pattern) neither hang nor drift."""
+    rng = np.random.default_rng(2)
+    raw = random_weights(T.Q4_0, 16, 64, rng)
+    x = heavy_tailed(rng, 64)
+    want = matmul(raw, T.Q4_0, 16, 64, x)
+    with ThreadPool(2) as pool:
+        for _ in range(2000):
+            y = matmul(raw, T.Q4_0, 16, 64, x, pool=pool)
+        np.testing.assert_array_equal(y, want)
+
+
+def test_errors() -> None:
+    rng = np.random.default_rng(3)
+    raw = random_weights(T.Q4_K, 4, 256, rng)
+    x = heavy_tailed(rng, 1, 256)
+    with pytest.raises(EdgeUnsupportedError, match="type"):
+        matmul(raw, 99, 4, 256, x)
+    with pytest.raises(EdgeUnsupportedError, match="Q8_K"):
+        matmul(np.zeros(4 * 292, np.uint8), T.Q8_K, 4, 256, x)  # an activation format, not a weight type
+    with pytest.raises(EdgeArgumentError, match="multiple"):
+        matmul(raw, T.Q4_K, 4, 100, x[:, :100])
+    with pytest.raises(EdgeArgumentError, match="positive"):
+        matmul(raw, T.Q4_K, 0, 256, x)
+    with pytest.raises(EdgeArgumentError, match="need"):
+        matmul(raw, T.Q4_K, 5, 256, x)  # 4 rows of bytes for 5 rows
+    with pytest.raises(EdgeArgumentError, match="shape"):
+        matmul(raw, T.Q4_K, 4, 256, heavy_tailed(rng, 1, 512))
+    with pytest.raises(EdgeError, match="ISA"):
+        matmul(raw, T.Q4_K, 4, 256, x, isa="mips")
+    with pytest.raises(EdgeArgumentError, match="n_threads"):
+        ThreadPool(-1)
+    if not isa_supported("neon"):
+        with pytest.raises(EdgeUnsupportedError, match="ISA"):
+            matmul(raw, T.Q4_K, 4, 256, x, isa="neon")
+
+
+def test_auto_is_the_best_supported_path() -> None:
+    rng = np.random.default_rng(4)
+    raw = random_weights(T.Q6_K, 9, 512, rng)
+    x = heavy_tailed(rng, 2, 512)
+    best = next(isa for isa in ("avx512", "avx2", "neon", "scalar") if isa_supported(isa))
+    np.testing.assert_array_equal(matmul(raw, T.Q6_K, 9, 512, x), matmul(raw, T.Q6_K, 9, 512, x, isa=best))
