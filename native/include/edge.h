@@ -147,11 +147,16 @@ EDGE_API const char *edge_gguf_path(const edge_gguf *gguf);
 
 /* ---------------------------------------------------------------- quantization (section: quant) */
 /* Quantize n_rows rows of n_per_row floats into `type` (ggml byte layout), rows split over n_threads
- * threads (0: all cores). dst_size must be at least n_rows * row_bytes(type, n_per_row). imatrix,
- * if not NULL, holds n_per_row importance weights (as llama.cpp's --imatrix). */
+ * threads (0: all cores); the bytes do not depend on n_threads. dst_size must be at least
+ * n_rows * row_bytes(type, n_per_row). Targets: F32, F16, BF16 (plain round-to-nearest-even
+ * conversions), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS (llama.cpp's
+ * algorithms: without an imatrix the bytes equal llama.cpp's, IQ4_* aside, whose final indices are
+ * fitted to the stored scale). imatrix, if not NULL, holds n_per_row finite importance weights >= 0
+ * (as llama.cpp's --imatrix), used by the types llama.cpp uses it for (all above but F32/F16/BF16/Q8_0).
+ * Quantized targets reject inf/NaN input (EDGE_ERR_INVALID_ARG naming the row). */
 EDGE_API edge_status edge_quantize(int type, const float *src, int64_t n_rows, int64_t n_per_row, void *dst,
                                    uint64_t dst_size, const float *imatrix, int n_threads);
-/* Dequantize n elements (a multiple of the block size) of `type` to floats. */
+/* Dequantize n elements (a multiple of the block size) of `type` to floats (every target above). */
 EDGE_API edge_status edge_dequantize(int type, const void *src, int64_t n, float *dst);
 
 /* ---------------------------------------------------------------- kernels (section: kernels) */

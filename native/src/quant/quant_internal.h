@@ -32,7 +32,8 @@ static inline int q_nearest_int(float v) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
-/* Index of the codebook value nearest to x in a sorted table of n int8 values (ties go to the lower). */
+/* Index of the codebook value nearest to x in a sorted table of n int8 values (an exact tie goes to the
+ * upper value, as ggml's best_index_int8). */
 static inline int q_best_index_int8(int n, const int8_t *val, float x) {
     if (x <= val[0]) return 0;
     if (x >= val[n - 1]) return n - 1;
