@@ -10,6 +10,7 @@ import sys
 #   register(parser: argparse.ArgumentParser) -> None  and  run(args: argparse.Namespace) -> int
 COMMANDS: list[tuple[str, str, str]] = [
     ("info", "info", "describe a GGUF file (or this system with --system)"),
+    ("run", "run", "generate text from a GGUF model (streams; -i for an interactive loop)"),
 ]
 
 

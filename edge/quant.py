@@ -98,23 +98,25 @@ def row_bytes(qtype: int | str, n: int) -> int:
 
 def _as_rows(x: np.ndarray) -> np.ndarray:
     arr = np.asarray(x)
-    if arr.ndim not in (1, 2):
-        raise EdgeArgumentError(
-            "EDGE_ERR_INVALID_ARG", f"quantize takes a 1-D or 2-D array, not {arr.ndim}-D"
-        )
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.ndim == 0:
+        raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "quantize takes an array of at least 1 dimension")
+    return np.ascontiguousarray(arr.reshape(-1, arr.shape[-1]), dtype=np.float32)
 
 
 def quantize(
-    x: np.ndarray, qtype: int | str, imatrix: np.ndarray | None = None, n_threads: int = 0
+    x: np.ndarray,
+    qtype: int | str,
+    imatrix: np.ndarray | None = None,
+    n_threads: int = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Quantize the rows of ``x`` (float32, ``[rows, cols]`` or ``[cols]``) to ``qtype``.
+    """Quantize the rows of ``x`` (float32 ``[rows, cols]``; ``[cols]`` is one row; more dimensions are
+    flattened into rows, e.g. stacked experts ``[n_expert, rows, cols]``) to ``qtype``.
 
-    Returns ``uint8 [rows, row_bytes(qtype, cols)]`` in ggml's byte layout. ``imatrix``: optional
-    ``cols`` non-negative importance weights (llama.cpp's imatrix; used by the types llama.cpp uses
-    it for). ``n_threads``: 0 uses every core.
+    Returns ``uint8 [rows, row_bytes(qtype, cols)]`` in ggml's byte layout (written into ``out`` when
+    given: a C-contiguous uint8 array of exactly that many bytes, e.g. a view of the output file).
+    ``imatrix``: optional ``cols`` non-negative importance weights (llama.cpp's imatrix; used by the
+    types llama.cpp uses it for). ``n_threads``: 0 uses every core.
     """
     tid = type_id(qtype)
     rows = _as_rows(x)
@@ -122,7 +124,13 @@ def quantize(
     if n_cols == 0:
         raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "quantize: rows of 0 elements")
     rb = row_bytes(tid, n_cols)
-    out = np.empty((n_rows, rb), dtype=np.uint8)
+    if out is None:
+        out = np.empty((n_rows, rb), dtype=np.uint8)
+    elif out.dtype != np.uint8 or not out.flags.c_contiguous or out.nbytes != n_rows * rb:
+        raise EdgeArgumentError(
+            "EDGE_ERR_INVALID_ARG",
+            f"quantize: out must be C-contiguous uint8 of {n_rows * rb} bytes, not {out.dtype} {out.shape}",
+        )
     imat_ptr = ffi.NULL
     if imatrix is not None:
         imat = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
@@ -143,7 +151,7 @@ def quantize(
             int(n_threads),
         )
     )
-    return out
+    return out.reshape(n_rows, rb)
 
 
 def dequantize(data: np.ndarray, qtype: int | str, shape: Sequence[int] | int) -> np.ndarray:

@@ -219,9 +219,21 @@ def test_thread_count_does_not_change_bytes(data: np.ndarray, qtype: str) -> Non
         )
 
 
-def test_one_dimensional_input_is_one_row() -> None:
+def test_shapes_and_out_buffer() -> None:
     x = np.linspace(-1, 1, 256, dtype=np.float32)
     np.testing.assert_array_equal(quant.quantize(x, "Q4_K"), quant.quantize(x[None, :], "Q4_K"))
+    experts = np.random.default_rng(5).normal(size=(3, 4, 256)).astype(np.float32)
+    flat = quant.quantize(experts.reshape(12, 256), "Q6_K")
+    np.testing.assert_array_equal(quant.quantize(experts, "Q6_K"), flat)
+    out = np.zeros(flat.nbytes, dtype=np.uint8)
+    quant.quantize(experts, "Q6_K", out=out)
+    np.testing.assert_array_equal(out, flat.reshape(-1))
+    with pytest.raises(EdgeArgumentError, match="out must be"):
+        quant.quantize(experts, "Q6_K", out=np.zeros(flat.nbytes - 1, dtype=np.uint8))
+    np.testing.assert_array_equal(
+        quant.dequantize(flat, "Q6_K", experts.shape),
+        quant.dequantize(out, "Q6_K", (12, 256)).reshape(3, 4, 256),
+    )
 
 
 # ------------------------------------------------------------------------------------ names
