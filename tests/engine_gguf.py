@@ -31,7 +31,14 @@ LAYER_TENSORS = {  # GGUF name -> official module under transformer/decoder_laye
     "ffn_down_exps": "moe/linear_1",
     "layer_output_norm": "rms_norm_3",
 }
-SMALL_TYPES = {"attn_norm", "attn_output_norm", "ffn_norm", "layer_output_norm", "ffn_gate_inp", "output_norm"}
+SMALL_TYPES = {
+    "attn_norm",
+    "attn_output_norm",
+    "ffn_norm",
+    "layer_output_norm",
+    "ffn_gate_inp",
+    "output_norm",
+}
 
 
 def _type_for(name: str, qtype: str) -> str:
