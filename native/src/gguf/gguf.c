@@ -267,6 +267,7 @@ static edge_status parse_kv(edge_gguf *g, cursor *c, int64_t i) {
     kv->key_pos = c->pos;
     edge_status st = read_string(c, &kv->key, &kv->key_len, what);
     if (st) return st;
+    if (kv->key_len == 0) return fail_at(g->path, kv->key_pos, "metadata entry %lld has an empty key", (long long)i);
     shown_name key = show(kv->key, kv->key_len);
 
     uint64_t type_pos = c->pos;
@@ -363,8 +364,10 @@ static edge_status parse_tensor_info(edge_gguf *g, cursor *c, int64_t i, uint64_
     edge_gguf_tensor_info *t = &g->tensors[i];
     char what[128];
     snprintf(what, sizeof what, "the name of tensor %lld", (long long)i);
+    uint64_t name_pos = c->pos;
     edge_status st = read_string(c, &t->name, &t->name_len, what);
     if (st) return st;
+    if (t->name_len == 0) return fail_at(g->path, name_pos, "tensor %lld has an empty name", (long long)i);
     shown_name name = show(t->name, t->name_len);
 
     uint64_t dims_pos = c->pos;
