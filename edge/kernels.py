@@ -35,6 +35,7 @@ class ThreadPool:
     """A persistent pool of ``n`` threads (the calling thread is one of them); 0 means all cores."""
 
     def __init__(self, n: int = 0) -> None:
+        self._handle = None
         out = ffi.new("edge_threadpool **")
         check(lib.edge_threadpool_create(int(n), out))
         self._handle = out[0]

@@ -1,9 +1,4 @@
-/* dot_avx2.c — avx2 kernels (compiled with that ISA's flags only; chosen at run time). */
-#include <immintrin.h>
-
-#include "kernels_impl.h"
-
-const struct edge_kernels edge_kernels_avx2 = {
-    .isa = EDGE_ISA_AVX2,
-    .name = "avx2",
-};
+/* dot_avx2.c — AVX2 + FMA + F16C kernels (u8·s8 products via maddubs/madd); see dot_simd_x86.h. */
+#define EDGE_SIMD_VNNI 0
+#define EDGE_SIMD_TABLE edge_kernels_avx2
+#include "dot_simd_x86.h"

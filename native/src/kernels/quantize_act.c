@@ -4,6 +4,15 @@
 
 #include "kernels_impl.h"
 
+/* Round to nearest, ties to even, without a libm call (valid for |v| < 2^22, always true here as
+ * |v| <= 127.5); the SIMD paths round with the same rule, so every path sees the same integers. */
+static inline int nearest_int(float v) {
+    float f = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 void edge_quant_act_q8_0(const float *x, void *dst, int64_t n) {
     block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++) {
@@ -13,7 +22,7 @@ void edge_quant_act_q8_0(const float *x, void *dst, int64_t n) {
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = edge_f32_to_f16(d);
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)nearest_int(xb[j] * id);
     }
 }
 
@@ -27,7 +36,7 @@ void edge_quant_act_q8_1(const float *x, void *dst, int64_t n) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < QK8_1; j++) {
-            y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+            y[i].qs[j] = (int8_t)nearest_int(xb[j] * id);
             sum += y[i].qs[j];
         }
         y[i].d = edge_f32_to_f16(d);
@@ -57,7 +66,7 @@ void edge_quant_act_q8_k(const float *x, void *dst, int64_t n) {
         }
         const float iscale = -127.0f / max;
         for (int j = 0; j < QK_K; j++) {
-            int v = (int)lrintf(iscale * xb[j]);
+            int v = nearest_int(iscale * xb[j]);
             y[i].qs[j] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
         }
         for (int j = 0; j < QK_K / 16; j++) {

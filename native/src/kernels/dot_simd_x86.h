@@ -1,0 +1,574 @@
+/* dot_simd_x86.h — the x86 SIMD kernels, written once on 256-bit vectors and compiled twice:
+ * by dot_avx2.c (AVX2 + FMA + F16C: u8·s8 products with maddubs/madd) and by dot_avx512.c
+ * (AVX-512 VL + VNNI: the same products with one vpdpbusd). Included only by those two files.
+ *
+ * Before including, define EDGE_SIMD_VNNI (0 or 1) and EDGE_SIMD_TABLE (the table's name).
+ *
+ * Every kernel computes one weight row against nt (1..4) activation rows: a weight block is loaded
+ * and unpacked once and used for every token, which is what makes prompt processing compute-bound
+ * instead of re-reading weights per token. The integer sums equal the scalar kernels' exactly (no
+ * int16 saturation can occur: each bound is noted at its kernel), so the paths differ from the
+ * scalar reference only in float summation order. */
+#include <immintrin.h>
+
+#include "kernels_impl.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------ primitives */
+
+ALWAYS_INLINE float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ALWAYS_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+#if EDGE_SIMD_VNNI
+/* Per-sub-block scales as 32-bit lanes: the int32 sums of vpdpbusd are multiplied by them. */
+typedef __m256i scale_vec;
+ALWAYS_INLINE scale_vec scale1(int s) { return _mm256_set1_epi32(s); }
+ALWAYS_INLINE scale_vec scale2(int lo, int hi) {
+    return _mm256_setr_m128i(_mm_set1_epi32(lo), _mm_set1_epi32(hi));
+}
+/* acc += sum over each 4 bytes of u (unsigned) * s (signed), int32 lanes. */
+ALWAYS_INLINE __m256i dot_us8(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+/* acc += scale * (sums of u*s); each lane's scale from sc. */
+ALWAYS_INLINE __m256i dot_us8_scaled(__m256i acc, __m256i u, __m256i s, scale_vec sc) {
+    return _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s), sc));
+}
+#else
+/* Per-sub-block scales as 16-bit lanes: madd multiplies the int16 pair sums of maddubs by them. */
+typedef __m256i scale_vec;
+ALWAYS_INLINE scale_vec scale1(int s) { return _mm256_set1_epi16((short)s); }
+ALWAYS_INLINE scale_vec scale2(int lo, int hi) {
+    return _mm256_setr_m128i(_mm_set1_epi16((short)lo), _mm_set1_epi16((short)hi));
+}
+ALWAYS_INLINE __m256i dot_us8(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+ALWAYS_INLINE __m256i dot_us8_scaled(__m256i acc, __m256i u, __m256i s, scale_vec sc) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
+}
+#endif
+
+/* Signed weights: |w| (as unsigned) times x with w's sign; x is never -128 (quantize_act.c). */
+ALWAYS_INLINE __m256i dot_ss8(__m256i acc, __m256i w_abs, __m256i w, __m256i x) {
+    return dot_us8(acc, w_abs, _mm256_sign_epi8(x, w));
+}
+
+/* 16 bytes of nibbles -> 32 bytes: low nibbles in the low lane, high nibbles in the high lane
+ * (ggml's order for 32-element blocks: element j < 16 is qs[j] & 15, element j + 16 is qs[j] >> 4). */
+ALWAYS_INLINE __m256i unpack_nibbles16(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_setr_m128i(t, _mm_srli_epi16(t, 4)), _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits -> 32 bytes, byte j = 0xFF where bit j is set (ggml's bytes_from_bits_32). */
+ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
+    uint32_t x32;
+    memcpy(&x32, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+#define XROW(type, t) ((const type *)((const char *)x + (size_t)(t) * xs))
+
+/* Dispatch nt = 1..4 to an always-inlined body with a constant token count. */
+#define MULTI_TOKEN(name)                                                                               \
+    static void name(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {           \
+        switch (nt) {                                                                                    \
+        case 1: name##_body(n, w, x, xs, 1, out); break;                                                 \
+        case 2: name##_body(n, w, x, xs, 2, out); break;                                                 \
+        case 3: name##_body(n, w, x, xs, 3, out); break;                                                 \
+        default: name##_body(n, w, x, xs, 4, out); break;                                                \
+        }                                                                                                \
+    }
+
+/* ------------------------------------------------------------------ float weights (x in F32) */
+
+#define FLOAT_DOT(name, LOAD8, SCALAR)                                                                  \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
+                                   float *out) {                                                       \
+        const uint8_t *wb = w;                                                                          \
+        __m256 acc0[4], acc1[4];                                                                        \
+        for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();                           \
+        int64_t i = 0;                                                                                  \
+        for (; i + 16 <= n; i += 16) {                                                                  \
+            const __m256 w0 = LOAD8(wb, i), w1 = LOAD8(wb, i + 8);                                      \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const float *xt = XROW(float, t);                                                       \
+                acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt + i), acc0[t]);                        \
+                acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + i + 8), acc1[t]);                    \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++) {                                                                  \
+            const float *xt = XROW(float, t);                                                           \
+            float s = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));                                         \
+            for (int64_t j = i; j < n; j++) s += SCALAR(wb, j) * xt[j];                                 \
+            out[t] = s;                                                                                 \
+        }                                                                                               \
+    }                                                                                                   \
+    MULTI_TOKEN(name)
+
+#define LOAD_F32(p, i) _mm256_loadu_ps((const float *)(p) + (i))
+#define SCALAR_F32(p, i) (((const float *)(p))[i])
+#define LOAD_F16(p, i) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(p) + (i))))
+#define SCALAR_F16(p, i) f16(((const uint16_t *)(p))[i])
+#define LOAD_BF16(p, i)                                                                                 \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                             \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)(p) + (i)))), 16))
+#define SCALAR_BF16(p, i) edge_bf16_to_f32(((const uint16_t *)(p))[i])
+
+FLOAT_DOT(simd_dot_f32, LOAD_F32, SCALAR_F32)
+FLOAT_DOT(simd_dot_f16, LOAD_F16, SCALAR_F16)
+FLOAT_DOT(simd_dot_bf16, LOAD_BF16, SCALAR_BF16)
+
+/* ------------------------------------------------------------------ 32-element blocks (x in Q8_0 / Q8_1) */
+
+/* Signed 32-element weights (Q8_0, Q4_0, Q5_0, IQ4_NL): w = d * v with v int8; maddubs bound
+ * 2 * 128 * 127 = 32512 < 32767. UNPACK(a, i) yields the 32 signed values of block i. */
+#define SIGNED32_DOT(name, btype, UNPACK)                                                               \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
+                                   float *out) {                                                       \
+        const btype *a = w;                                                                             \
+        __m256 acc[4];                                                                                  \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        for (int64_t i = 0; i < n / 32; i++) {                                                          \
+            const __m256i v = UNPACK(a, i);                                                             \
+            const __m256i va = _mm256_sign_epi8(v, v);                                                  \
+            const float dw = f16(a[i].d);                                                               \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const block_q8_0 *b = XROW(block_q8_0, t) + i;                                          \
+                const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v, _mm256_loadu_si256((const __m256i *)b->qs)); \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16(b->d)), acc[t]);  \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
+    }                                                                                                   \
+    MULTI_TOKEN(name)
+
+#define UNPACK_Q8_0(a, i) _mm256_loadu_si256((const __m256i *)(a)[i].qs)
+#define UNPACK_Q4_0(a, i) _mm256_sub_epi8(unpack_nibbles16((a)[i].qs), _mm256_set1_epi8(8))
+/* q5 - 16: a clear high bit makes the nibble negative by or-ing 0xF0. */
+#define UNPACK_Q5_0(a, i)                                                                               \
+    _mm256_or_si256(unpack_nibbles16((a)[i].qs),                                                       \
+                    _mm256_andnot_si256(bytes_from_bits32((a)[i].qh), _mm256_set1_epi8((char)0xF0)))
+#define UNPACK_IQ4_NL(a, i)                                                                             \
+    _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)edge_kvalues_iq4nl)), \
+                        unpack_nibbles16((a)[i].qs))
+
+SIGNED32_DOT(simd_dot_q8_0, block_q8_0, UNPACK_Q8_0)
+SIGNED32_DOT(simd_dot_q4_0, block_q4_0, UNPACK_Q4_0)
+SIGNED32_DOT(simd_dot_q5_0, block_q5_0, UNPACK_Q5_0)
+SIGNED32_DOT(simd_dot_iq4_nl, block_iq4_nl, UNPACK_IQ4_NL)
+
+/* Unsigned weights with a min (Q4_1, Q5_1): w = d * u + m, x in Q8_1 whose s = d_x * sum(q).
+ * maddubs bound 2 * 31 * 127 < 32767. */
+#define MIN32_DOT(name, btype, UNPACK)                                                                  \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
+                                   float *out) {                                                       \
+        const btype *a = w;                                                                             \
+        __m256 acc[4];                                                                                  \
+        float mins[4] = {0, 0, 0, 0};                                                                   \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        for (int64_t i = 0; i < n / 32; i++) {                                                          \
+            const __m256i u = UNPACK(a, i);                                                             \
+            const float dw = f16(a[i].d), mw = f16(a[i].m);                                             \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const block_q8_1 *b = XROW(block_q8_1, t) + i;                                          \
+                const __m256i p = dot_us8(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)b->qs)); \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16(b->d)), acc[t]);  \
+                mins[t] += mw * f16(b->s);                                                              \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]) + mins[t];                                \
+    }                                                                                                   \
+    MULTI_TOKEN(name)
+
+#define UNPACK_Q4_1(a, i) unpack_nibbles16((a)[i].qs)
+#define UNPACK_Q5_1(a, i)                                                                               \
+    _mm256_or_si256(unpack_nibbles16((a)[i].qs),                                                       \
+                    _mm256_and_si256(bytes_from_bits32((a)[i].qh), _mm256_set1_epi8(0x10)))
+
+MIN32_DOT(simd_dot_q4_1, block_q4_1, UNPACK_Q4_1)
+MIN32_DOT(simd_dot_q5_1, block_q5_1, UNPACK_Q5_1)
+
+/* ------------------------------------------------------------------ K-quants (x in Q8_K) */
+
+/* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block (ggml's trick). */
+ALWAYS_INLINE void k4_scales_mins(const uint8_t *scales, uint8_t out[16]) {
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
+    const uint32_t mins_lo = u[1] & kmask1;
+    u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+    u[2] = mins_lo;
+    u[0] &= kmask1;
+    memcpy(out, u, 16);
+}
+
+/* sum_k mins[k] * (bsums[2k] + bsums[2k+1]) for the 8 sub-blocks of 32, as int32 lanes. */
+ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i mins32) {
+    const __m256i pairs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), _mm256_set1_epi16(1));
+    return _mm256_mullo_epi32(pairs, mins32);
+}
+
+/* Q4_K / Q5_K: 8 sub-blocks of 32, w = d * sc * u - dmin * m, u in 0..15 (0..31 for Q5_K);
+ * maddubs bound 2 * 31 * 127 < 32767, then scaled by sc <= 63 in int32. */
+#define K4_DOT(name, btype, HIGH_BITS)                                                                  \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
+                                   float *out) {                                                       \
+        const btype *a = w;                                                                             \
+        __m256 acc[4];                                                                                  \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        const __m256i m4 = _mm256_set1_epi8(0x0F);                                                      \
+        for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
+            uint8_t sm[16];                                                                             \
+            k4_scales_mins(a[i].scales, sm);                                                            \
+            const __m256i mins32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));    \
+            __m256i sumi[4];                                                                            \
+            for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();                              \
+            __m256i hb = _mm256_setzero_si256();                                                        \
+            (void)hb;                                                                                   \
+            HIGH_BITS##_LOAD(a, i, hb);                                                                 \
+            for (int j = 0; j < 4; j++) {                                                               \
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j));              \
+                __m256i lo = _mm256_and_si256(q, m4);                                                   \
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);                             \
+                HIGH_BITS##_APPLY(hb, j, lo, hi);                                                       \
+                const scale_vec s_lo = scale1(sm[2 * j]), s_hi = scale1(sm[2 * j + 1]);                 \
+                for (int t = 0; t < nt; t++) {                                                          \
+                    const int8_t *xq = XROW(block_q8_K, t)[i].qs + 64 * j;                              \
+                    sumi[t] = dot_us8_scaled(sumi[t], lo, _mm256_loadu_si256((const __m256i *)xq), s_lo); \
+                    sumi[t] = dot_us8_scaled(sumi[t], hi, _mm256_loadu_si256((const __m256i *)(xq + 32)), s_hi); \
+                }                                                                                       \
+            }                                                                                           \
+            const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
+                const __m256i mt = k4_min_terms(b->bsums, mins32);                                      \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]); \
+                acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_set1_ps(dmw * b->d), acc[t]);  \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
+    }                                                                                                   \
+    MULTI_TOKEN(name)
+
+#define NO_HIGH_LOAD(a, i, hb)
+#define NO_HIGH_APPLY(hb, j, lo, hi)
+/* Q5_K: bit 2j of qh[l] is the fifth bit of sub-block 2j's element l, bit 2j+1 of sub-block 2j+1's. */
+#define Q5K_HIGH_LOAD(a, i, hb) hb = _mm256_loadu_si256((const __m256i *)(a)[i].qh)
+#define Q5K_HIGH_APPLY(hb, j, lo, hi)                                                                   \
+    do {                                                                                                \
+        const __m256i one = _mm256_set1_epi8(1);                                                        \
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * (j)), one), 4)); \
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * (j) + 1), one), 4)); \
+    } while (0)
+
+K4_DOT(simd_dot_q4_k, block_q4_K, NO_HIGH)
+K4_DOT(simd_dot_q5_k, block_q5_K, Q5K_HIGH)
+
+/* sum_k scales[k] * bsums[k] over the 16 sub-blocks of 16, as int32 lanes (scales as int16). */
+ALWAYS_INLINE __m256i k16_bsum_terms(const int16_t *bsums, __m256i scales16) {
+    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), scales16);
+}
+
+/* Q6_K: 16 sub-blocks of 16, w = d * sc * (u - 32), u in 0..63, sc int8: computed as
+ * sc * sum(u * x) - 32 * sc * bsum. maddubs bound 2 * 63 * 127 = 16002. */
+ALWAYS_INLINE void simd_dot_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,
+                                      float *out) {
+    const block_q6_K *a = w;
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const int8_t *sc = a[i].scales;
+        __m256i sumi[4];
+        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a[i].ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a[i].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
+            __m256i u[4];
+            u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int g = 0; g < 4; g++) {
+                const scale_vec s = scale2(sc[8 * h + 2 * g], sc[8 * h + 2 * g + 1]);
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * g;
+                    sumi[t] = dot_us8_scaled(sumi[t], u[g], _mm256_loadu_si256((const __m256i *)xq), s);
+                }
+            }
+        }
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const float dw = f16(a[i].d);
+        for (int t = 0; t < nt; t++) {
+            const block_q8_K *b = XROW(block_q8_K, t) + i;
+            const __m256i corr = _mm256_slli_epi32(k16_bsum_terms(b->bsums, sc16), 5);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr)), _mm256_set1_ps(dw * b->d),
+                                     acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+}
+MULTI_TOKEN(simd_dot_q6_k)
+
+/* The 16 signed six-bit scales of a Q3_K block. */
+ALWAYS_INLINE void q3k_scales(const uint8_t *s, int8_t out[16]) {
+    uint32_t aux[4];
+    memcpy(aux, s, 12);
+    const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+    const uint32_t tmp = aux[2];
+    aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+    aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+    aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+    aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+    memcpy(out, aux, 16);
+    for (int k = 0; k < 16; k++) out[k] = (int8_t)(out[k] - 32);
+}
+
+/* Q2_K / Q3_K: 2 halves of 128; in half h, shift 2j of qs[32h + l] gives element 128h + 32j + l
+ * (sub-block 8h + 2j for l < 16, 8h + 2j + 1 above). Q3_K adds 4 when hmask[l] bit 4h + j is set
+ * and subtracts 4 * bsum; Q2_K's mins are a separate dmin term. maddubs bound 2 * 7 * 127. */
+ALWAYS_INLINE void simd_dot_q3_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,
+                                      float *out) {
+    const block_q3_K *a = w;
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int8_t sc[16];
+        q3k_scales(a[i].scales, sc);
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)a[i].hmask);
+        __m256i sumi[4];
+        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * h));
+            for (int j = 0; j < 4; j++) {
+                const __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one);
+                const __m256i u = _mm256_or_si256(u2, _mm256_slli_epi16(hb, 2));
+                const scale_vec s = scale2(sc[8 * h + 2 * j], sc[8 * h + 2 * j + 1]);
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * j;
+                    sumi[t] = dot_us8_scaled(sumi[t], u, _mm256_loadu_si256((const __m256i *)xq), s);
+                }
+            }
+        }
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const float dw = f16(a[i].d);
+        for (int t = 0; t < nt; t++) {
+            const block_q8_K *b = XROW(block_q8_K, t) + i;
+            const __m256i corr = _mm256_slli_epi32(k16_bsum_terms(b->bsums, sc16), 2);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr)), _mm256_set1_ps(dw * b->d),
+                                     acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+}
+MULTI_TOKEN(simd_dot_q3_k)
+
+ALWAYS_INLINE void simd_dot_q2_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,
+                                      float *out) {
+    const block_q2_K *a = w;
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *scb = a[i].scales;
+        __m256i sumi[4];
+        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * h));
+            for (int j = 0; j < 4; j++) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+                const scale_vec s = scale2(scb[8 * h + 2 * j] & 0xF, scb[8 * h + 2 * j + 1] & 0xF);
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * j;
+                    sumi[t] = dot_us8_scaled(sumi[t], u, _mm256_loadu_si256((const __m256i *)xq), s);
+                }
+            }
+        }
+        const __m128i sb = _mm_loadu_si128((const __m128i *)scb);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), _mm_set1_epi8(0x0F)));
+        const float dw = f16(a[i].d), dmw = f16(a[i].dmin);
+        for (int t = 0; t < nt; t++) {
+            const block_q8_K *b = XROW(block_q8_K, t) + i;
+            const __m256i mt = k16_bsum_terms(b->bsums, mins16);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_set1_ps(dmw * b->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+}
+MULTI_TOKEN(simd_dot_q2_k)
+
+/* IQ4_XS: 8 sub-blocks of 32 with 6-bit scales (ls - 32), values from the IQ4 codebook (signed,
+ * |v| <= 127: sign trick, maddubs bound 2 * 127 * 127 = 32258). */
+ALWAYS_INLINE void simd_dot_iq4_xs_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,
+                                        float *out) {
+    const block_iq4_xs *a = w;
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)edge_kvalues_iq4nl));
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m256i sumi[4];
+        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            const int ls = ((a[i].scales_l[k / 2] >> (4 * (k % 2))) & 0xF) | (((a[i].scales_h >> (2 * k)) & 3) << 4);
+            const __m256i v = _mm256_shuffle_epi8(table, unpack_nibbles16(a[i].qs + 16 * k));
+            const __m256i va = _mm256_sign_epi8(v, v);
+            const scale_vec s = scale1(ls - 32);
+            for (int t = 0; t < nt; t++) {
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(XROW(block_q8_K, t)[i].qs + 32 * k));
+                sumi[t] = dot_us8_scaled(sumi[t], va, _mm256_sign_epi8(xq, v), s);
+            }
+        }
+        const float dw = f16(a[i].d);
+        for (int t = 0; t < nt; t++) {
+            const block_q8_K *b = XROW(block_q8_K, t) + i;
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+}
+MULTI_TOKEN(simd_dot_iq4_xs)
+
+/* ------------------------------------------------------------------ activation quantizers
+ * Same arithmetic as quantize_act.c (same scale, x * id rounded to nearest-even), so the same
+ * integers come out of every path. */
+
+ALWAYS_INLINE float max_abs8x4(const float *p, __m256 v[4]) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(p + 8 * k);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 32 floats * id rounded to 32 int8 (in element order); returns their sum. */
+ALWAYS_INLINE int round_pack32(const __m256 v[4], float id, int8_t *dst) {
+    const __m256 mul = _mm256_set1_ps(id);
+    __m256i i32[4];
+    for (int k = 0; k < 4; k++)
+        i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
+    __m256i p16a = _mm256_packs_epi32(i32[0], i32[1]);
+    __m256i p16b = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    /* packs works per 128-bit lane: restore element order */
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, p8);
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    return _mm_cvtsi128_si32(h);
+}
+
+static void simd_quant_q8_0(const float *x, void *dst, int64_t n) {
+    block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        __m256 v[4];
+        const float amax = max_abs8x4(x + 32 * i, v);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = edge_f32_to_f16(d);
+        round_pack32(v, id, y[i].qs);
+    }
+}
+
+static void simd_quant_q8_1(const float *x, void *dst, int64_t n) {
+    block_q8_1 *y = dst;
+    for (int64_t i = 0; i < n / QK8_1; i++) {
+        __m256 v[4];
+        const float amax = max_abs8x4(x + 32 * i, v);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const int sum = round_pack32(v, id, y[i].qs);
+        y[i].d = edge_f32_to_f16(d);
+        y[i].s = edge_f32_to_f16((float)sum * d);
+    }
+}
+
+static void simd_quant_q8_k(const float *x, void *dst, int64_t n) {
+    block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *xb = x + i * QK_K;
+        /* the value of largest magnitude (first one on ties, like the scalar loop) */
+        float amax = 0.0f, max = 0.0f;
+        __m256 v[8][4];
+        for (int k = 0; k < 8; k++) {
+            const float m = max_abs8x4(xb + 32 * k, v[k]);
+            if (m > amax) amax = m;
+        }
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        for (int j = 0; j < QK_K; j++)
+            if (xb[j] == amax || xb[j] == -amax) {
+                max = xb[j];
+                break;
+            }
+        const float iscale = -127.0f / max;
+        for (int k = 0; k < 8; k++) round_pack32(v[k], iscale, y[i].qs + 32 * k);
+        for (int j = 0; j < QK_K / 16; j++) {
+            const __m128i b = _mm_loadu_si128((const __m128i *)(y[i].qs + 16 * j));
+            const __m256i w16 = _mm256_cvtepi8_epi16(b);
+            __m128i s = _mm_add_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            s = _mm_add_epi16(s, _mm_shuffle_epi32(s, 0x4e));
+            s = _mm_add_epi16(s, _mm_shuffle_epi32(s, 0xb1));
+            s = _mm_add_epi16(s, _mm_shufflelo_epi16(s, 0xb1));
+            y[i].bsums[j] = (int16_t)_mm_extract_epi16(s, 0);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+const struct edge_kernels EDGE_SIMD_TABLE = {
+#if EDGE_SIMD_VNNI
+    .isa = EDGE_ISA_AVX512,
+    .name = "avx512",
+#else
+    .isa = EDGE_ISA_AVX2,
+    .name = "avx2",
+#endif
+    .dot =
+        {
+            [EDGE_TYPE_F32] = simd_dot_f32,
+            [EDGE_TYPE_F16] = simd_dot_f16,
+            [EDGE_TYPE_BF16] = simd_dot_bf16,
+            [EDGE_TYPE_Q4_0] = simd_dot_q4_0,
+            [EDGE_TYPE_Q4_1] = simd_dot_q4_1,
+            [EDGE_TYPE_Q5_0] = simd_dot_q5_0,
+            [EDGE_TYPE_Q5_1] = simd_dot_q5_1,
+            [EDGE_TYPE_Q8_0] = simd_dot_q8_0,
+            [EDGE_TYPE_IQ4_NL] = simd_dot_iq4_nl,
+            [EDGE_TYPE_Q2_K] = simd_dot_q2_k,
+            [EDGE_TYPE_Q3_K] = simd_dot_q3_k,
+            [EDGE_TYPE_Q4_K] = simd_dot_q4_k,
+            [EDGE_TYPE_Q5_K] = simd_dot_q5_k,
+            [EDGE_TYPE_Q6_K] = simd_dot_q6_k,
+            [EDGE_TYPE_IQ4_XS] = simd_dot_iq4_xs,
+        },
+    .quant_q8_0 = simd_quant_q8_0,
+    .quant_q8_1 = simd_quant_q8_1,
+    .quant_q8_k = simd_quant_q8_k,
+};
