@@ -1,0 +1,170 @@
+"""Token sampling (llama.cpp's sampler chain order) and stop-string matching for streamed text.
+
+Order of one ``Sampler.sample`` call, as in llama.cpp's default chain:
+
+    logit bias → penalties (repeat, frequency, presence) → top-k → top-p → min-p → temperature
+    → softmax → draw
+
+- logit bias adds ``logit_bias[id]`` (``-inf`` bans a token);
+- repeat penalty (CTRL paper, llama.cpp): a token seen in the last ``repeat_last_n`` tokens has a positive
+  logit divided by ``repeat_penalty`` and a non-positive one multiplied by it;
+- frequency/presence penalties (OpenAI):
+  ``logit -= count * frequency_penalty + (count > 0) * presence_penalty`` over the same window;
+- top-k keeps the k largest logits (k <= 0: off); top-p keeps the smallest set of most probable tokens whose
+  probability reaches p (p >= 1: off); min-p keeps tokens with probability >= min_p × the largest (min_p <= 0:
+  off). Top-p and min-p measure probabilities before temperature, like llama.cpp;
+- temperature <= 0 is greedy: the argmax after bias and penalties (lowest id on ties).
+
+Probabilities are computed in float64 from the float32 logits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repeat_last_n: int = 64  # window of previous tokens the penalties look at (0: off, -1: all)
+    logit_bias: dict[int, float] | None = None
+    seed: int | None = None
+
+
+class Sampler:
+    """Draws one token id from a logit vector; holds the random generator, so a seed fixes the sequence."""
+
+    def __init__(self, params: SamplingParams | None = None) -> None:
+        self.params = params if params is not None else SamplingParams()
+        p = self.params
+        if p.top_p <= 0.0:
+            raise ValueError(f"top_p must be > 0 (>= 1 turns it off), got {p.top_p}")
+        if p.min_p < 0.0 or p.min_p > 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {p.min_p}")
+        if p.repeat_penalty <= 0.0:
+            raise ValueError(f"repeat_penalty must be > 0, got {p.repeat_penalty}")
+        if p.repeat_last_n < -1:
+            raise ValueError(f"repeat_last_n must be >= -1, got {p.repeat_last_n}")
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty", "frequency_penalty"):
+            if not np.isfinite(getattr(p, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(p, name)}")
+        if not np.isfinite(p.presence_penalty):
+            raise ValueError(f"presence_penalty must be finite, got {p.presence_penalty}")
+        self.rng = np.random.default_rng(p.seed)
+
+    def adjusted_logits(self, logits: np.ndarray, previous_tokens: Sequence[int]) -> np.ndarray:
+        """Float64 logits after logit bias and penalties (the input is not modified)."""
+        if logits.ndim != 1 or logits.size == 0:
+            raise ValueError(f"logits must be a non-empty 1-D array, got shape {logits.shape}")
+        p = self.params
+        n_vocab = logits.shape[0]
+        out = logits.astype(np.float64, copy=True)
+        if np.isnan(out).any():
+            raise ValueError("logits contain NaN")
+        if p.logit_bias:
+            for token, bias in p.logit_bias.items():
+                if not 0 <= token < n_vocab:
+                    raise ValueError(f"logit_bias: token id {token} out of range for {n_vocab} tokens")
+                out[token] += bias
+        if p.repeat_last_n == 0 or not previous_tokens:
+            return out
+        if p.repeat_penalty == 1.0 and p.frequency_penalty == 0.0 and p.presence_penalty == 0.0:
+            return out
+        window = previous_tokens if p.repeat_last_n == -1 else previous_tokens[-p.repeat_last_n :]
+        counts = Counter(int(t) for t in window)
+        ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        if ids.min() < 0 or ids.max() >= n_vocab:
+            raise ValueError(f"previous_tokens hold an id out of range for a vocabulary of {n_vocab}")
+        count = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        seen = out[ids]
+        if p.repeat_penalty != 1.0:
+            seen = np.where(seen > 0, seen / p.repeat_penalty, seen * p.repeat_penalty)
+        seen = seen - count * p.frequency_penalty - p.presence_penalty
+        out[ids] = seen
+        return out
+
+    def candidates(self, logits: np.ndarray, previous_tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, probabilities) the draw chooses from after every filter, most probable first.
+        With temperature <= 0 this is the single greedy token with probability 1."""
+        p = self.params
+        adjusted = self.adjusted_logits(logits, previous_tokens)
+        if not (adjusted > -np.inf).any():
+            raise ValueError("every token is banned (all logits are -inf after logit bias and penalties)")
+        if p.temperature <= 0.0:
+            return np.array([int(np.argmax(adjusted))]), np.array([1.0])
+        finite = np.flatnonzero(adjusted > -np.inf)
+        # Most probable first; ties by lower id (stable sort on the negated logits).
+        order = finite[np.argsort(-adjusted[finite], kind="stable")]
+        ids = order
+        vals = adjusted[order]
+        if (vals == np.inf).any():  # a +inf bias forces those tokens
+            keep = vals == np.inf
+            ids, vals = ids[keep], np.zeros(int(keep.sum()))
+        if p.top_k > 0:
+            ids, vals = ids[: p.top_k], vals[: p.top_k]
+        if p.top_p < 1.0:
+            probs = _softmax(vals)
+            cum = np.cumsum(probs)
+            n_keep = int(np.searchsorted(cum, p.top_p, side="left")) + 1
+            ids, vals = ids[:n_keep], vals[:n_keep]
+        if p.min_p > 0.0:
+            keep = vals >= vals[0] + np.log(p.min_p)
+            ids, vals = ids[keep], vals[keep]
+        return ids, _softmax(vals / p.temperature)
+
+    def sample(self, logits: np.ndarray, previous_tokens: Sequence[int] = ()) -> int:
+        ids, probs = self.candidates(logits, previous_tokens)
+        if ids.size == 1:
+            return int(ids[0])
+        cum = np.cumsum(probs)
+        r = self.rng.random() * cum[-1]
+        return int(ids[min(int(np.searchsorted(cum, r, side="right")), ids.size - 1)])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+class StopMatcher:
+    """Cuts streamed text at the first stop string. ``feed(piece)`` returns (text safe to show now,
+    stopped); text that might be the start of a stop string is held back until it is decided, so the
+    shown text never contains any part of a stop string. ``flush()`` returns what is held at the end."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if self.stopped:
+            return "", True
+        buf = self._held + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            self._held = ""
+            return buf[: min(hits)], True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(buf)), hold, -1):
+                if buf.endswith(s[:k]):
+                    hold = k
+                    break
+        self._held = buf[len(buf) - hold :]
+        return buf[: len(buf) - hold], False
+
+    def flush(self) -> str:
+        """Held text when generation ends without a stop string (empty after a stop)."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
