@@ -99,7 +99,9 @@ TENSOR_CLASSES = ("embeddings", "attention", "router", "experts", "norms", "othe
 
 
 def tensor_class(name: str) -> str:
-    """Class of a llama.cpp tensor name (grok layout): embeddings, attention, router, experts, norms, other."""
+    """Class of a llama.cpp tensor name (grok layout).
+
+    One of embeddings, attention, router, experts, norms, other."""
     base = _LAYER_PREFIX.sub("", name)
     for suffix in (".weight", ".bias"):
         if base.endswith(suffix):
@@ -154,7 +156,11 @@ class GGUFFile:
         self._handle: _Handle | None = _Handle(self.path)
         ptr = self._handle.ptr
         version, n_kv, n_tensors = ffi.new("uint32_t *"), ffi.new("int64_t *"), ffi.new("int64_t *")
-        alignment, data_offset, file_size = ffi.new("uint64_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        alignment, data_offset, file_size = (
+            ffi.new("uint64_t *"),
+            ffi.new("uint64_t *"),
+            ffi.new("uint64_t *"),
+        )
         check(lib.edge_gguf_header(ptr, version, n_kv, n_tensors, alignment, data_offset, file_size))
         self.version = int(version[0])
         self.alignment = int(alignment[0])
@@ -179,7 +185,12 @@ class GGUFFile:
 
     def _read_kv(self, ptr: Any, i: int) -> tuple[str, Any, tuple[str, str | None]]:
         key, key_len = ffi.new("const char **"), ffi.new("uint64_t *")
-        vtype, etype, n, data = ffi.new("int *"), ffi.new("int *"), ffi.new("uint64_t *"), ffi.new("const void **")
+        vtype, etype, n, data = (
+            ffi.new("int *"),
+            ffi.new("int *"),
+            ffi.new("uint64_t *"),
+            ffi.new("const void **"),
+        )
         check(lib.edge_gguf_kv(ptr, i, key, key_len, vtype, etype, n, data))
         name = ffi.unpack(key[0], int(key_len[0])).decode("utf-8", "replace")
         t, count = int(vtype[0]), int(n[0])
@@ -263,4 +274,5 @@ class GGUFFile:
         self.close()
 
     def __repr__(self) -> str:
-        return f"GGUFFile({self.path!r}, v{self.version}, {len(self.metadata)} keys, {len(self.tensors)} tensors)"
+        counts = f"{len(self.metadata)} keys, {len(self.tensors)} tensors"
+        return f"GGUFFile({self.path!r}, v{self.version}, {counts})"

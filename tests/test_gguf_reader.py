@@ -9,11 +9,12 @@ import importlib.util
 import sys
 import weakref
 from pathlib import Path
+
 import gguf
 import ml_dtypes
 import numpy as np
 import pytest
-from gguf_cases import TENSOR_TYPE_NAMES, as_version, base_file, every_type_file
+from gguf_cases import GGUF_PY_TYPE_SIZE_BUGS, TENSOR_TYPE_NAMES, as_version, base_file, every_type_file
 
 from edge import _native
 from edge.gguf import GGUFFile, tensor_class, type_block, type_name
@@ -29,18 +30,14 @@ def every_type(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=[3, 2], ids=["v3", "v2"])
-def versioned(request: pytest.FixtureRequest, every_type: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def versioned(
+    request: pytest.FixtureRequest, every_type: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     if request.param == 3:
         return every_type
     path = tmp_path_factory.mktemp("gguf") / "every_type_v2.gguf"
     path.write_bytes(as_version(every_type.read_bytes(), 2))
     return path
-
-
-# gguf-py's GGML_QUANT_SIZES gives Q8_1 40-byte blocks (two f32 scales); ggml's block_q8_1 has two f16
-# scales (36 bytes), as native/src/core/blocks.h and llama.cpp's own ggml_type_size say. For these types
-# gguf-py's n_bytes is wrong and the comparison is made against ggml instead (test_type_sizes_match_ggml).
-GGUF_PY_SIZE_BUGS = {"Q8_1"}
 
 
 def _ggml_type_sizes() -> dict[str, tuple[int, int]] | None:
@@ -65,7 +62,7 @@ def test_type_sizes_match_ggml() -> None:
     for name, (block, nbytes) in sizes.items():
         t = int(gguf.GGMLQuantizationType[name])
         assert type_block(t) == (block, nbytes), name
-        if name not in GGUF_PY_SIZE_BUGS:
+        if name not in GGUF_PY_TYPE_SIZE_BUGS:
             assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name]] == (block, nbytes), name
 
 
@@ -123,7 +120,7 @@ def test_tensors_match_gguf_py(versioned: Path) -> None:
             assert f.data_offset + ours.offset == theirs.data_offset, ours.name
             view = f.array(ours)
             theirs_bytes = np.ascontiguousarray(theirs.data).tobytes()
-            if ours.type_name in GGUF_PY_SIZE_BUGS:
+            if ours.type_name in GGUF_PY_TYPE_SIZE_BUGS:
                 block, block_bytes = type_block(ours.type)
                 assert ours.nbytes == ours.n_elements // block * block_bytes
                 assert view.tobytes() == theirs_bytes[: ours.nbytes]
@@ -218,7 +215,9 @@ def test_typed_getters_and_lookups(every_type: Path) -> None:
             _native.check(lib.edge_gguf_get_float(g, b"test.arr.f32", fv))
         with pytest.raises(_native.EdgeFormatError, match="'test.u8' is UINT8, expected a STRING"):
             _native.check(lib.edge_gguf_get_str(g, b"test.u8", s, n))
-        with pytest.raises(_native.EdgeFormatError, match=r"every_type\.gguf: metadata key 'absent' is missing"):
+        with pytest.raises(
+            _native.EdgeFormatError, match=r"every_type\.gguf: metadata key 'absent' is missing"
+        ):
             _native.check(lib.edge_gguf_get_int(g, b"absent", iv))
         idx = ffi.new("int64_t *")
         for i, key in enumerate(f.metadata):

@@ -166,7 +166,9 @@ def _count(n: int) -> str:
 
 
 def print_text(d: dict[str, Any]) -> None:
-    print(f"file: {d['file']} ({_size(d['file_size'])}, GGUF v{d['gguf_version']}, alignment {d['alignment']})")
+    print(
+        f"file: {d['file']} ({_size(d['file_size'])}, GGUF v{d['gguf_version']}, alignment {d['alignment']})"
+    )
     print(f"architecture: {d['architecture']}" + (f"  name: {d['name']}" if d["name"] else ""))
 
     print("hyperparameters:")
