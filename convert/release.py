@@ -12,6 +12,7 @@ Writing: ``write_checkpoint(out_dir, params, ...)`` for the train helper and tes
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -38,6 +39,7 @@ from edge.convert.safe_pickle import (
     Leaf,
     QuantizedWeight8bit,
     read_leaf,
+    read_leaf_mapped,
     write_leaf,
 )
 
@@ -174,6 +176,13 @@ class Checkpoint:
         leaf = read_leaf(file)
         check_leaf(file, spec, leaf)
         return leaf
+
+    def read_mapped(self, spec: LeafSpec) -> tuple[Leaf, mmap.mmap]:
+        """``read`` plus the file's map (for ``drop_pages`` while streaming)."""
+        file = self.path_of(spec)
+        leaf, buf = read_leaf_mapped(file)
+        check_leaf(file, spec, leaf)
+        return leaf, buf
 
     def leaves(self) -> Iterator[tuple[LeafSpec, Leaf]]:
         for spec in self.specs:

@@ -321,6 +321,11 @@ class _VM:
 
 def read_leaf(path: str | os.PathLike[str]) -> Leaf:
     """Parse one release file (memory-mapped, nothing executed). Arrays are read-only views of the map."""
+    return read_leaf_mapped(path)[0]
+
+
+def read_leaf_mapped(path: str | os.PathLike[str]) -> tuple[Leaf, mmap.mmap]:
+    """``read_leaf`` plus the map itself, so a streaming reader can drop pages it has consumed."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
@@ -331,10 +336,12 @@ def read_leaf(path: str | os.PathLike[str]) -> Leaf:
     except OSError as exc:
         raise CheckpointFormatError(f"{name}: cannot read ({exc.strerror or exc})") from exc
     result = _VM(buf, name).run()
+    if isinstance(result, tuple):  # the VM yields stubs; a bare tuple is not a release object
+        result = None
     if isinstance(result, _ArrayStub) and result.array is not None:
-        return result.array
+        return result.array, buf
     if isinstance(result, _QuantizedStub) and result.weight is not None and result.scales is not None:
-        return QuantizedWeight8bit(result.weight, result.scales)
+        return QuantizedWeight8bit(result.weight, result.scales), buf
     raise CheckpointFormatError(f"{name}: pickle holds neither an array nor a QuantizedWeight8bit")
 
 
@@ -497,3 +504,21 @@ def write_leaf(path: str | os.PathLike[str], leaf: Leaf) -> None:
         else:
             e.array(np.asarray(leaf))
         e.stop()
+
+
+def drop_pages(buf: mmap.mmap, array: np.ndarray) -> None:
+    """Tell the kernel this process is done with the pages under ``array`` (a view of ``buf``).
+
+    File-backed pages of a map count in the process's RSS while resident; dropping consumed ranges
+    keeps the converter's peak RSS near one slice even for a 3 GB file. Best effort (no-op where
+    madvise is unavailable).
+    """
+    if not hasattr(mmap, "MADV_DONTNEED") or array.size == 0:
+        return
+    base = np.frombuffer(buf, dtype=np.uint8, count=1).ctypes.data
+    start = array.ctypes.data - base
+    end = start + array.nbytes
+    page = mmap.PAGESIZE
+    start -= start % page
+    if 0 <= start < end <= len(buf):
+        buf.madvise(mmap.MADV_DONTNEED, start, end - start)

@@ -1,0 +1,127 @@
+"""Shared fixtures: tiny release-format checkpoints, a matching tokenizer, converted GGUFs (cached)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_KEY_SIZE = 64  # the tiny preset's head dim (GGUF needs n_head * head_dim == d_model)
+
+
+def train_tiny_tokenizer(prefix: Path, vocab_size: int) -> Path:
+    """A BPE SentencePiece model with ``vocab_size`` pieces, Grok-1's special ids and byte fallback."""
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    words = [
+        "the",
+        "answer",
+        "to",
+        "life",
+        "universe",
+        "and",
+        "everything",
+        "is",
+        "of",
+        "course",
+        "grok",
+        "model",
+        "token",
+        "expert",
+        "router",
+        "layer",
+        "attention",
+        "hello",
+        "world",
+        "number",
+        "code",
+        "print",
+        "return",
+        "value",
+        "python",
+    ]
+    lines = [
+        " ".join(rng.choice(words) + rng.choice(["", "s", "ed", "ing", "er"]) for _ in range(12))
+        for _ in range(3000)
+    ]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece="[PAD]",
+        bos_piece="[BOS]",
+        eos_piece="[EOS]",
+        unk_piece="[UNK]",
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        minloglevel=2,
+    )
+    return prefix.with_suffix(".model")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``tiny`` synthetic checkpoint: 11 layers (file order 0, 1, 10, 2, ...), d 256, vocab 512."""
+    from edge.convert.synthetic import PRESETS, make_synthetic
+
+    out = tmp_path_factory.mktemp("tiny") / "ckpt-0"
+    make_synthetic(out, PRESETS["tiny"], seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok512", 512)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_ckpt: Path):
+    """(params float64, config) of the tiny checkpoint, read through the converter's reader."""
+    import grok_reference as ref
+
+    params = ref.load_checkpoint(tiny_ckpt, TINY_KEY_SIZE)
+    return params, ref.GrokConfig.from_params(params, TINY_KEY_SIZE)
+
+
+@pytest.fixture(scope="session")
+def converted(
+    tiny_ckpt: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """preset -> path of the tiny checkpoint converted at that preset (converted once per session)."""
+    from edge.convert.pipeline import convert_checkpoint
+
+    out_dir = tmp_path_factory.mktemp("gguf")
+    cache: dict[str, Path] = {}
+
+    def get(preset: str) -> Path:
+        if preset not in cache:
+            out = out_dir / f"tiny-{preset}.gguf"
+            convert_checkpoint(
+                tiny_ckpt, out, tiny_tokenizer, preset=preset, key_size=TINY_KEY_SIZE, show_progress=False
+            )
+            cache[preset] = out
+        return cache[preset]
+
+    return get
+
+
+def llama_logits(gguf_path: Path, tokens: list[int]) -> np.ndarray:
+    """Logits of every position from llama-cpp-python (float64 copy)."""
+    import llama_cpp
+
+    model = llama_cpp.Llama(str(gguf_path), logits_all=True, n_ctx=64, n_threads=1, verbose=False)
+    try:
+        model.eval(tokens)
+        return np.array(model.scores[: len(tokens)], dtype=np.float64)
+    finally:
+        model.close()
