@@ -1,0 +1,67 @@
+"""Configure and build native/ with CMake into a cached directory under build/ (for the tests that need
+a build other than the installed one: sanitizers, CUDA on/off)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = ROOT / "build"
+
+
+def cmake_exe() -> str | None:
+    return shutil.which("cmake") or shutil.which("cmake", path=str(Path(sys.executable).parent))
+
+
+def _generator() -> list[str]:
+    ninja = shutil.which("ninja") or shutil.which("ninja", path=str(Path(sys.executable).parent))
+    return ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else ["-G", "Unix Makefiles"]
+
+
+def cmake_build(name: str, defines: dict[str, str], targets: list[str], timeout: float = 900) -> Path:
+    """Configure ROOT (the top-level CMakeLists.txt) into build/<name> with `defines` and build `targets`.
+
+    Reuses the directory when it was configured the same way, so reruns only rebuild what changed.
+    Raises AssertionError with CMake's output when configuring or building fails.
+    """
+    cmake = cmake_exe()
+    assert cmake is not None, "cmake is not on PATH"
+    build = BUILD_ROOT / name
+    args = [f"-D{k}={v}" for k, v in sorted(defines.items())]
+    stamp = build / "grok-edge-test-config.txt"
+    wanted = "\n".join([*args, *_generator()])
+    if build.exists() and (not stamp.exists() or stamp.read_text() != wanted):
+        shutil.rmtree(build)
+    build.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    if not (build / "CMakeCache.txt").exists() or not stamp.exists():
+        configure = subprocess.run(
+            [cmake, "-S", str(ROOT), "-B", str(build), *_generator(), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+        assert configure.returncode == 0, configure.stdout + configure.stderr
+        stamp.write_text(wanted)
+    built = subprocess.run(
+        [cmake, "--build", str(build), "--target", *targets],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    assert built.returncode == 0, built.stdout[-6000:] + built.stderr[-6000:]
+    return build
+
+
+def library_path(build: Path) -> Path:
+    for name in ("libedge.so", "libedge.dylib"):
+        found = list(build.rglob(name))
+        if found:
+            return found[0]
+    raise AssertionError(f"no libedge in {build}")
