@@ -150,19 +150,21 @@ class StopMatcher:
         if self.stopped:
             return "", True
         buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.stopped = True
-            self._held = ""
-            return buf[: min(hits)], True
+        # Earliest start of a stop string that may still complete (a suffix of buf that begins a stop).
         hold = 0
         for s in self.stops:
             for k in range(min(len(s) - 1, len(buf)), hold, -1):
                 if buf.endswith(s[:k]):
                     hold = k
                     break
-        self._held = buf[len(buf) - hold :]
-        return buf[: len(buf) - hold], False
+        pending = len(buf) - hold
+        hits = [i for i in (buf.find(s) for s in self.stops) if 0 <= i <= pending]
+        if hits:  # a complete stop string starts no later than any stop that may still complete
+            self.stopped = True
+            self._held = ""
+            return buf[: min(hits)], True
+        self._held = buf[pending:]
+        return buf[:pending], False
 
     def flush(self) -> str:
         """Held text when generation ends without a stop string (empty after a stop)."""
