@@ -10,6 +10,7 @@ import sys
 #   register(parser: argparse.ArgumentParser) -> None  and  run(args: argparse.Namespace) -> int
 COMMANDS: list[tuple[str, str, str]] = [
     ("info", "info", "describe a GGUF file (or this system with --system)"),
+    ("demo", "demo", "convert the shipped tiny Grok model and generate from it"),
     ("run", "run", "generate text from a GGUF model (streams; -i for an interactive loop)"),
     ("convert", "convert", "convert the official Grok-1 checkpoint (ckpt-0) to GGUF"),
     ("make-synthetic", "make_synthetic", "write a random checkpoint in the exact Grok-1 release format"),
