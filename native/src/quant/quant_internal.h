@@ -54,12 +54,16 @@ static inline int q_best_index_int8(int n, const int8_t *val, float x) {
 float q_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw);
 /* Q3_K's reference search: x^2 weights, then coordinate descent on the levels (L offset by +nmax). */
 float q_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse);
-/* Asymmetric scale + min search (levels 0..nmax): returns the scale, *the_min the (positive) offset
+/* Asymmetric scale + min search (levels 0..nmax, n <= 32): returns the scale, *the_min the (positive) offset
  * to subtract. qkx2: the reference search of Q2_K/Q4_K/Q5_K; qkx3: the imatrix search. */
 float q_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                          uint8_t *Laux, float rmin, float rdelta, int nstep, int use_mad);
 float q_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                          uint8_t *Laux, float rmin, float rdelta, int nstep, int use_mad);
+/* qkx2/qkx3 on 8 consecutive groups of n (<= 32) elements at once (x, weights, L: 8*n each; scales and
+ * mins: 8 each): bit-identical to 8 calls of q_make_qkx2_quants, several times faster. */
+void q_make_qkx_quants_x8(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *scales,
+                          float *mins, float rmin, float rdelta, int nstep, int use_mad);
 /* Positive-only levels 0..nmax for non-negative x (the sub-block scales of K-quants with an imatrix). */
 float q_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);
 

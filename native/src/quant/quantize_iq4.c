@@ -13,9 +13,20 @@ static void pack_nibbles32(const uint8_t *L, uint8_t *qs) {
     for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
 }
 
-/* Best scale for one 32-block (0 if the block is all zeros); L gets the indices for that scale. */
+/* The codebook as floats, and q_best_index_int8 over it without branches: ml = the number of interior
+ * values <= x is the binary search's lower bracket, then the same float comparison picks a side. */
+static const float k_iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static inline int iq4_index(float x) {
+    int ml = 0;
+    for (int j = 1; j < 15; ++j) ml += x >= k_iq4_values[j];
+    return x - k_iq4_values[ml] < k_iq4_values[ml + 1] - x ? ml : ml + 1;
+}
+
+/* Best scale for one 32-block (0 if the block is all zeros); L gets the indices of the first fit.
+ * A trial whose indices equal the previous trial's is skipped: its sums, hence its outcome, are the same. */
 static float iq4_block_scale(const float *xb, const float *w, uint8_t *L) {
-    const int8_t *values = edge_kvalues_iq4nl;
+    const float *values = k_iq4_values;
     const int ntry = 7;
     float amax = 0, max = 0;
     for (int j = 0; j < 32; ++j) {
@@ -32,20 +43,25 @@ static float iq4_block_scale(const float *xb, const float *w, uint8_t *L) {
     float d = -max / values[0];
     float id = 1 / d;
     float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < 32; ++j) L[j] = (uint8_t)iq4_index(id * xb[j]);
     for (int j = 0; j < 32; ++j) {
-        const int l = q_best_index_int8(16, values, id * xb[j]);
-        L[j] = (uint8_t)l;
-        const float q = values[l];
+        const float q = values[L[j]];
         sumqx += w[j] * q * xb[j];
         sumq2 += w[j] * q * q;
     }
     d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
     float best = d * sumqx;
+    uint8_t Lt[32], prev[32];
+    int have_prev = 0;
     for (int itry = -ntry; itry <= ntry; ++itry) {
         id = (itry + values[0]) / max;
+        for (int j = 0; j < 32; ++j) Lt[j] = (uint8_t)iq4_index(id * xb[j]);
+        if (have_prev && memcmp(prev, Lt, 32) == 0) continue;
+        memcpy(prev, Lt, 32);
+        have_prev = 1;
         sumqx = sumq2 = 0;
         for (int j = 0; j < 32; ++j) {
-            const float q = values[q_best_index_int8(16, values, id * xb[j])];
+            const float q = values[Lt[j]];
             sumqx += w[j] * q * xb[j];
             sumq2 += w[j] * q * q;
         }
@@ -67,7 +83,7 @@ static void iq4_weights(const float *xb, const float *qw, float sigma2, float *w
 
 static void iq4_indices(const float *xb, float d, uint8_t *L) {
     const float id = d ? 1 / d : 0.0f;
-    for (int j = 0; j < 32; ++j) L[j] = (uint8_t)q_best_index_int8(16, edge_kvalues_iq4nl, id * xb[j]);
+    for (int j = 0; j < 32; ++j) L[j] = (uint8_t)iq4_index(id * xb[j]);
 }
 
 void q_quantize_row_iq4_nl(const float *x, void *dst, int64_t n, const float *imatrix) {

@@ -53,16 +53,18 @@ static float sum_squares(const float *x, int n) {
 void q_quantize_row_q2_K(const float *x, void *dst, int64_t n, const float *imatrix) {
     block_q2_K *y = dst;
     const int64_t nb = n / QK_K;
-    uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
-    float w[16], mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16];
+    uint8_t L[QK_K], Ls[QK_K / 16], Lm[QK_K / 16];
+    float wall[QK_K], mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16];
 
     for (int64_t i = 0; i < nb; ++i, x += QK_K) {
         const float *qw = imatrix ? imatrix + i * QK_K : NULL;
         if (!qw) {
             float max_scale = 0, max_min = 0;
+            for (int l = 0; l < QK_K; ++l) wall[l] = fabsf(x[l]);
+            for (int h = 0; h < 2; ++h) /* 8 sub-blocks at a time */
+                q_make_qkx_quants_x8(16, 3, x + 128 * h, wall + 128 * h, L + 128 * h, scales + 8 * h, mins + 8 * h,
+                                     -0.5f, 0.1f, 15, 1);
             for (int j = 0; j < QK_K / 16; ++j) {
-                for (int l = 0; l < 16; ++l) w[l] = fabsf(x[16 * j + l]);
-                scales[j] = q_make_qkx2_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
                 if (scales[j] > max_scale) max_scale = scales[j];
                 if (mins[j] > max_min) max_min = mins[j];
             }
@@ -88,11 +90,13 @@ void q_quantize_row_q2_K(const float *x, void *dst, int64_t n, const float *imat
             for (int j = 0; j < QK_K / 16; ++j) {
                 sw[j] = 0;
                 for (int l = 0; l < 16; ++l) {
-                    w[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
-                    sw[j] += w[l];
+                    wall[16 * j + l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+                    sw[j] += wall[16 * j + l];
                 }
-                scales[j] = q_make_qkx3_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, 0);
             }
+            for (int h = 0; h < 2; ++h)
+                q_make_qkx_quants_x8(16, 3, x + 128 * h, wall + 128 * h, L + 128 * h, scales + 8 * h, mins + 8 * h,
+                                     -0.9f, 0.05f, 36, 0);
             const float dm = q_make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
             const float mm = q_make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
             y[i].d = edge_f32_to_f16(dm);
@@ -195,18 +199,18 @@ void q_quantize_row_q3_K(const float *x, void *dst, int64_t n, const float *imat
 
 static void quantize_q45_K_block(const float *x, const float *qw, int nmax, uint16_t *d_out, uint16_t *dmin_out,
                                  uint8_t *scales_out, uint8_t *L) {
-    uint8_t Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
-    float w[32], mins[QK_K / 32], scales[QK_K / 32], sw[QK_K / 32];
+    uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
+    float w[QK_K], mins[QK_K / 32], scales[QK_K / 32], sw[QK_K / 32];
     memset(scales_out, 0, K_SCALE_SIZE);
     if (!qw) {
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < QK_K / 32; ++j) {
             const float av_x = sqrtf(sum_squares(x + 32 * j, 32) / 32);
-            for (int l = 0; l < 32; ++l) w[l] = av_x + fabsf(x[32 * j + l]);
-            if (nmax == 15)
-                scales[j] = q_make_qkx2_quants(32, 15, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20, 0);
-            else
-                scales[j] = q_make_qkx2_quants(32, 31, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 0);
+            for (int l = 0; l < 32; ++l) w[32 * j + l] = av_x + fabsf(x[32 * j + l]);
+        }
+        if (nmax == 15) q_make_qkx_quants_x8(32, 15, x, w, L, scales, mins, -1.f, 0.1f, 20, 0);
+        else q_make_qkx_quants_x8(32, 31, x, w, L, scales, mins, -0.5f, 0.1f, 15, 0);
+        for (int j = 0; j < QK_K / 32; ++j) {
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -224,11 +228,11 @@ static void quantize_q45_K_block(const float *x, const float *qw, int nmax, uint
         for (int j = 0; j < QK_K / 32; ++j) {
             sw[j] = 0;
             for (int l = 0; l < 32; ++l) {
-                w[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
-                sw[j] += w[l];
+                w[32 * j + l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+                sw[j] += w[32 * j + l];
             }
-            scales[j] = q_make_qkx3_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, 0);
         }
+        q_make_qkx_quants_x8(32, nmax, x, w, L, scales, mins, -0.9f, 0.05f, 36, 0);
         const float d_block = q_make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
         const float m_block = q_make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
         for (int j = 0; j < QK_K / 32; ++j) set_scale_min_k4(scales_out, j, (uint8_t)q_min_i(63, Ls[j]), (uint8_t)q_min_i(63, Lm[j]));
