@@ -116,9 +116,18 @@ def attention(
 
 
 def moe(
-    p: dict[str, np.ndarray], prefix: str, x: np.ndarray, token_mask: np.ndarray, c: GrokConfig
+    p: dict[str, np.ndarray],
+    prefix: str,
+    x: np.ndarray,
+    token_mask: np.ndarray,
+    c: GrokConfig,
+    margins: np.ndarray | None = None,
 ) -> np.ndarray:
     probs = softmax(x @ p[prefix + "router"]) * token_mask[:, None]  # padding tokens route nowhere
+    if margins is not None:  # how close each token came to choosing another expert pair
+        ranked = -np.sort(-probs, axis=1)
+        k = c.n_selected_experts
+        np.minimum(margins, ranked[:, k - 1] - ranked[:, k], out=margins)
     w1, v1, w2 = p[prefix + "moe/linear"], p[prefix + "moe/linear_v"], p[prefix + "moe/linear_1"]
     out = np.zeros_like(x)
     for t in range(x.shape[0]):
@@ -129,12 +138,28 @@ def moe(
     return out
 
 
-def forward(params: dict[str, np.ndarray], config: GrokConfig, tokens: list[int]) -> np.ndarray:
-    """Logits [T, vocab] (float64) of every position of ``tokens`` (no BOS added), positions from 0."""
+def forward(
+    params: dict[str, np.ndarray],
+    config: GrokConfig,
+    tokens: list[int],
+    *,
+    mask_padding: bool = True,
+    route_margins: np.ndarray | None = None,
+) -> np.ndarray:
+    """Logits [T, vocab] (float64) of every position of ``tokens`` (no BOS added), positions from 0.
+
+    ``mask_padding``: the official model masks token 0 ([PAD]) as an attention key and in the router;
+    False treats it as an ordinary token (what llama.cpp does; see test_llama_cpp_parity).
+    ``route_margins``: optional float64 [T] array, set to each position's smallest gap (over layers)
+    between the last chosen and the first unchosen router probability. Where it is tiny, rounding
+    elsewhere may legitimately pick another expert, and that position's logits change discretely.
+    """
+    if route_margins is not None:
+        route_margins[:] = np.inf
     c, p = config, params
     ids = np.asarray(tokens, dtype=np.int64)
     positions = np.arange(len(ids))
-    mask = ids > 0  # token 0 is [PAD]
+    mask = ids > 0 if mask_padding else np.ones(len(ids), dtype=bool)  # token 0 is [PAD]
     emb = p["language_model/in_out_embed"]
     h = emb[ids] * c.embedding_multiplier
     for layer in range(c.n_layers):
@@ -142,7 +167,8 @@ def forward(params: dict[str, np.ndarray], config: GrokConfig, tokens: list[int]
         attn_pre = pre + "multi_head_attention/"
         a = attention(p, attn_pre, rms_norm(h, p[pre + "rms_norm"], c.rms_eps), positions, mask, c)
         h = h + rms_norm(a, p[pre + "rms_norm_1"], c.rms_eps)
-        m = moe(p, pre, rms_norm(h, p[pre + "rms_norm_2"], c.rms_eps), mask.astype(np.float64), c)
+        x = rms_norm(h, p[pre + "rms_norm_2"], c.rms_eps)
+        m = moe(p, pre, x, mask.astype(np.float64), c, route_margins)
         h = h + rms_norm(m, p[pre + "rms_norm_3"], c.rms_eps)
     h = rms_norm(h, p["language_model/rms_norm"], c.rms_eps)
     return (h @ emb.T) * c.output_multiplier
