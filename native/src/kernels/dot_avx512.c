@@ -1,5 +1,127 @@
-/* dot_avx512.c — AVX-512 (VL + VNNI) kernels: the kernels of dot_simd_x86.h with vpdpbusd for
- * the u8·s8 products, the compiler free to use the 32 vector registers of AVX-512. */
+/* dot_avx512.c — AVX-512 (BW + VL + VNNI) kernels. The kernels of dot_simd_x86.h compiled with
+ * vpdpbusd/vpdpwssd for the u8·s8 products, plus 512-bit kernels for the K-quants that dominate a
+ * Q4_K_M file (Q4_K, Q5_K experts and projections, Q6_K output head and ffn_down): one 64-byte
+ * vector holds a whole 64-element chunk of a super-block (two sub-blocks of 32, or four of 16) so
+ * each activation load, maddubs and vpdpwssd does twice the work of the 256-bit kernels. */
 #define EDGE_SIMD_VNNI 1
 #define EDGE_SIMD_TABLE edge_kernels_avx512
+#define EDGE_SIMD_DOT_Q4_K zmm_dot_q4_k
+#define EDGE_SIMD_DOT_Q5_K zmm_dot_q5_k
+#define EDGE_SIMD_DOT_Q6_K zmm_dot_q6_k
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+static void zmm_dot_q4_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+static void zmm_dot_q5_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+
 #include "dot_simd_x86.h"
+
+ALWAYS_INLINE float hsum512_ps(__m512 v) {
+    return hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+/* [a (256 bits) | b (256 bits)] */
+ALWAYS_INLINE __m512i cat256(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
+
+/* Q4_K / Q5_K, 512-bit: chunk j (elements 64j .. 64j+63) = sub-block 2j (low nibbles of qs[32j..])
+ * then sub-block 2j+1 (high nibbles), exactly the order of the activations. */
+#define ZMM_K4_DOT(name, btype, Q5)                                                                     \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
+                                   float *out) {                                                       \
+        const btype *a = w;                                                                             \
+        __m512 acc[4];                                                                                  \
+        __m256 accm[4];                                                                                 \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), accm[t] = _mm256_setzero_ps();       \
+        const __m512i m4 = _mm512_set1_epi8(0x0F);                                                      \
+        const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));                 \
+        for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
+            uint8_t sm[16];                                                                             \
+            k4_scales_mins(a[i].scales, sm);                                                            \
+            const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)sm))); \
+            const __m256i mins32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));    \
+            __m512i sumi[4];                                                                            \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();                              \
+            __m512i qh = _mm512_setzero_si512();                                                        \
+            if (Q5) qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)&a[i])->qh)); \
+            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                                               \
+                const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j))); \
+                __m512i u = _mm512_and_si512(_mm512_srlv_epi16(q, nib_shift), m4);                      \
+                if (Q5) {                                                                               \
+                    const __m512i hs = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1))); \
+                    const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(qh, hs), _mm512_set1_epi8(1));  \
+                    u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 4));                                   \
+                }                                                                                       \
+                const __m512i idx = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1))); \
+                const __m512i sc = _mm512_permutexvar_epi16(idx, sc16);                                 \
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                          \
+                    const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 64 * j)); \
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u, xq), sc);             \
+                }                                                                                       \
+            }                                                                                           \
+            const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
+                const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_set1_ps(dw * b->d), acc[t]); \
+                accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_min_terms(b->bsums, mins32)),           \
+                                          _mm256_set1_ps(dmw * b->d), accm[t]);                         \
+            }                                                                                           \
+        }                                                                                               \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum512_ps(acc[t]) - hsum_ps(accm[t]);                    \
+    }                                                                                                   \
+    MULTI_TOKEN(name)
+
+ZMM_K4_DOT(zmm_dot_q4_k, block_q4_K, 0)
+ZMM_K4_DOT(zmm_dot_q5_k, block_q5_K, 1)
+
+/* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
+ * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of
+ * 16, so the scale vector holds four scales. */
+ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,
+                                     float *out) {
+    const block_q6_K *a = w;
+    __m512 acc[4];
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    const __m512i sh01 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
+    const __m512i sh23 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        const __m512i sc16 = _mm512_castsi256_si512(sc16y);
+        __m512i sumi[4];
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(a[i].ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h)));
+            __m512i u[2];
+            u[0] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m3), 4));
+            u[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m3), 4));
+            _Pragma("GCC unroll 8") for (int p = 0; p < 2; p++) {
+                const int k0 = 8 * h + 4 * p;
+                const __m512i idx = _mm512_inserti32x4(
+                    _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_set1_epi16((short)k0)),
+                                                          _mm_set1_epi16((short)(k0 + 1)), 1),
+                                       _mm_set1_epi16((short)(k0 + 2)), 2),
+                    _mm_set1_epi16((short)(k0 + 3)), 3);
+                const __m512i sc = _mm512_permutexvar_epi16(idx, sc16);
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+                    const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 128 * h + 64 * p));
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u[p], xq), sc);
+                }
+            }
+        }
+        const float dw = f16(a[i].d);
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+            const block_q8_K *b = XROW(block_q8_K, t) + i;
+            const __m256i corr = _mm256_slli_epi32(k16_bsum_terms(b->bsums, sc16y), 5);
+            const __m512i tot = _mm512_sub_epi32(sumi[t], _mm512_inserti64x4(_mm512_setzero_si512(), corr, 0));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_set1_ps(dw * b->d), acc[t]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum512_ps(acc[t]);
+}
+MULTI_TOKEN(zmm_dot_q6_k)

@@ -2,7 +2,8 @@
  * by dot_avx2.c (AVX2 + FMA + F16C: u8·s8 products with maddubs/madd) and by dot_avx512.c
  * (AVX-512 VL + VNNI: the same products with one vpdpbusd). Included only by those two files.
  *
- * Before including, define EDGE_SIMD_VNNI (0 or 1) and EDGE_SIMD_TABLE (the table's name).
+ * Before including, define EDGE_SIMD_VNNI (0 or 1) and EDGE_SIMD_TABLE (the table's name), and
+ * optionally EDGE_SIMD_DOT_Q4_K / _Q5_K / _Q6_K to put wider kernels in the table.
  *
  * Every kernel computes one weight row against nt (1..4) activation rows: a weight block is loaded
  * and unpacked once and used for every token, which is what makes prompt processing compute-bound
@@ -27,17 +28,17 @@ ALWAYS_INLINE float hsum_ps(__m256 v) {
 ALWAYS_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
 
 #if EDGE_SIMD_VNNI
-/* Per-sub-block scales as 32-bit lanes: the int32 sums of vpdpbusd are multiplied by them. */
+/* Scaled products: maddubs' int16 pair sums times int16 scales, accumulated by one vpdpwssd. */
 typedef __m256i scale_vec;
-ALWAYS_INLINE scale_vec scale1(int s) { return _mm256_set1_epi32(s); }
+ALWAYS_INLINE scale_vec scale1(int s) { return _mm256_set1_epi16((short)s); }
 ALWAYS_INLINE scale_vec scale2(int lo, int hi) {
-    return _mm256_setr_m128i(_mm_set1_epi32(lo), _mm_set1_epi32(hi));
+    return _mm256_setr_m128i(_mm_set1_epi16((short)lo), _mm_set1_epi16((short)hi));
 }
 /* acc += sum over each 4 bytes of u (unsigned) * s (signed), int32 lanes. */
 ALWAYS_INLINE __m256i dot_us8(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
 /* acc += scale * (sums of u*s); each lane's scale from sc. */
 ALWAYS_INLINE __m256i dot_us8_scaled(__m256i acc, __m256i u, __m256i s, scale_vec sc) {
-    return _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s), sc));
+    return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, s), sc);
 }
 #else
 /* Per-sub-block scales as 16-bit lanes: madd multiplies the int16 pair sums of maddubs by them. */
@@ -80,7 +81,8 @@ ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
 
 /* Dispatch nt = 1..4 to an always-inlined body with a constant token count. */
 #define MULTI_TOKEN(name)                                                                               \
-    static void name(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {           \
+    __attribute__((unused)) static void name(int64_t n, const void *w, const void *x, size_t xs, int nt,  \
+                                             float *out) {                                             \
         switch (nt) {                                                                                    \
         case 1: name##_body(n, w, x, xs, 1, out); break;                                                 \
         case 2: name##_body(n, w, x, xs, 2, out); break;                                                 \
@@ -96,17 +98,17 @@ ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
                                    float *out) {                                                       \
         const uint8_t *wb = w;                                                                          \
         __m256 acc0[4], acc1[4];                                                                        \
-        for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();                           \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();                           \
         int64_t i = 0;                                                                                  \
         for (; i + 16 <= n; i += 16) {                                                                  \
             const __m256 w0 = LOAD8(wb, i), w1 = LOAD8(wb, i + 8);                                      \
-            for (int t = 0; t < nt; t++) {                                                              \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
                 const float *xt = XROW(float, t);                                                       \
                 acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt + i), acc0[t]);                        \
                 acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + i + 8), acc1[t]);                    \
             }                                                                                           \
         }                                                                                               \
-        for (int t = 0; t < nt; t++) {                                                                  \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                                  \
             const float *xt = XROW(float, t);                                                           \
             float s = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));                                         \
             for (int64_t j = i; j < n; j++) s += SCALAR(wb, j) * xt[j];                                 \
@@ -137,18 +139,18 @@ FLOAT_DOT(simd_dot_bf16, LOAD_BF16, SCALAR_BF16)
                                    float *out) {                                                       \
         const btype *a = w;                                                                             \
         __m256 acc[4];                                                                                  \
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
         for (int64_t i = 0; i < n / 32; i++) {                                                          \
             const __m256i v = UNPACK(a, i);                                                             \
             const __m256i va = _mm256_sign_epi8(v, v);                                                  \
             const float dw = f16(a[i].d);                                                               \
-            for (int t = 0; t < nt; t++) {                                                              \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
                 const block_q8_0 *b = XROW(block_q8_0, t) + i;                                          \
                 const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v, _mm256_loadu_si256((const __m256i *)b->qs)); \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16(b->d)), acc[t]);  \
             }                                                                                           \
         }                                                                                               \
-        for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
     }                                                                                                   \
     MULTI_TOKEN(name)
 
@@ -175,18 +177,18 @@ SIGNED32_DOT(simd_dot_iq4_nl, block_iq4_nl, UNPACK_IQ4_NL)
         const btype *a = w;                                                                             \
         __m256 acc[4];                                                                                  \
         float mins[4] = {0, 0, 0, 0};                                                                   \
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
         for (int64_t i = 0; i < n / 32; i++) {                                                          \
             const __m256i u = UNPACK(a, i);                                                             \
             const float dw = f16(a[i].d), mw = f16(a[i].m);                                             \
-            for (int t = 0; t < nt; t++) {                                                              \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
                 const block_q8_1 *b = XROW(block_q8_1, t) + i;                                          \
                 const __m256i p = dot_us8(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)b->qs)); \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16(b->d)), acc[t]);  \
                 mins[t] += mw * f16(b->s);                                                              \
             }                                                                                           \
         }                                                                                               \
-        for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]) + mins[t];                                \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]) + mins[t];                                \
     }                                                                                                   \
     MULTI_TOKEN(name)
 
@@ -226,38 +228,38 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i mins32) {
                                    float *out) {                                                       \
         const btype *a = w;                                                                             \
         __m256 acc[4];                                                                                  \
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
         const __m256i m4 = _mm256_set1_epi8(0x0F);                                                      \
         for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
             uint8_t sm[16];                                                                             \
             k4_scales_mins(a[i].scales, sm);                                                            \
             const __m256i mins32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));    \
             __m256i sumi[4];                                                                            \
-            for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();                              \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();                              \
             __m256i hb = _mm256_setzero_si256();                                                        \
             (void)hb;                                                                                   \
             HIGH_BITS##_LOAD(a, i, hb);                                                                 \
-            for (int j = 0; j < 4; j++) {                                                               \
+            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                                               \
                 const __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j));              \
                 __m256i lo = _mm256_and_si256(q, m4);                                                   \
                 __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);                             \
                 HIGH_BITS##_APPLY(hb, j, lo, hi);                                                       \
                 const scale_vec s_lo = scale1(sm[2 * j]), s_hi = scale1(sm[2 * j + 1]);                 \
-                for (int t = 0; t < nt; t++) {                                                          \
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                          \
                     const int8_t *xq = XROW(block_q8_K, t)[i].qs + 64 * j;                              \
                     sumi[t] = dot_us8_scaled(sumi[t], lo, _mm256_loadu_si256((const __m256i *)xq), s_lo); \
                     sumi[t] = dot_us8_scaled(sumi[t], hi, _mm256_loadu_si256((const __m256i *)(xq + 32)), s_hi); \
                 }                                                                                       \
             }                                                                                           \
             const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
-            for (int t = 0; t < nt; t++) {                                                              \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
                 const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
                 const __m256i mt = k4_min_terms(b->bsums, mins32);                                      \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]); \
                 acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_set1_ps(dmw * b->d), acc[t]);  \
             }                                                                                           \
         }                                                                                               \
-        for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
     }                                                                                                   \
     MULTI_TOKEN(name)
 
@@ -286,13 +288,13 @@ ALWAYS_INLINE void simd_dot_q6_k_body(int64_t n, const void *w, const void *x, s
                                       float *out) {
     const block_q6_K *a = w;
     __m256 acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / QK_K; i++) {
         const int8_t *sc = a[i].scales;
         __m256i sumi[4];
-        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
             const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a[i].ql + 64 * h));
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a[i].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
@@ -304,9 +306,9 @@ ALWAYS_INLINE void simd_dot_q6_k_body(int64_t n, const void *w, const void *x, s
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
             u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
-            for (int g = 0; g < 4; g++) {
+            _Pragma("GCC unroll 8") for (int g = 0; g < 4; g++) {
                 const scale_vec s = scale2(sc[8 * h + 2 * g], sc[8 * h + 2 * g + 1]);
-                for (int t = 0; t < nt; t++) {
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                     const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * g;
                     sumi[t] = dot_us8_scaled(sumi[t], u[g], _mm256_loadu_si256((const __m256i *)xq), s);
                 }
@@ -314,14 +316,14 @@ ALWAYS_INLINE void simd_dot_q6_k_body(int64_t n, const void *w, const void *x, s
         }
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         const float dw = f16(a[i].d);
-        for (int t = 0; t < nt; t++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
             const __m256i corr = _mm256_slli_epi32(k16_bsum_terms(b->bsums, sc16), 5);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr)), _mm256_set1_ps(dw * b->d),
                                      acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
 }
 MULTI_TOKEN(simd_dot_q6_k)
 
@@ -346,22 +348,22 @@ ALWAYS_INLINE void simd_dot_q3_k_body(int64_t n, const void *w, const void *x, s
                                       float *out) {
     const block_q3_K *a = w;
     __m256 acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / QK_K; i++) {
         int8_t sc[16];
         q3k_scales(a[i].scales, sc);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)a[i].hmask);
         __m256i sumi[4];
-        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++) {
+            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {
                 const __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
                 const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + j), one);
                 const __m256i u = _mm256_or_si256(u2, _mm256_slli_epi16(hb, 2));
                 const scale_vec s = scale2(sc[8 * h + 2 * j], sc[8 * h + 2 * j + 1]);
-                for (int t = 0; t < nt; t++) {
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                     const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * j;
                     sumi[t] = dot_us8_scaled(sumi[t], u, _mm256_loadu_si256((const __m256i *)xq), s);
                 }
@@ -369,14 +371,14 @@ ALWAYS_INLINE void simd_dot_q3_k_body(int64_t n, const void *w, const void *x, s
         }
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         const float dw = f16(a[i].d);
-        for (int t = 0; t < nt; t++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
             const __m256i corr = _mm256_slli_epi32(k16_bsum_terms(b->bsums, sc16), 2);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr)), _mm256_set1_ps(dw * b->d),
                                      acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
 }
 MULTI_TOKEN(simd_dot_q3_k)
 
@@ -384,18 +386,18 @@ ALWAYS_INLINE void simd_dot_q2_k_body(int64_t n, const void *w, const void *x, s
                                       float *out) {
     const block_q2_K *a = w;
     __m256 acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / QK_K; i++) {
         const uint8_t *scb = a[i].scales;
         __m256i sumi[4];
-        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++) {
+            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {
                 const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
                 const scale_vec s = scale2(scb[8 * h + 2 * j] & 0xF, scb[8 * h + 2 * j + 1] & 0xF);
-                for (int t = 0; t < nt; t++) {
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                     const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * j;
                     sumi[t] = dot_us8_scaled(sumi[t], u, _mm256_loadu_si256((const __m256i *)xq), s);
                 }
@@ -404,14 +406,14 @@ ALWAYS_INLINE void simd_dot_q2_k_body(int64_t n, const void *w, const void *x, s
         const __m128i sb = _mm_loadu_si128((const __m128i *)scb);
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), _mm_set1_epi8(0x0F)));
         const float dw = f16(a[i].d), dmw = f16(a[i].dmin);
-        for (int t = 0; t < nt; t++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
             const __m256i mt = k16_bsum_terms(b->bsums, mins16);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]);
             acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_set1_ps(dmw * b->d), acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
 }
 MULTI_TOKEN(simd_dot_q2_k)
 
@@ -421,28 +423,28 @@ ALWAYS_INLINE void simd_dot_iq4_xs_body(int64_t n, const void *w, const void *x,
                                         float *out) {
     const block_iq4_xs *a = w;
     __m256 acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)edge_kvalues_iq4nl));
     for (int64_t i = 0; i < n / QK_K; i++) {
         __m256i sumi[4];
-        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
-        for (int k = 0; k < 8; k++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {
             const int ls = ((a[i].scales_l[k / 2] >> (4 * (k % 2))) & 0xF) | (((a[i].scales_h >> (2 * k)) & 3) << 4);
             const __m256i v = _mm256_shuffle_epi8(table, unpack_nibbles16(a[i].qs + 16 * k));
             const __m256i va = _mm256_sign_epi8(v, v);
             const scale_vec s = scale1(ls - 32);
-            for (int t = 0; t < nt; t++) {
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                 const __m256i xq = _mm256_loadu_si256((const __m256i *)(XROW(block_q8_K, t)[i].qs + 32 * k));
                 sumi[t] = dot_us8_scaled(sumi[t], va, _mm256_sign_epi8(xq, v), s);
             }
         }
         const float dw = f16(a[i].d);
-        for (int t = 0; t < nt; t++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);
 }
 MULTI_TOKEN(simd_dot_iq4_xs)
 
@@ -453,7 +455,7 @@ MULTI_TOKEN(simd_dot_iq4_xs)
 ALWAYS_INLINE float max_abs8x4(const float *p, __m256 v[4]) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++) {
+    _Pragma("GCC unroll 8") for (int k = 0; k < 4; k++) {
         v[k] = _mm256_loadu_ps(p + 8 * k);
         m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
     }
@@ -467,7 +469,7 @@ ALWAYS_INLINE float max_abs8x4(const float *p, __m256 v[4]) {
 ALWAYS_INLINE int round_pack32(const __m256 v[4], float id, int8_t *dst) {
     const __m256 mul = _mm256_set1_ps(id);
     __m256i i32[4];
-    for (int k = 0; k < 4; k++)
+    _Pragma("GCC unroll 8") for (int k = 0; k < 4; k++)
         i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
     __m256i p16a = _mm256_packs_epi32(i32[0], i32[1]);
@@ -514,7 +516,7 @@ static void simd_quant_q8_k(const float *x, void *dst, int64_t n) {
         /* the value of largest magnitude (first one on ties, like the scalar loop) */
         float amax = 0.0f, max = 0.0f;
         __m256 v[8][4];
-        for (int k = 0; k < 8; k++) {
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {
             const float m = max_abs8x4(xb + 32 * k, v[k]);
             if (m > amax) amax = m;
         }
@@ -528,7 +530,7 @@ static void simd_quant_q8_k(const float *x, void *dst, int64_t n) {
                 break;
             }
         const float iscale = -127.0f / max;
-        for (int k = 0; k < 8; k++) round_pack32(v[k], iscale, y[i].qs + 32 * k);
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) round_pack32(v[k], iscale, y[i].qs + 32 * k);
         for (int j = 0; j < QK_K / 16; j++) {
             const __m128i b = _mm_loadu_si128((const __m128i *)(y[i].qs + 16 * j));
             const __m256i w16 = _mm256_cvtepi8_epi16(b);
@@ -541,6 +543,17 @@ static void simd_quant_q8_k(const float *x, void *dst, int64_t n) {
         y[i].d = 1.0f / iscale;
     }
 }
+
+/* A file may replace these with wider kernels (dot_avx512.c). */
+#ifndef EDGE_SIMD_DOT_Q4_K
+#define EDGE_SIMD_DOT_Q4_K simd_dot_q4_k
+#endif
+#ifndef EDGE_SIMD_DOT_Q5_K
+#define EDGE_SIMD_DOT_Q5_K simd_dot_q5_k
+#endif
+#ifndef EDGE_SIMD_DOT_Q6_K
+#define EDGE_SIMD_DOT_Q6_K simd_dot_q6_k
+#endif
 
 const struct edge_kernels EDGE_SIMD_TABLE = {
 #if EDGE_SIMD_VNNI
@@ -563,9 +576,9 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_IQ4_NL] = simd_dot_iq4_nl,
             [EDGE_TYPE_Q2_K] = simd_dot_q2_k,
             [EDGE_TYPE_Q3_K] = simd_dot_q3_k,
-            [EDGE_TYPE_Q4_K] = simd_dot_q4_k,
-            [EDGE_TYPE_Q5_K] = simd_dot_q5_k,
-            [EDGE_TYPE_Q6_K] = simd_dot_q6_k,
+            [EDGE_TYPE_Q4_K] = EDGE_SIMD_DOT_Q4_K,
+            [EDGE_TYPE_Q5_K] = EDGE_SIMD_DOT_Q5_K,
+            [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT_Q6_K,
             [EDGE_TYPE_IQ4_XS] = simd_dot_iq4_xs,
         },
     .quant_q8_0 = simd_quant_q8_0,

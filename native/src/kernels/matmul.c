@@ -147,11 +147,14 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
     int64_t t1 = t0 + TOKEN_TILE;
     if (t1 > job->n_tok) t1 = job->n_tok;
     float out[EDGE_DOT_MAX_TOK];
-    for (int64_t r = r0; r < r1; r++) {
-        const char *wr = job->w + (size_t)r * job->row_stride;
-        for (int64_t t = t0; t < t1; t += EDGE_DOT_MAX_TOK) {
-            const int nt = (int)(t1 - t < EDGE_DOT_MAX_TOK ? t1 - t : EDGE_DOT_MAX_TOK);
-            job->dot(job->n_cols, wr, job->xq + (size_t)t * job->xq_stride, job->xq_stride, nt, out);
+    /* Tokens outer, rows inner: the converted activations of a token group stay in L1 while the
+     * chunk's weight rows stream from L2 (weights cost fewer bytes per multiply-add than
+     * activations, since each weight byte serves the whole group). */
+    for (int64_t t = t0; t < t1; t += EDGE_DOT_MAX_TOK) {
+        const int nt = (int)(t1 - t < EDGE_DOT_MAX_TOK ? t1 - t : EDGE_DOT_MAX_TOK);
+        const char *xt = job->xq + (size_t)t * job->xq_stride;
+        for (int64_t r = r0; r < r1; r++) {
+            job->dot(job->n_cols, job->w + (size_t)r * job->row_stride, xt, job->xq_stride, nt, out);
             for (int i = 0; i < nt; i++) job->y[(t + i) * job->n_rows + r] = out[i];
         }
     }
