@@ -65,3 +65,22 @@ def library_path(build: Path) -> Path:
         if found:
             return found[0]
     raise AssertionError(f"no libedge in {build}")
+
+
+def asan_test_program() -> Path:
+    """native/tests' edge_test_gguf and libedge built with ASan + UBSan (build/asan)."""
+    build = cmake_build(
+        "asan",
+        {"EDGE_SANITIZE": "ON", "EDGE_BUILD_TESTS": "ON", "EDGE_CUDA": "OFF", "CMAKE_BUILD_TYPE": "Debug"},
+        ["edge_test_gguf"],
+    )
+    program = next((p for p in build.rglob("edge_test_gguf") if p.is_file()), None)
+    assert program is not None, f"edge_test_gguf not found in {build}"
+    return program
+
+
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: ")

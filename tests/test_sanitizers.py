@@ -10,36 +10,23 @@ from pathlib import Path
 
 import pytest
 from gguf_cases import every_type_file, write_corpus
-from native_build import cmake_build, cmake_exe
-
-SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: ")
+from native_build import SANITIZER_ENV, SANITIZER_REPORTS, asan_test_program, cmake_exe
 
 
 @pytest.fixture(scope="module")
-def asan_test_program() -> Path:
+def asan_program() -> Path:
     if cmake_exe() is None:
         pytest.fail("cmake is needed to build the native tests (it builds the package too)")
-    build = cmake_build(
-        "asan",
-        {"EDGE_SANITIZE": "ON", "EDGE_BUILD_TESTS": "ON", "EDGE_CUDA": "OFF", "CMAKE_BUILD_TYPE": "Debug"},
-        ["edge_test_gguf"],
-    )
-    program = next(build.rglob("edge_test_gguf"), None)
-    assert program is not None
-    return program
+    return asan_test_program()
 
 
-def test_native_gguf_tests_are_sanitizer_clean(asan_test_program: Path, tmp_path: Path) -> None:
+def test_native_gguf_tests_are_sanitizer_clean(asan_program: Path, tmp_path: Path) -> None:
     every_type = tmp_path / "every_type.gguf"
     every_type_file(every_type)
     n_ok, n_bad = write_corpus(tmp_path / "corpus", every_type)
-    env = {
-        **os.environ,
-        "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1",
-        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
-    }
+    env = {**os.environ, **SANITIZER_ENV}
     result = subprocess.run(
-        [str(asan_test_program), str(tmp_path / "corpus")],
+        [str(asan_program), str(tmp_path / "corpus")],
         capture_output=True,
         text=True,
         env=env,
@@ -53,13 +40,11 @@ def test_native_gguf_tests_are_sanitizer_clean(asan_test_program: Path, tmp_path
     assert ", 0 failures" in result.stdout
 
 
-def test_program_fails_on_a_wrong_expectation(asan_test_program: Path, tmp_path: Path) -> None:
+def test_program_fails_on_a_wrong_expectation(asan_program: Path, tmp_path: Path) -> None:
     """The corpus program can fail: a valid file named bad_* is reported."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_corpus(tmp_path / "all")
     (corpus / "bad_actually_valid.gguf").write_bytes((tmp_path / "all" / "ok_base.gguf").read_bytes())
-    result = subprocess.run(
-        [str(asan_test_program), str(corpus)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 1 and "should fail with EDGE_ERR_FORMAT" in result.stderr
+    result = subprocess.run([str(asan_program), str(corpus)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "should fail to open" in result.stderr
