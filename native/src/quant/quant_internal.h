@@ -52,6 +52,9 @@ static inline int q_best_index_int8(int n, const int8_t *val, float x) {
  * weighted error; weights qw, or by rmse_type when qw is NULL (1: x^2, 2: 1, 3: |x|, 4: sqrt|x|).
  * rmse_type 0: plain rounding, no search. */
 float q_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw);
+/* q_make_qx_quants with rmse_type 1 on 4 consecutive groups of n (<= 32) elements at once (x, qw, L:
+ * 4*n each, qw may be NULL; scales: 4): bit-identical to 4 calls, several times faster. */
+void q_make_qx_quants_x4(int n, int nmax, const float *x, const float *qw, int8_t *L, float *scales);
 /* Q3_K's reference search: x^2 weights, then coordinate descent on the levels (L offset by +nmax). */
 float q_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse);
 /* Asymmetric scale + min search (levels 0..nmax, n <= 32): returns the scale, *the_min the (positive) offset

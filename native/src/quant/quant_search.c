@@ -393,3 +393,75 @@ void q_make_qkx_quants_x8(int n, int nmax, const float *x, const float *weights,
         qkx_search_x4(n, nmax, x + h * n, weights + h * n, L + h * n, scales + h, mins + h, rmin, rdelta, nstep,
                       use_mad);
 }
+
+/* make_qx_quants (rmse_type 1: weights qw, or x^2 when qw is NULL) on 4 groups of n (<= 32) elements at
+ * once, one per vector lane: the same float operations per lane as q_make_qx_quants, so the same
+ * results. Lanes of all-zero groups compute on dummies and are discarded. */
+#define V8_LEVEL_RANGE(out, v_in, lo_i, hi_i)                                                                \
+    do {                                                                                                     \
+        v8f v_ = (v_in);                                                                                     \
+        const v8f lo_ = V8_SPLAT(-4194303.0f), hi_ = V8_SPLAT(4194303.0f);                                 \
+        v_ = V8_SEL(v_ > lo_, v_, lo_);                                                                      \
+        v_ = V8_SEL(v_ < hi_, v_, hi_);                                                                      \
+        v8i i_ = (v8i)(v_ + V8_SPLAT(12582912.0f));                                                          \
+        i_ = (i_ & 0x007fffff) - 0x00400000;                                                                 \
+        const v8i z_ = {0}, bot_ = z_ + (lo_i), top_ = z_ + (hi_i);                                          \
+        i_ = V8_SELI(i_ < bot_, bot_, i_);                                                                   \
+        i_ = V8_SELI(i_ > top_, top_, i_);                                                                   \
+        (out) = __builtin_convertvector(i_, v8f);                                                            \
+    } while (0)
+
+void q_make_qx_quants_x4(int n, int nmax, const float *x, const float *qw, int8_t *L, float *scales_out) {
+    if (n < 1 || n > 32) {
+        for (int b = 0; b < QX_VL; ++b)
+            scales_out[b] = q_make_qx_quants(n, nmax, x + b * n, L + b * n, 1, qw ? qw + b * n : NULL);
+        return;
+    }
+    v8f xt[32] = {{0}}, wt[32] = {{0}}, Lt[32], Lat[32];
+    for (int i = 0; i < n; ++i)
+        for (int b = 0; b < QX_VL; ++b) {
+            const float v = x[b * n + i];
+            xt[i][b] = v;
+            wt[i][b] = qw ? qw[b * n + i] : v * v;
+        }
+    const v8f zero = V8_SPLAT(0.0f), one = V8_SPLAT(1.0f);
+    const v8i sign = {INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN};
+    v8f amax = zero, max = zero;
+    for (int i = 0; i < n; ++i) {
+        const v8f ax = (v8f)((v8i)xt[i] & ~sign);
+        const v8i gt = ax > amax;
+        amax = V8_SEL(gt, ax, amax);
+        max = V8_SEL(gt, xt[i], max);
+    }
+    const v8i active = amax >= V8_SPLAT(Q_GROUP_MAX_EPS);
+    max = V8_SEL(active, max, one);
+    v8f iscale = V8_SPLAT((float)-nmax) / max;
+    v8f sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+        V8_LEVEL_RANGE(Lt[i], iscale * xt[i], -nmax, nmax - 1);
+        sumlx += wt[i] * xt[i] * Lt[i];
+        suml2 += wt[i] * Lt[i] * Lt[i];
+    }
+    const v8i l2_nz = suml2 != zero;
+    v8f scale = V8_SEL(l2_nz, sumlx / V8_SEL(l2_nz, suml2, one), zero);
+    v8f best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        iscale = V8_SPLAT(-(nmax + 0.1f * is)) / max;
+        sumlx = suml2 = zero;
+        for (int i = 0; i < n; ++i) {
+            V8_LEVEL_RANGE(Lat[i], iscale * xt[i], -nmax, nmax - 1);
+            sumlx += wt[i] * xt[i] * Lat[i];
+            suml2 += wt[i] * Lat[i] * Lat[i];
+        }
+        const v8i acc = (suml2 > zero) & (sumlx * sumlx > best * suml2);
+        const v8f s = sumlx / V8_SEL(acc, suml2, one);
+        scale = V8_SEL(acc, s, scale);
+        best = V8_SEL(acc, s * sumlx, best);
+        for (int i = 0; i < n; ++i) Lt[i] = V8_SEL(acc, Lat[i], Lt[i]);
+    }
+    for (int b = 0; b < QX_VL; ++b) {
+        for (int i = 0; i < n; ++i) L[b * n + i] = active[b] ? (int8_t)((int)Lt[i][b] + nmax) : 0;
+        scales_out[b] = active[b] ? scale[b] : 0.0f;
+    }
+}

@@ -136,7 +136,7 @@ void q_quantize_row_q3_K(const float *x, void *dst, int64_t n, const float *imat
     block_q3_K *y = dst;
     const int64_t nb = n / QK_K;
     int8_t L[QK_K], Ls[QK_K / 16];
-    float scales[QK_K / 16], w[16], sw[QK_K / 16];
+    float scales[QK_K / 16], w[QK_K], sw[QK_K / 16];
     int l6[QK_K / 16];
 
     for (int64_t i = 0; i < nb; ++i, x += QK_K) {
@@ -164,11 +164,11 @@ void q_quantize_row_q3_K(const float *x, void *dst, int64_t n, const float *imat
             for (int j = 0; j < QK_K / 16; ++j) {
                 sw[j] = 0;
                 for (int l = 0; l < 16; ++l) {
-                    w[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
-                    sw[j] += w[l];
+                    w[16 * j + l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+                    sw[j] += w[16 * j + l];
                 }
-                scales[j] = q_make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
             }
+            for (int j = 0; j < QK_K / 16; j += 4) q_make_qx_quants_x4(16, 4, x + 16 * j, w + 16 * j, L + 16 * j, scales + j);
             const float d_block = q_make_qx_quants(QK_K / 16, 32, scales, Ls, 1, sw);
             for (int j = 0; j < QK_K / 16; ++j) l6[j] = Ls[j];
             q3k_set_scales(y[i].scales, l6);
@@ -293,8 +293,9 @@ void q_quantize_row_q6_K(const float *x, void *dst, int64_t n, const float *imat
     for (int64_t i = 0; i < nb; ++i, x += QK_K) {
         const float *qw = imatrix ? imatrix + i * QK_K : NULL;
         float max_scale = 0, max_abs_scale = 0;
+        for (int ib = 0; ib < QK_K / 16; ib += 4)
+            q_make_qx_quants_x4(16, 32, x + 16 * ib, qw ? qw + 16 * ib : NULL, L + 16 * ib, scales + ib);
         for (int ib = 0; ib < QK_K / 16; ++ib) {
-            scales[ib] = q_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : NULL);
             if (fabsf(scales[ib]) > max_abs_scale) {
                 max_abs_scale = fabsf(scales[ib]);
                 max_scale = scales[ib];

@@ -64,15 +64,21 @@ void q_quantize_row_q4_0(const float *x, void *dst, int64_t n, const float *imat
         return;
     }
     const float sigma2 = row_mean_square(x, n);
-    float w[QK4_0];
-    int8_t Ls[QK4_0];
-    for (int64_t i = 0; i < nb; ++i) {
-        const float *xb = x + i * QK4_0;
-        imatrix_weights(xb, imatrix + i * QK4_0, sigma2, QK4_0, w);
-        const float d = q_make_qx_quants(QK4_0, 8, xb, Ls, 1, w);
-        y[i].d = edge_f32_to_f16(d);
-        for (int j = 0; j < QK4_0; ++j) L[j] = (uint8_t)Ls[j];
-        pack_nibbles32(L, y[i].qs);
+    float w[4 * QK4_0], d[4];
+    int8_t Ls[4 * QK4_0];
+    for (int64_t i0 = 0; i0 < nb; i0 += 4) {
+        const int nblk = nb - i0 < 4 ? (int)(nb - i0) : 4; /* 4 blocks per search, the tail one by one */
+        for (int k = 0; k < nblk; ++k)
+            imatrix_weights(x + (i0 + k) * QK4_0, imatrix + (i0 + k) * QK4_0, sigma2, QK4_0, w + k * QK4_0);
+        if (nblk == 4) q_make_qx_quants_x4(QK4_0, 8, x + i0 * QK4_0, w, Ls, d);
+        else
+            for (int k = 0; k < nblk; ++k)
+                d[k] = q_make_qx_quants(QK4_0, 8, x + (i0 + k) * QK4_0, Ls + k * QK4_0, 1, w + k * QK4_0);
+        for (int k = 0; k < nblk; ++k) {
+            y[i0 + k].d = edge_f32_to_f16(d[k]);
+            for (int j = 0; j < QK4_0; ++j) L[j] = (uint8_t)Ls[k * QK4_0 + j];
+            pack_nibbles32(L, y[i0 + k].qs);
+        }
     }
 }
 
@@ -105,6 +111,14 @@ static void quantize_row_affine(const float *x, int64_t n, const float *imatrix,
             const float id = d ? 1.0f / d : 0.0f;
             for (int j = 0; j < 32; ++j) L[j] = (uint8_t)q_min_i(nmax, (int)((xb[j] - mn) * id + 0.5f));
             store(blk, d, mn, L);
+        } else if (i % 8 == 0 && nb - i >= 8) {
+            /* 8 blocks per search (bit-identical to one at a time); the tail below goes one by one */
+            float w8[8 * 32], d8[8], min8[8];
+            uint8_t L8[8 * 32];
+            for (int k = 0; k < 8; ++k) imatrix_weights(xb + 32 * k, imatrix + (i + k) * 32, sigma2, 32, w8 + 32 * k);
+            q_make_qkx_quants_x8(32, nmax, xb, w8, L8, d8, min8, -0.9f, 0.05f, 36, 0);
+            for (int k = 0; k < 8; ++k) store((uint8_t *)blk + (size_t)k * block_bytes, d8[k], -min8[k], L8 + 32 * k);
+            i += 7;
         } else {
             imatrix_weights(xb, imatrix + i * 32, sigma2, 32, w);
             float min;
@@ -143,15 +157,21 @@ void q_quantize_row_q5_0(const float *x, void *dst, int64_t n, const float *imat
         return;
     }
     const float sigma2 = row_mean_square(x, n);
-    float w[QK5_0];
-    int8_t Ls[QK5_0];
-    for (int64_t i = 0; i < nb; ++i) {
-        const float *xb = x + i * QK5_0;
-        imatrix_weights(xb, imatrix + i * QK5_0, sigma2, QK5_0, w);
-        const float d = q_make_qx_quants(QK5_0, 16, xb, Ls, 1, w);
-        y[i].d = edge_f32_to_f16(d);
-        for (int j = 0; j < QK5_0; ++j) L[j] = (uint8_t)Ls[j];
-        pack_5bit32(L, y[i].qs, y[i].qh);
+    float w[4 * QK5_0], d[4];
+    int8_t Ls[4 * QK5_0];
+    for (int64_t i0 = 0; i0 < nb; i0 += 4) {
+        const int nblk = nb - i0 < 4 ? (int)(nb - i0) : 4;
+        for (int k = 0; k < nblk; ++k)
+            imatrix_weights(x + (i0 + k) * QK5_0, imatrix + (i0 + k) * QK5_0, sigma2, QK5_0, w + k * QK5_0);
+        if (nblk == 4) q_make_qx_quants_x4(QK5_0, 16, x + i0 * QK5_0, w, Ls, d);
+        else
+            for (int k = 0; k < nblk; ++k)
+                d[k] = q_make_qx_quants(QK5_0, 16, x + (i0 + k) * QK5_0, Ls + k * QK5_0, 1, w + k * QK5_0);
+        for (int k = 0; k < nblk; ++k) {
+            y[i0 + k].d = edge_f32_to_f16(d[k]);
+            for (int j = 0; j < QK5_0; ++j) L[j] = (uint8_t)Ls[k * QK5_0 + j];
+            pack_5bit32(L, y[i0 + k].qs, y[i0 + k].qh);
+        }
     }
 }
 
