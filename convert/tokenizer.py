@@ -12,15 +12,25 @@ this module reads the protobuf wire format directly instead of depending on ``pr
 Token types use llama.cpp's numbering, which equals SentencePiece's enum (NORMAL=1, UNKNOWN=2, CONTROL=3,
 USER_DEFINED=4, UNUSED=5, BYTE=6).
 
-What is written to the GGUF, and why (see ``add_tokenizer``): llama.cpp splits USER_DEFINED tokens out
-of the raw text *before* it escapes spaces, and it inserts the dummy-prefix space again after every
-such token. SentencePiece does neither. For Grok-1's user-defined runs of ``"\\n"``, ``"\\t"``, spaces and
-the digits ``0``-``9`` this would change the ids of nearly every line of code or number, so those pieces
-are written as NORMAL (which is also what llama.cpp's own ``convert_hf_to_gguf.py`` writes for every
-user-defined SentencePiece piece). Because no other piece contains these characters and their runs are
-all pieces, BPE over them reproduces SentencePiece's atomic longest match exactly. The remaining
-user-defined pieces (``<|separator|>``, ``<|mask|>``, ``<|controlN|>``) stay USER_DEFINED, so both
-llama.cpp and ``edge.tokenizer`` keep them atomic.
+What is written to the GGUF, and why (see ``gguf_token_types``): llama.cpp cuts USER_DEFINED tokens out
+of the raw text *before* it escapes spaces, and it inserts the dummy-prefix space again in front of the
+text after every such token. SentencePiece does neither. For Grok-1's user-defined runs of ``"\\n"``,
+``"\\t"``, spaces and the digits ``0``-``9`` this would change the ids of nearly every line of code and
+every number, so those pieces are written as NORMAL (llama.cpp's own ``convert_hf_to_gguf.py`` writes every
+user-defined SentencePiece piece as NORMAL). That is exact, not an approximation, when:
+
+- the piece contains a space: both tokenizers replace " " by "▁" before matching, so it never matches;
+- the piece is a run of one character c, the user-defined runs of c are c×1 … c×K with one score, no
+  NORMAL or UNUSED piece contains c and no other user-defined piece starts with c: then nothing can merge
+  with c, BPE (highest score, leftmost first) grows runs left to right exactly like SentencePiece's
+  longest match, and the remaining user-defined pieces (cut out first) are found at the same places.
+
+Every other user-defined piece (Grok-1: ``<|separator|>``, ``<|mask|>``, ``<|controlN|>``) stays
+USER_DEFINED, so both llama.cpp and ``edge.tokenizer`` keep it atomic. llama.cpp still differs from
+SentencePiece around those (the dummy prefix after them): a genuine llama.cpp behaviour, pinned in
+tests/test_tokenizer.py. So does llama.cpp on models with UNUSED pieces (it does not split them back as
+SentencePiece does; Grok-1 has none). Models llama.cpp cannot tokenize at all (not BPE, a normalizer
+that rewrites text, no byte fallback) are refused with a one-line ValueError.
 """
 
 from __future__ import annotations
@@ -34,8 +44,6 @@ import gguf
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 _MODEL_TYPE_BPE = 2
 _MODEL_TYPE_NAMES = {1: "UNIGRAM", 2: "BPE", 3: "WORD", 4: "CHAR"}
-# User-defined pieces made only of these are written as NORMAL (see the module docstring).
-_DIGITS_AND_WHITESPACE = frozenset("0123456789\n\t ")
 
 
 @dataclass
@@ -274,14 +282,42 @@ def _unsupported(vocab: SentencePieceVocab) -> str | None:
         return "escape_whitespaces=false"
     if vocab.treat_whitespace_as_suffix:
         return "treat_whitespace_as_suffix"
+    if not vocab.byte_fallback or vocab.types.count(BYTE) != 256:
+        # llama.cpp's SPM tokenizer looks up <0xXX> pieces for every character outside the vocabulary
+        # and aborts the process (std::out_of_range) when they are missing.
+        return "no byte fallback (llama.cpp needs the 256 <0xXX> pieces)"
     return None
 
 
 def gguf_token_types(vocab: SentencePieceVocab) -> list[int]:
-    """Token types as written to the GGUF (see the module docstring for the USER_DEFINED → NORMAL rule)."""
+    """Token types as written to the GGUF: the model's, except user-defined pieces that llama.cpp
+    tokenizes exactly like SentencePiece only as NORMAL (rules in the module docstring)."""
     out = list(vocab.types)
+    runs: dict[str, list[int]] = {}  # character → ids of the user-defined runs of it
     for i, (piece, kind) in enumerate(zip(vocab.pieces, vocab.types, strict=True)):
-        if kind == USER_DEFINED and piece and set(piece) <= _DIGITS_AND_WHITESPACE:
+        if kind != USER_DEFINED or not piece:
+            continue
+        if " " in piece:
+            out[i] = NORMAL
+        elif len(set(piece)) == 1:
+            runs.setdefault(piece[0], []).append(i)
+    if not runs:
+        return out
+    blocked: set[str] = set()  # characters some other piece could join with (see the module docstring)
+    for piece, kind in zip(vocab.pieces, vocab.types, strict=True):
+        if kind in (NORMAL, UNUSED):
+            blocked.update(runs.keys() & set(piece))
+        elif kind == USER_DEFINED and piece and piece[0] in runs and len(set(piece)) > 1:
+            blocked.add(piece[0])
+    for c, ids in runs.items():
+        lengths = sorted(len(vocab.pieces[i]) for i in ids)
+        if (
+            c in blocked
+            or lengths != list(range(1, len(ids) + 1))
+            or len({vocab.scores[i] for i in ids}) != 1
+        ):
+            continue
+        for i in ids:
             out[i] = NORMAL
     return out
 

@@ -19,7 +19,9 @@ cached, so repeated words cost one dictionary lookup.
 
 ``decode`` follows SentencePiece's ``decode``: CONTROL pieces vanish, "▁" becomes " ", the first
 non-control piece loses one leading "▁" when ``add_space_prefix``, runs of BYTE pieces are read as UTF-8
-with one U+FFFD per byte that does not start a valid character. ``StreamDecoder`` gives the same text
+with one U+FFFD per byte that does not start a valid character. The UNKNOWN piece decodes as its own
+text (SentencePiece shows ``trainer_spec.unk_surface``, for Grok-1 the same "[UNK]"; GGUF has no key
+for it). ``StreamDecoder`` gives the same text
 piece by piece and holds back bytes until they form a whole character.
 """
 
@@ -100,6 +102,7 @@ class Tokenizer:
         if all(b is not None for b in byte_ids):
             self._byte_ids = [int(b) for b in byte_ids]  # type: ignore[arg-type]
         self._bigrams = bigrams
+        self._unused = frozenset(p for p, i in self._ids.items() if self._types[i] == UNUSED)
         # Longest first: re's alternation takes the first alternative that matches at the leftmost position.
         self._user_defined = (
             re.compile("|".join(re.escape(p) for p in sorted(user_defined, key=len, reverse=True)))
@@ -201,15 +204,18 @@ class Tokenizer:
             normalized = SPACE + normalized
         if self._user_defined is None:
             self._encode_segment(normalized, out)
-            return out
-        start = 0
-        for m in self._user_defined.finditer(normalized):
-            if m.start() > start:
-                self._encode_segment(normalized[start : m.start()], out)
-            out.append(self._ids[m.group()])
-            start = m.end()
-        if start < len(normalized):
-            self._encode_segment(normalized[start:], out)
+        else:
+            start = 0
+            for m in self._user_defined.finditer(normalized):
+                if m.start() > start:
+                    self._encode_segment(normalized[start : m.start()], out)
+                out.append(self._ids[m.group()])
+                start = m.end()
+            if start < len(normalized):
+                self._encode_segment(normalized[start:], out)
+        if self._byte_ids is None and self.unk_id in out:
+            # Without byte fallback SentencePiece reports a run of unknown pieces as one unknown id.
+            out = [t for i, t in enumerate(out) if t != self.unk_id or i == 0 or out[i - 1] != self.unk_id]
         return out
 
     def _encode_segment(self, segment: str, out: list[int]) -> None:
@@ -255,16 +261,16 @@ class Tokenizer:
         prv = list(range(-1, n - 1))
         heap: list[tuple[float, int, int, str]] = []
         rev_merge: dict[str, tuple[str, str]] = {}
-        types = self._types
-        ids = self._ids
+        unused = self._unused
+        heappush = heapq.heappush
 
         def push(left: int, right: int) -> None:
             merged = sym[left] + sym[right]
             s = score.get(merged)
             if s is None:
                 return
-            heapq.heappush(heap, (-s, left, right, merged))
-            if types[ids[merged]] == UNUSED:
+            heappush(heap, (-s, left, right, merged))
+            if unused and merged in unused:
                 rev_merge[merged] = (sym[left], sym[right])
 
         for i in range(n - 1):
@@ -289,13 +295,15 @@ class Tokenizer:
         out: list[str] = []
         i = 0
         while i != -1:
-            self._resegment(sym[i], rev_merge, out)
+            if unused:
+                self._resegment(sym[i], rev_merge, out)
+            else:
+                out.append(sym[i])
             i = nxt[i]
         return out
 
     def _resegment(self, piece: str, rev_merge: dict[str, tuple[str, str]], out: list[str]) -> None:
-        tid = self._ids.get(piece)
-        split = rev_merge.get(piece) if tid is not None and self._types[tid] == UNUSED else None
+        split = rev_merge.get(piece) if piece in self._unused else None
         if split is None:
             out.append(piece)
             return

@@ -429,3 +429,165 @@ def test_from_gguf_mapping_and_missing_keys(vocab_gguf: Path, tok: Tokenizer) ->
     metadata.pop("tokenizer.ggml.tokens")
     with pytest.raises(ValueError, match="missing tokenizer key 'tokenizer.ggml.tokens'"):
         Tokenizer.from_gguf(metadata)
+
+
+# -- other SentencePiece models: small ones trained here, to reach the paths Grok-1 does not use --------
+
+IDENTITY = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False}
+SYNTHETIC = {
+    "byte_fallback": {"byte_fallback": True, **IDENTITY},
+    "no_byte_fallback": {**IDENTITY},
+    "user_defined": {
+        "byte_fallback": True,
+        "user_defined_symbols": ["\n", "\n\n", "\n\n\n", "0", "1", "  ", "<tag>", "def"],
+        **IDENTITY,
+    },
+    "blocked_runs": {"byte_fallback": True, "user_defined_symbols": ["\n", "\n\n", "\nfoo"], **IDENTITY},
+    "no_dummy_prefix": {"byte_fallback": True, "add_dummy_prefix": False, **IDENTITY},
+    "unused_pieces": {"byte_fallback": True, **IDENTITY},  # then 30% of the merged pieces marked UNUSED
+    "tied_scores": {"byte_fallback": True, **IDENTITY},  # then scores rounded so that many pairs tie
+}
+SYNTHETIC_TEXTS = [
+    *_random_texts(150, seed=99),
+    "abcd <tag>x",
+    "xdefabc def==",
+    "\n\nfoo\nfoo",
+    "11<tag>0",
+    "def f(x):\n\n\n\n    return x  # 10",
+]
+
+
+def _training_lines() -> list[str]:
+    code = CORPUS["edge/_native.py"] + CORPUS["edge/cli.py"] + CORPUS["native/src/core/types.c"]
+    return [line for line in code.splitlines() if line.strip()]
+
+
+def _train(kind: str) -> bytes:
+    import io
+
+    lines = [
+        line for line in CORPUS["README.md"].splitlines() + CORPUS["edge/_native.py"].splitlines() if line
+    ]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=700,
+        model_type="bpe",
+        minloglevel=2,
+        **SYNTHETIC[kind],
+    )
+    data = model.getvalue()
+    if kind in ("unused_pieces", "tied_scores"):
+        pb2 = pytest.importorskip("sentencepiece.sentencepiece_model_pb2")
+        proto = pb2.ModelProto()
+        proto.ParseFromString(data)
+        rng = random.Random(5)
+        for piece in proto.pieces:
+            if (
+                piece.type == NORMAL
+                and kind == "unused_pieces"
+                and len(piece.piece) > 1
+                and rng.random() < 0.3
+            ):
+                piece.type = 5  # UNUSED
+            if piece.type == NORMAL and kind == "tied_scores":
+                piece.score = float(round(piece.score / 40))
+        data = proto.SerializeToString()
+    return data
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("synthetic")
+    paths = {}
+    for kind in SYNTHETIC:
+        paths[kind] = directory / f"{kind}.model"
+        paths[kind].write_bytes(_train(kind))
+    return paths
+
+
+def _tokenizer_of(model: Path) -> Tokenizer:
+    vocab = read_sentencepiece(model)
+    return Tokenizer.from_vocab(
+        vocab.pieces, vocab.scores, vocab.types, vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id,
+        vocab.add_dummy_prefix,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(SYNTHETIC))
+def test_synthetic_models_encode_and_decode_like_sentencepiece(kind: str, synthetic: dict[str, Path]) -> None:
+    sp = spm.SentencePieceProcessor(model_file=str(synthetic[kind]))
+    tok = _tokenizer_of(synthetic[kind])
+    if kind == "unused_pieces":
+        assert read_sentencepiece(synthetic[kind]).types.count(5) > 10
+    unk_surface = " \u2047 "  # SentencePiece's default unk_surface; ours decodes the piece text "<unk>"
+    for text in SYNTHETIC_TEXTS:
+        ids = sp.encode(text)
+        assert tok.encode(text) == ids, repr(text)
+        assert tok.decode(ids) == sp.decode(ids).replace(unk_surface, "<unk>"), repr(text)
+
+
+@pytest.mark.parametrize("kind", ["byte_fallback", "no_dummy_prefix", "tied_scores", "user_defined"])
+def test_synthetic_models_through_gguf_in_llama_cpp(
+    kind: str, synthetic: dict[str, Path], tmp_path: Path
+) -> None:
+    sp = spm.SentencePieceProcessor(model_file=str(synthetic[kind]))
+    path = tmp_path / f"{kind}.gguf"
+    writer = gguf.GGUFWriter(str(path), "grok")
+    for add in (writer.add_embedding_length, writer.add_block_count, writer.add_head_count):
+        add(1 if add == writer.add_block_count else 64)
+    add_tokenizer(writer, synthetic[kind])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    reader = gguf.GGUFReader(str(path))  # gguf-py's reader works as a metadata source too
+    with GGUFFile(path) as f:
+        ours, via_reader = Tokenizer.from_gguf(f), Tokenizer.from_gguf(reader)
+    llama = _llama(path)
+    # The non-run user-defined pieces stay atomic: llama.cpp encodes the text between them separately.
+    atomic = re.compile("<tag>|def") if kind == "user_defined" else None
+    for text in SYNTHETIC_TEXTS:
+        ids = sp.encode(text)
+        assert ours.encode(text) == ids == via_reader.encode(text), repr(text)
+        if atomic is None:
+            assert _llama_ids(llama, text) == ids, repr(text)
+        else:
+            expected, start = [], 0
+            for m in atomic.finditer(text):
+                expected += sp.encode(text[start : m.start()]) + [sp.piece_to_id(m.group())]
+                start = m.end()
+            assert _llama_ids(llama, text) == expected + sp.encode(text[start:]), repr(text)
+
+
+def test_synthetic_token_types(synthetic: dict[str, Path]) -> None:
+    vocab = read_sentencepiece(synthetic["user_defined"])
+    types = dict(zip(vocab.pieces, gguf_token_types(vocab), strict=True))
+    for piece in ("\n", "\n\n", "\n\n\n", "0", "1", "  "):
+        assert types[piece] == NORMAL, repr(piece)
+    assert types["<tag>"] == types["def"] == USER_DEFINED
+    # "\nfoo" starts with "\n": SentencePiece's longest match at a "\n" could swallow its start, so the
+    # "\n" runs must stay atomic (USER_DEFINED) to be exact.
+    vocab = read_sentencepiece(synthetic["blocked_runs"])
+    types = dict(zip(vocab.pieces, gguf_token_types(vocab), strict=True))
+    assert types["\n"] == types["\n\n"] == types["\nfoo"] == USER_DEFINED
+
+
+def test_unsupported_models_are_refused(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    import io
+
+    unigram = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_training_lines()), model_writer=unigram, vocab_size=700,
+        model_type="unigram", minloglevel=2, byte_fallback=True,
+    )  # fmt: skip
+    (tmp_path / "unigram.model").write_bytes(unigram.getvalue())
+    cases = {
+        tmp_path / "unigram.model": "model type UNIGRAM (only BPE)",
+        synthetic["no_byte_fallback"]: "no byte fallback",
+    }
+    for model, why in cases.items():
+        with pytest.raises(ValueError) as err:
+            add_tokenizer(gguf.GGUFWriter(str(tmp_path / "x.gguf"), "grok"), model)
+        assert str(err.value).startswith(f"{model}: unsupported SentencePiece model: {why}")
+        assert "\n" not in str(err.value)
