@@ -73,6 +73,75 @@ static float iq4_block_scale(const float *xb, const float *w, uint8_t *L) {
     return d;
 }
 
+/* iq4_block_scale on 4 blocks at once, one per vector lane (GCC/Clang vector extensions): the same
+ * float operations per lane, so the same scales (the indices are re-derived by the callers). The
+ * codebook index is found by a compare-and-select chain over the sorted values, which ends on the
+ * same bracket [values[ml], values[ml+1]] as iq4_index's count, then the same float comparison. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+#define V4_SEL(m, a, b) ((v4f)(((v4i)(a) & (m)) | ((v4i)(b) & ~(m))))
+#define V4_SPLAT(v) ((v4f){(v), (v), (v), (v)})
+
+#define V4_IQ4_VALUE(out, v_in)                                                                              \
+    do {                                                                                                     \
+        const v4f v_ = (v_in);                                                                               \
+        v4f lo_ = V4_SPLAT(k_iq4_values[0]), hi_ = V4_SPLAT(k_iq4_values[1]);                                \
+        for (int j_ = 1; j_ < 15; ++j_) {                                                                    \
+            const v4i m_ = v_ >= V4_SPLAT(k_iq4_values[j_]);                                                 \
+            lo_ = V4_SEL(m_, V4_SPLAT(k_iq4_values[j_]), lo_);                                               \
+            hi_ = V4_SEL(m_, V4_SPLAT(k_iq4_values[j_ + 1]), hi_);                                           \
+        }                                                                                                    \
+        (out) = V4_SEL(v_ - lo_ < hi_ - v_, lo_, hi_);                                                       \
+    } while (0)
+
+static void iq4_block_scale_x4(const float *x, const float *w, float *scales) {
+    const int ntry = 7;
+    v4f xt[32], wt[32];
+    for (int j = 0; j < 32; ++j)
+        for (int b = 0; b < 4; ++b) {
+            xt[j][b] = x[32 * b + j];
+            wt[j][b] = w[32 * b + j];
+        }
+    const v4f zero = V4_SPLAT(0.0f), one = V4_SPLAT(1.0f);
+    const v4i sign = {INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN};
+    v4f amax = zero, max = zero;
+    for (int j = 0; j < 32; ++j) {
+        const v4f ax = (v4f)((v4i)xt[j] & ~sign);
+        const v4i gt = ax > amax;
+        amax = V4_SEL(gt, ax, amax);
+        max = V4_SEL(gt, xt[j], max);
+    }
+    const v4i active = amax >= V4_SPLAT(Q_GROUP_MAX_EPS);
+    max = V4_SEL(active, max, one);
+    v4f d = -max / V4_SPLAT(k_iq4_values[0]);
+    v4f id = one / d;
+    v4f sumqx = zero, sumq2 = zero;
+    for (int j = 0; j < 32; ++j) {
+        v4f q;
+        V4_IQ4_VALUE(q, id * xt[j]);
+        sumqx += wt[j] * q * xt[j];
+        sumq2 += wt[j] * q * q;
+    }
+    const v4i q2_pos = sumq2 > zero;
+    d = V4_SEL(q2_pos, sumqx / V4_SEL(q2_pos, sumq2, one), zero);
+    v4f best = d * sumqx;
+    for (int itry = -ntry; itry <= ntry; ++itry) {
+        id = V4_SPLAT(itry + k_iq4_values[0]) / max;
+        sumqx = sumq2 = zero;
+        for (int j = 0; j < 32; ++j) {
+            v4f q;
+            V4_IQ4_VALUE(q, id * xt[j]);
+            sumqx += wt[j] * q * xt[j];
+            sumq2 += wt[j] * q * q;
+        }
+        const v4i acc = (sumq2 > zero) & (sumqx * sumqx > best * sumq2);
+        const v4f dn = sumqx / V4_SEL(acc, sumq2, one);
+        d = V4_SEL(acc, dn, d);
+        best = V4_SEL(acc, dn * sumqx, best);
+    }
+    for (int b = 0; b < 4; ++b) scales[b] = active[b] ? d[b] : 0.0f;
+}
+
 static void iq4_weights(const float *xb, const float *qw, float sigma2, float *w) {
     if (qw) {
         for (int j = 0; j < 32; ++j) w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
@@ -90,18 +159,26 @@ void q_quantize_row_iq4_nl(const float *x, void *dst, int64_t n, const float *im
     block_iq4_nl *y = dst;
     const int64_t nb = n / QK4_NL;
     uint8_t L[32];
-    float w[32];
-    for (int64_t i = 0; i < nb; ++i) {
-        const float *xb = x + i * QK4_NL;
-        float sigma2 = 0; /* per block, as ggml (its super-block is the block here) */
-        for (int j = 0; j < 32; ++j) sigma2 += xb[j] * xb[j];
-        sigma2 *= 2.f / 32;
-        iq4_weights(xb, imatrix ? imatrix + i * QK4_NL : NULL, sigma2, w);
-        const float d = iq4_block_scale(xb, w, L);
-        y[i].d = edge_f32_to_f16(d);
-        if (d) iq4_indices(xb, edge_f16_to_f32(y[i].d), L);
-        else memset(L, 0, 32);
-        pack_nibbles32(L, y[i].qs);
+    float w[4 * 32], d[4];
+    for (int64_t i0 = 0; i0 < nb; i0 += 4) {
+        const int nblk = nb - i0 < 4 ? (int)(nb - i0) : 4; /* 4 blocks per search, the tail one by one */
+        for (int k = 0; k < nblk; ++k) {
+            const float *xb = x + (i0 + k) * QK4_NL;
+            float sigma2 = 0; /* per block, as ggml (its super-block is the block here) */
+            for (int j = 0; j < 32; ++j) sigma2 += xb[j] * xb[j];
+            sigma2 *= 2.f / 32;
+            iq4_weights(xb, imatrix ? imatrix + (i0 + k) * QK4_NL : NULL, sigma2, w + 32 * k);
+        }
+        if (nblk == 4) iq4_block_scale_x4(x + i0 * QK4_NL, w, d);
+        else
+            for (int k = 0; k < nblk; ++k) d[k] = iq4_block_scale(x + (i0 + k) * QK4_NL, w + 32 * k, L);
+        for (int k = 0; k < nblk; ++k) {
+            block_iq4_nl *yb = &y[i0 + k];
+            yb->d = edge_f32_to_f16(d[k]);
+            if (d[k]) iq4_indices(x + (i0 + k) * QK4_NL, edge_f16_to_f32(yb->d), L);
+            else memset(L, 0, 32);
+            pack_nibbles32(L, yb->qs);
+        }
     }
 }
 
@@ -109,16 +186,17 @@ void q_quantize_row_iq4_xs(const float *x, void *dst, int64_t n, const float *im
     block_iq4_xs *y = dst;
     const int64_t nb = n / QK_K;
     uint8_t L[QK_K];
-    float w[32], scales[QK_K / 32];
+    float w[QK_K], scales[QK_K / 32];
     for (int64_t i = 0; i < nb; ++i, x += QK_K) {
         const float *qw = imatrix ? imatrix + i * QK_K : NULL;
         float sigma2 = 0;
         for (int j = 0; j < QK_K; ++j) sigma2 += x[j] * x[j];
         sigma2 *= 2.f / QK_K;
         float max_scale = 0, amax_scale = 0;
+        for (int ib = 0; ib < QK_K / 32; ++ib) iq4_weights(x + 32 * ib, qw ? qw + 32 * ib : NULL, sigma2, w + 32 * ib);
+        iq4_block_scale_x4(x, w, scales);
+        iq4_block_scale_x4(x + 128, w + 128, scales + 4);
         for (int ib = 0; ib < QK_K / 32; ++ib) {
-            iq4_weights(x + 32 * ib, qw ? qw + 32 * ib : NULL, sigma2, w);
-            scales[ib] = iq4_block_scale(x + 32 * ib, w, L + 32 * ib);
             if (fabsf(scales[ib]) > amax_scale) {
                 amax_scale = fabsf(scales[ib]);
                 max_scale = scales[ib];
