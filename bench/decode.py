@@ -177,11 +177,16 @@ def main() -> None:
     except ImportError:
         have_engine = False
 
-    for preset, path in files.items():
+    for path in files.values():
         per_tok, size = bytes_per_token(path)
-        print(f"\n{path.name}: {size / 2**30:.2f} GiB, {per_tok / 2**20:.0f} MiB of weights per decoded token")
+        print(
+            f"\n{path.name}: {size / 2**30:.2f} GiB, {per_tok / 2**20:.0f} MiB of weights per decoded token"
+        )
         if not have_engine:
-            print(f"  grok-edge kernels matvec over the file: {kernel_matvec_gbs(path, args.threads, args.reps):.1f} GB/s")
+            gbs = kernel_matvec_gbs(path, args.threads, args.reps)
+            print(
+                f"  grok-edge kernels matvec over the file: {gbs:.1f} GB/s ({gbs / bw:.0%} of read bandwidth)"
+            )
             continue
         results = {"grok-edge": time_edge(path, args.threads, prompt, args.decode, args.reps)}
         if not args.skip_llama:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -52,7 +54,7 @@ def read_bandwidth(n_threads: int, nbytes: int = 1 << 30, reps: int = 5) -> floa
     return best
 
 
-def time_best(fn, reps: int) -> float:
+def time_best(fn: Callable[[], object], reps: int) -> float:
     fn()  # warm up (page faults, caches)
     best = float("inf")
     for _ in range(reps):
@@ -79,7 +81,9 @@ def main() -> None:
     isas = [i for i in args.isas.split(",") if isa_supported(i)]
     n_cols = args.cols
     with ThreadPool(args.threads) as pool:
-        print(f"{'type':7} {'isa':7} {'decode GB/s':>11} {'of bw':>6} {'prompt GOP/s':>12} {'pp/tg cost':>10}")
+        print(
+            f"{'type':7} {'isa':7} {'decode GB/s':>11} {'of bw':>6} {'prompt GOP/s':>12} {'pp/tg cost':>10}"
+        )
         for name in args.types.split(","):
             qtype = T[name]
             block_elems, block_bytes = gq.GGML_QUANT_SIZES[qtype]
@@ -91,10 +95,10 @@ def main() -> None:
             xp = rng.standard_normal((args.prompt_tokens, n_cols), dtype=np.float32)
             for isa in isas:
                 reps = 2 if isa == "scalar" else args.reps
-                t_dec = time_best(lambda: matmul(w, qtype, n_rows, n_cols, x1, isa=isa, pool=pool), reps)
+                t_dec = time_best(partial(matmul, w, qtype, n_rows, n_cols, x1, isa=isa, pool=pool), reps)
                 gbs = n_rows * row_bytes / t_dec / 1e9
                 t_pp = time_best(
-                    lambda: matmul(w, qtype, n_pp_rows, n_cols, xp, isa=isa, pool=pool), max(2, reps // 2)
+                    partial(matmul, w, qtype, n_pp_rows, n_cols, xp, isa=isa, pool=pool), max(2, reps // 2)
                 )
                 gops = 2 * n_pp_rows * n_cols * args.prompt_tokens / t_pp / 1e9
                 # time per token in the prompt relative to one decode matvec of the same rows

@@ -31,7 +31,7 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
 
 static float dot_q4_0(int64_t n, const void *w, const void *x) {
     const block_q4_0 *a = w;
-    const block_q8_0 *b = x;
+    const block_q8_0f *b = x;
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK4_0; i++) {
         int sumi = 0;
@@ -39,7 +39,7 @@ static float dot_q4_0(int64_t n, const void *w, const void *x) {
             sumi += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j];
             sumi += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + QK4_0 / 2];
         }
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * edge_f16_to_f32(b[i].d);
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
     }
     return s;
 }
@@ -62,7 +62,7 @@ static float dot_q4_1(int64_t n, const void *w, const void *x) {
 
 static float dot_q5_0(int64_t n, const void *w, const void *x) {
     const block_q5_0 *a = w;
-    const block_q8_0 *b = x;
+    const block_q8_0f *b = x;
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK5_0; i++) {
         uint32_t qh;
@@ -73,7 +73,7 @@ static float dot_q5_0(int64_t n, const void *w, const void *x) {
             sumi += (((a[i].qs[j] & 0xF) | (h0 << 4)) - 16) * b[i].qs[j];
             sumi += (((a[i].qs[j] >> 4) | (h1 << 4)) - 16) * b[i].qs[j + QK5_0 / 2];
         }
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * edge_f16_to_f32(b[i].d);
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
     }
     return s;
 }
@@ -99,19 +99,19 @@ static float dot_q5_1(int64_t n, const void *w, const void *x) {
 
 static float dot_q8_0(int64_t n, const void *w, const void *x) {
     const block_q8_0 *a = w;
-    const block_q8_0 *b = x;
+    const block_q8_0f *b = x;
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         int sumi = 0;
         for (int j = 0; j < QK8_0; j++) sumi += a[i].qs[j] * b[i].qs[j];
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * edge_f16_to_f32(b[i].d);
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
     }
     return s;
 }
 
 static float dot_iq4_nl(int64_t n, const void *w, const void *x) {
     const block_iq4_nl *a = w;
-    const block_q8_0 *b = x;
+    const block_q8_0f *b = x;
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK4_NL; i++) {
         int sumi = 0;
@@ -119,7 +119,7 @@ static float dot_iq4_nl(int64_t n, const void *w, const void *x) {
             sumi += edge_kvalues_iq4nl[a[i].qs[j] & 0xF] * b[i].qs[j];
             sumi += edge_kvalues_iq4nl[a[i].qs[j] >> 4] * b[i].qs[j + QK4_NL / 2];
         }
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * edge_f16_to_f32(b[i].d);
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
     }
     return s;
 }

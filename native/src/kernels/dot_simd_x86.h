@@ -145,9 +145,9 @@ FLOAT_DOT(simd_dot_bf16, LOAD_BF16, SCALAR_BF16)
             const __m256i va = _mm256_sign_epi8(v, v);                                                  \
             const float dw = f16(a[i].d);                                                               \
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
-                const block_q8_0 *b = XROW(block_q8_0, t) + i;                                          \
+                const block_q8_0f *b = XROW(block_q8_0f, t) + i;                                        \
                 const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v, _mm256_loadu_si256((const __m256i *)b->qs)); \
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16(b->d)), acc[t]);  \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * b->d), acc[t]);  \
             }                                                                                           \
         }                                                                                               \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
@@ -485,13 +485,13 @@ ALWAYS_INLINE int round_pack32(const __m256 v[4], float id, int8_t *dst) {
 }
 
 static void simd_quant_q8_0(const float *x, void *dst, int64_t n) {
-    block_q8_0 *y = dst;
+    block_q8_0f *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         __m256 v[4];
         const float amax = max_abs8x4(x + 32 * i, v);
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = edge_f32_to_f16(d);
+        y[i].d = d;
         round_pack32(v, id, y[i].qs);
     }
 }

@@ -12,12 +12,19 @@
 #include "common.h"
 #include "kernels.h"
 
+/* Activations for the 32-element signed types: ggml's Q8_0 with the scale kept in f32 (no f16
+ * conversion in the inner loop, and one rounding less). Internal to a matmul's scratch only. */
+typedef struct {
+    float d;
+    int8_t qs[32];
+} block_q8_0f;
+
 #define EDGE_N_TYPES 31 /* ggml numbering: EDGE_TYPE_BF16 = 30 is the last one */
 
 typedef enum edge_act_format {
     EDGE_ACT_NONE = 0, /* weight type without a kernel */
     EDGE_ACT_F32 = 1,  /* x used as is (float weights) */
-    EDGE_ACT_Q8_0 = 2, /* block_q8_0 per 32 */
+    EDGE_ACT_Q8_0 = 2, /* block_q8_0f per 32 */
     EDGE_ACT_Q8_1 = 3, /* block_q8_1 per 32 (d and s = d * sum(qs)) */
     EDGE_ACT_Q8_K = 4  /* block_q8_K per 256 */
 } edge_act_format;

@@ -47,7 +47,7 @@ edge_act_format edge_act_format_of(int type) {
 /* Bytes and elements of one block of an activation format. */
 static void act_block(edge_act_format f, int64_t *elems, int64_t *bytes) {
     switch (f) {
-    case EDGE_ACT_Q8_0: *elems = QK8_0, *bytes = sizeof(block_q8_0); return;
+    case EDGE_ACT_Q8_0: *elems = QK8_0, *bytes = sizeof(block_q8_0f); return;
     case EDGE_ACT_Q8_1: *elems = QK8_1, *bytes = sizeof(block_q8_1); return;
     case EDGE_ACT_Q8_K: *elems = QK_K, *bytes = sizeof(block_q8_K); return;
     default: *elems = 1, *bytes = 0; return;

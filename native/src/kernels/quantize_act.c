@@ -14,14 +14,14 @@ static inline int nearest_int(float v) {
 }
 
 void edge_quant_act_q8_0(const float *x, void *dst, int64_t n) {
-    block_q8_0 *y = dst;
+    block_q8_0f *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         const float *xb = x + i * QK8_0;
         float amax = 0.0f;
         for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(xb[j]));
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = edge_f32_to_f16(d);
+        y[i].d = d;
         for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)nearest_int(xb[j] * id);
     }
 }
