@@ -103,6 +103,11 @@ class Sampler:
         if p.temperature <= 0.0:
             return np.array([int(np.argmax(adjusted))]), np.array([1.0])
         finite = np.flatnonzero(adjusted > -np.inf)
+        if 0 < p.top_k < finite.size:
+            # Only tokens at or above the k-th largest logit can survive top-k: sort those alone.
+            values = adjusted[finite]
+            kth = np.partition(values, finite.size - p.top_k)[finite.size - p.top_k]
+            finite = finite[values >= kth]
         # Most probable first; ties by lower id (stable sort on the negated logits).
         order = finite[np.argsort(-adjusted[finite], kind="stable")]
         ids = order

@@ -115,6 +115,52 @@ def test_min_p_keeps_tokens_above_a_fraction_of_the_best(min_p: float, kept: lis
         assert _chi2(samples, kept, PROBS[: len(kept)]) < CHI2_9999[len(kept) - 1]
 
 
+def test_top_k_ties_keep_the_lowest_ids() -> None:
+    logits = np.array([1.0, 2.0, 2.0, 2.0, 0.0], dtype=np.float32)
+    ids, _ = Sampler(SamplingParams(temperature=1.0, top_k=2, top_p=1.0, min_p=0.0)).candidates(logits, [])
+    assert ids.tolist() == [1, 2]
+
+
+def _reference_candidates(logits: np.ndarray, p: SamplingParams) -> tuple[list[int], np.ndarray]:
+    """The chain written out directly: full sort by (-logit, id), then each filter on the sorted list."""
+    x = logits.astype(np.float64)
+    order = sorted(range(x.size), key=lambda i: (-x[i], i))
+    if p.top_k > 0:
+        order = order[: p.top_k]
+    if p.top_p < 1.0:
+        probs = np.exp(x[order] - x[order[0]])
+        probs /= probs.sum()
+        cum, n_keep = 0.0, len(order)
+        for i, q in enumerate(probs):
+            cum += q
+            if cum >= p.top_p:
+                n_keep = i + 1
+                break
+        order = order[:n_keep]
+    if p.min_p > 0.0:
+        order = [i for i in order if np.exp(x[i] - x[order[0]]) >= p.min_p]
+    weights = np.exp((x[order] - x[order[0]]) / p.temperature)
+    return order, weights / weights.sum()
+
+
+def test_candidates_match_a_direct_reference() -> None:
+    rng = np.random.default_rng(12)
+    for top_k, top_p, min_p, temperature in [
+        (40, 0.95, 0.05, 0.8),
+        (0, 0.9, 0.0, 1.0),
+        (100, 1.0, 0.1, 1.3),
+        (0, 1.0, 0.02, 0.5),
+        (5, 0.5, 0.0, 2.0),
+    ]:
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        logits = (rng.normal(size=3000) * 2.5).astype(np.float32)
+        ids, probs = Sampler(params).candidates(logits, [])
+        ref_ids, ref_probs = _reference_candidates(logits, params)
+        assert ids.tolist() == ref_ids
+        # float64 softmax over the same float32 logits: only summation order differs (~1e-16 relative).
+        np.testing.assert_allclose(probs, ref_probs, rtol=1e-12, atol=0)
+
+
 def test_filters_act_before_temperature() -> None:
     # top-p 0.75 keeps {0, 1} by the untempered probabilities even at a very high temperature, and the
     # draw between them follows the tempered ones (0.5^(1/4) : 0.3^(1/4)).
