@@ -203,6 +203,26 @@ def test_imatrix_lowers_the_weighted_error(qtype: str) -> None:
     np.testing.assert_array_equal(quant.dequantize(with_im, qtype, x.shape), theirs)
 
 
+@pytest.mark.parametrize(
+    ("qtype", "n_blocks"), [("Q4_0", 5), ("Q5_0", 5), ("Q4_1", 9), ("Q5_1", 9), ("IQ4_NL", 5)]
+)
+@pytest.mark.parametrize("with_imatrix", [False, True])
+def test_batched_search_equals_the_one_block_search(qtype: str, n_blocks: int, with_imatrix: bool) -> None:
+    """These types search 4 or 8 blocks at once in vector lanes and the leftover blocks one at a time.
+    The last block of the row repeats the first (same data, same imatrix, same row statistics), so the
+    batched and the single-block search must give it identical bytes."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_t(3, size=(6, 32 * n_blocks)) * 0.05).astype(np.float32)
+    x[:, -32:] = x[:, :32]
+    im = None
+    if with_imatrix:
+        im = np.exp(rng.normal(size=32 * n_blocks)).astype(np.float32)
+        im[-32:] = im[:32]
+    q = quant.quantize(x, qtype, imatrix=im)
+    block_bytes = q.shape[1] // n_blocks
+    np.testing.assert_array_equal(q[:, :block_bytes], q[:, -block_bytes:])
+
+
 # ------------------------------------------------------------------------------------ threads
 
 
