@@ -420,6 +420,12 @@ def test_token_to_piece(tok: Tokenizer) -> None:
         tok.decode([5, -1])
 
 
+def test_encode_refuses_lone_surrogates(tok: Tokenizer) -> None:
+    # Not text (cannot be UTF-8 encoded); SentencePiece's binding refuses it as well.
+    with pytest.raises(ValueError, match="surrogates not allowed"):
+        tok.encode("a\ud800b")
+
+
 def test_from_gguf_mapping_and_missing_keys(vocab_gguf: Path, tok: Tokenizer) -> None:
     with GGUFFile(vocab_gguf) as f:
         metadata = dict(f.metadata)
