@@ -234,14 +234,24 @@ def open_checkpoint(ckpt_dir: str | os.PathLike[str], key_size: int = DEFAULT_KE
             raise CheckpointFormatError(f"{directory / entry}: only host shard 000 is supported")
         indices.append(int(m.group(1)))
     n = len(indices)
-    if n < TOP_LEVEL_FILES + FILES_PER_LAYER or (n - TOP_LEVEL_FILES) % FILES_PER_LAYER:
+    present = set(indices)
+    for i in range(max(indices, default=-1) + 1):  # a gap names the missing file
+        if i not in present:
+            raise CheckpointFormatError(f"{directory / f'tensor{i:05d}_000'}: missing tensor file")
+    rest = (n - TOP_LEVEL_FILES) % FILES_PER_LAYER
+    if n < TOP_LEVEL_FILES + FILES_PER_LAYER or rest:
+        # no gap: files are missing at the end or extra ones follow; name the nearer explanation
+        if n > TOP_LEVEL_FILES + FILES_PER_LAYER and rest <= FILES_PER_LAYER // 2:
+            first_extra = n - rest
+            what = "extra tensor file"
+        else:
+            first_extra = n
+            what = "missing tensor file"
         raise CheckpointFormatError(
-            f"{directory}: {n} tensor files; a Grok-1 checkpoint has 2 + 12 per layer (770 for the release)"
+            f"{directory / f'tensor{first_extra:05d}_000'}: {what} ({n} files found; a Grok-1 checkpoint "
+            "has 2 + 12 per layer, 770 for the release)"
         )
     n_layers = (n - TOP_LEVEL_FILES) // FILES_PER_LAYER
-    for i in range(n):
-        if not (directory / f"tensor{i:05d}_000").is_file():
-            raise CheckpointFormatError(f"{directory / f'tensor{i:05d}_000'}: missing tensor file")
 
     paths = module_paths(n_layers)
     index_of = {p: i for i, p in enumerate(paths)}
