@@ -146,7 +146,10 @@ class Tokenizer:
             raise ValueError(
                 f"{name}: tokenizer.ggml.model is {model!r}; only 'llama' (SentencePiece) is supported"
             )
-        pieces = list(get("tokenizer.ggml.tokens"))
+        pieces = get("tokenizer.ggml.tokens")
+        if isinstance(pieces, (str, bytes)) or not all(isinstance(p, str) for p in pieces):
+            raise ValueError(f"{name}: tokenizer.ggml.tokens is not an array of strings")
+        pieces = list(pieces)
         n = len(pieces)
         scores = [float(s) for s in get("tokenizer.ggml.scores", [0.0] * n)]
         types = [int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * n)]

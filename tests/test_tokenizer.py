@@ -432,6 +432,10 @@ def test_from_gguf_mapping_and_missing_keys(vocab_gguf: Path, tok: Tokenizer) ->
     from_mapping = Tokenizer.from_gguf(metadata)
     text = CORPUS["stress"]
     assert from_mapping.encode(text) == tok.encode(text)
+    with pytest.raises(ValueError, match="tokenizer.ggml.tokens is not an array of strings"):
+        Tokenizer.from_gguf({**metadata, "tokenizer.ggml.tokens": np.arange(4)})
+    with pytest.raises(ValueError, match="only 'llama'"):
+        Tokenizer.from_gguf({**metadata, "tokenizer.ggml.model": "gpt2"})
     metadata.pop("tokenizer.ggml.tokens")
     with pytest.raises(ValueError, match="missing tokenizer key 'tokenizer.ggml.tokens'"):
         Tokenizer.from_gguf(metadata)
