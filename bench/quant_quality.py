@@ -6,9 +6,9 @@ down) 8 scales per output channel, one per eighth of the input dimension. The sa
 heavy-tailed int8 levels (Student-t, clipped) times log-normally spread bf16 scales, in GGUF's
 [out, in] orientation.
 
-For each type: bits per weight, RMSE of ours and of llama.cpp (llama_model_quantize, pure, same
-tensors), their ratio, and the throughput of both quantizers (MB/s of float32 input; llama.cpp's
-includes reading and writing its GGUF files).
+For each type: bits per weight, RMSE of ours, of gguf-py's numpy quantizer (where it has one) and of
+llama.cpp (llama_model_quantize, pure, same tensors), ours / llama.cpp's, and the throughput of both
+quantizers (MB/s of float32 input; llama.cpp's includes reading and writing its GGUF files).
 
     python bench/quant_quality.py [--scale 1.0] [--threads 2] [--types Q4_K,Q6_K]
 """
@@ -124,8 +124,8 @@ def main() -> None:
     print(f"sample: {shapes}; {n_weights / 1e6:.2f} M weights")
     print(f"threads: {args.threads} (ours and llama.cpp's)")
     header = (
-        f"{'type':7s} {'bits/w':>6s} {'RMSE ours':>11s} {'RMSE llama':>11s} {'ratio':>7s} "
-        f"{'ours MB/s':>9s} {'llama MB/s':>10s}"
+        f"{'type':7s} {'bits/w':>6s} {'RMSE ours':>11s} {'RMSE gguf-py':>12s} {'RMSE llama':>11s} "
+        f"{'ratio':>7s} {'ours MB/s':>9s} {'llama MB/s':>10s}"
     )
     print(header)
     print("-" * len(header))
@@ -139,17 +139,24 @@ def main() -> None:
             ours_s = time.perf_counter() - t0
             nbytes = sum(q.nbytes for q in ours.values())
             theirs, llama_s = llama_quantize(src, Path(tmp) / "out.gguf", qtype, args.threads)
-            se_ours = se_theirs = 0.0
+            se_ours = se_theirs = se_gguf = 0.0
+            gtype = gguf.GGMLQuantizationType[qtype]
             for name, t in tensors.items():
                 x = t.astype(np.float64)
                 se_ours += float(np.sum((quant.dequantize(ours[name], qtype, t.shape) - x) ** 2))
                 se_theirs += float(np.sum((theirs[name].reshape(t.shape) - x) ** 2))
+                try:
+                    g = gguf.quants.dequantize(gguf.quants.quantize(t, gtype), gtype)
+                    se_gguf += float(np.sum((g.reshape(t.shape) - x) ** 2))
+                except NotImplementedError:
+                    se_gguf = float("nan")
             r_ours = np.sqrt(se_ours / n_weights)
             r_theirs = np.sqrt(se_theirs / n_weights)
+            r_gguf = "—" if np.isnan(se_gguf) else f"{np.sqrt(se_gguf / n_weights):.4e}"
             ratio = r_ours / r_theirs if r_theirs > 0 else float("nan")
             print(
-                f"{qtype:7s} {nbytes * 8 / n_weights:6.3f} {r_ours:11.4e} {r_theirs:11.4e} {ratio:7.4f} "
-                f"{mb / ours_s:9.1f} {mb / llama_s:10.1f}",
+                f"{qtype:7s} {nbytes * 8 / n_weights:6.3f} {r_ours:11.4e} {r_gguf:>12s} {r_theirs:11.4e} "
+                f"{ratio:7.4f} {mb / ours_s:9.1f} {mb / llama_s:10.1f}",
                 flush=True,
             )
 
