@@ -76,7 +76,7 @@ class Sampler:
                 if not 0 <= token < n_vocab:
                     raise ValueError(f"logit_bias: token id {token} out of range for {n_vocab} tokens")
                 out[token] += bias
-        if p.repeat_last_n == 0 or not previous_tokens:
+        if p.repeat_last_n == 0 or len(previous_tokens) == 0:
             return out
         if p.repeat_penalty == 1.0 and p.frequency_penalty == 0.0 and p.presence_penalty == 0.0:
             return out

@@ -277,7 +277,13 @@ class Tokenizer:
                 rev_merge[merged] = (sym[left], sym[right])
 
         for i in range(n - 1):
-            push(i, i + 1)
+            merged = chunk[i : i + 2]
+            s = score.get(merged)
+            if s is not None:
+                heap.append((-s, i, i + 1, merged))
+                if unused and merged in unused:
+                    rev_merge[merged] = (chunk[i], chunk[i + 1])
+        heapq.heapify(heap)
         while heap:
             _, left, right, merged = heapq.heappop(heap)
             a, b = sym[left], sym[right]

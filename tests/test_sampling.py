@@ -178,6 +178,8 @@ def test_repeat_penalty_divides_positive_and_multiplies_negative_logits() -> Non
     np.testing.assert_array_equal(out, [2.0, -8.0, 2.0, 0.0, 1.0, -1.0])
     whole = Sampler(SamplingParams(repeat_penalty=2.0, repeat_last_n=-1)).adjusted_logits(logits, [2, 5, 0])
     np.testing.assert_array_equal(whole, [2.0, -4.0, 1.0, 0.0, 1.0, -2.0])
+    as_array = sampler.adjusted_logits(logits, np.array([2, 5, 0, 1, 3]))  # any int sequence
+    np.testing.assert_array_equal(as_array, out)
     off = Sampler(SamplingParams(repeat_penalty=2.0, repeat_last_n=0)).adjusted_logits(logits, [0, 1])
     np.testing.assert_array_equal(off, logits)
     np.testing.assert_array_equal(logits, [4.0, -4.0, 2.0, 0.0, 1.0, -1.0])  # input not modified
