@@ -182,6 +182,50 @@ def test_quality_at_least_llama_cpp(
             assert same_rows >= 0.95, (name, same_rows)
 
 
+def _ggml_quantize_chunk(qtype: str, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+    """llama.cpp's own ggml_quantize_chunk (libggml-base, shipped with llama-cpp-python), which takes an
+    imatrix directly (llama_model_quantize only takes one through a C++ map)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    candidates = sorted(lib_dir.glob("libggml-base.*")) or sorted(lib_dir.glob("libggml.*"))
+    if not candidates:
+        pytest.skip(f"no libggml-base in {lib_dir}")
+    ggml = ctypes.CDLL(str(candidates[0]))
+    ggml.ggml_quantize_chunk.restype = ctypes.c_size_t
+    ggml.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    ggml.ggml_quantize_chunk.argtypes += [ctypes.c_int64] * 3 + [ctypes.c_void_p]
+    ggml.ggml_quantize_init.argtypes = [ctypes.c_int]
+    tid = quant.type_id(qtype)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.zeros((x.shape[0], quant.row_bytes(qtype, x.shape[1])), dtype=np.uint8)
+    ggml.ggml_quantize_init(tid)
+    im_ptr = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32).ctypes.data
+    n = ggml.ggml_quantize_chunk(tid, x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], im_ptr)
+    assert n == out.nbytes
+    return out
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("with_imatrix", [False, True])
+def test_same_bytes_as_ggml_quantize_chunk(data: np.ndarray, qtype: str, with_imatrix: bool) -> None:
+    """Against ggml's quantizer directly, imatrix included, on the hard rows. Same algorithms, so the
+    same bytes (K-quants, legacy, floats); IQ4_* may differ only where our final indices (fitted to the
+    stored scale) lower the error: their (imatrix-)weighted RMSE must be <= ggml's * 1.0001."""
+    rng = np.random.default_rng(2)
+    im = np.exp(rng.normal(scale=1.5, size=data.shape[1])).astype(np.float32) if with_imatrix else None
+    ours = quant.quantize(data, qtype, imatrix=im)
+    theirs = _ggml_quantize_chunk(qtype, data, im)
+    if not qtype.startswith("IQ4"):
+        np.testing.assert_array_equal(ours, theirs)
+        return
+    w = im if im is not None else 1.0
+    for r in range(data.shape[0]):  # row by row: the rows' magnitudes differ by 1e12
+        x = data[r : r + 1].astype(np.float64)
+        e_ours = np.sqrt(np.mean(w * (quant.dequantize(ours[r], qtype, x.shape) - x) ** 2))
+        e_theirs = np.sqrt(np.mean(w * (quant.dequantize(theirs[r], qtype, x.shape) - x) ** 2))
+        assert e_ours <= e_theirs * 1.0001, (r, e_ours, e_theirs)
+
+
 # ------------------------------------------------------------------------------------ imatrix
 
 
