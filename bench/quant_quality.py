@@ -7,8 +7,10 @@ heavy-tailed int8 levels (Student-t, clipped) times log-normally spread bf16 sca
 [out, in] orientation.
 
 For each type: bits per weight, RMSE of ours, of gguf-py's numpy quantizer (where it has one) and of
-llama.cpp (llama_model_quantize, pure, same tensors), ours / llama.cpp's, and the throughput of both
-quantizers (MB/s of float32 input; llama.cpp's includes reading and writing its GGUF files).
+llama.cpp (llama_model_quantize, pure, same tensors), ours / llama.cpp's, the throughput of both
+quantizers (MB/s of float32 input; llama.cpp's includes reading and writing its GGUF files), and the
+RMSE of ours given a uniform imatrix (all ones: llama.cpp's imatrix searches with no column preferred,
+"ones" below; "—" for the types that take no imatrix).
 
     python bench/quant_quality.py [--scale 1.0] [--threads 2] [--types Q4_K,Q6_K]
 """
@@ -125,7 +127,7 @@ def main() -> None:
     print(f"threads: {args.threads} (ours and llama.cpp's)")
     header = (
         f"{'type':7s} {'bits/w':>6s} {'RMSE ours':>11s} {'RMSE gguf-py':>12s} {'RMSE llama':>11s} "
-        f"{'ratio':>7s} {'ours MB/s':>9s} {'llama MB/s':>10s}"
+        f"{'ratio':>7s} {'ours MB/s':>9s} {'llama MB/s':>10s} {'RMSE ones':>11s} {'ones/llama':>10s}"
     )
     print(header)
     print("-" * len(header))
@@ -152,11 +154,22 @@ def main() -> None:
                     se_gguf = float("nan")
             r_ours = np.sqrt(se_ours / n_weights)
             r_theirs = np.sqrt(se_theirs / n_weights)
+            r_ones, ones_ratio = "—", "—"
+            if qtype not in ("F32", "F16", "BF16", "Q8_0"):
+                se_ones = 0.0
+                for t in tensors.values():
+                    ones = np.ones(t.shape[1], dtype=np.float32)
+                    q1 = quant.quantize(t, qtype, imatrix=ones, n_threads=args.threads)
+                    se_ones += float(
+                        np.sum((quant.dequantize(q1, qtype, t.shape) - t.astype(np.float64)) ** 2)
+                    )
+                r_ones = f"{np.sqrt(se_ones / n_weights):.4e}"
+                ones_ratio = f"{np.sqrt(se_ones / n_weights) / r_theirs:.4f}"
             r_gguf = "—" if np.isnan(se_gguf) else f"{np.sqrt(se_gguf / n_weights):.4e}"
             ratio = r_ours / r_theirs if r_theirs > 0 else float("nan")
             print(
                 f"{qtype:7s} {nbytes * 8 / n_weights:6.3f} {r_ours:11.4e} {r_gguf:>12s} {r_theirs:11.4e} "
-                f"{ratio:7.4f} {mb / ours_s:9.1f} {mb / llama_s:10.1f}",
+                f"{ratio:7.4f} {mb / ours_s:9.1f} {mb / llama_s:10.1f} {r_ones:>11s} {ones_ratio:>10s}",
                 flush=True,
             )
 

@@ -116,7 +116,10 @@ def quantize(
     Returns ``uint8 [rows, row_bytes(qtype, cols)]`` in ggml's byte layout (written into ``out`` when
     given: a C-contiguous uint8 array of exactly that many bytes, e.g. a view of the output file).
     ``imatrix``: optional ``cols`` non-negative importance weights (llama.cpp's imatrix; used by the
-    types llama.cpp uses it for). ``n_threads``: 0 uses every core.
+    types llama.cpp uses it for). Without one, the bytes are llama.cpp's default quantization; with
+    one, llama.cpp's imatrix quantization (bytes identical to ggml's for the same imatrix, IQ4_* aside).
+    A uniform ``np.ones(cols)`` selects those stronger searches with no column preferred: 1-11% lower
+    RMSE than the default on Grok-like weights (bench/quant_quality.py). ``n_threads``: 0 uses every core.
     """
     tid = type_id(qtype)
     rows = _as_rows(x)
