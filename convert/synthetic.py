@@ -46,10 +46,15 @@ PRESETS: dict[str, CheckpointShape] = {
 
 
 def _heavy_tailed(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
-    z = rng.standard_normal(shape, dtype=np.float32)
-    z += np.float32(0.08) * z * z * z  # heavier tails than a Gaussian
-    z *= np.float32(std / 1.3)
-    return z
+    out = np.empty(shape, dtype=np.float32)
+    flat = out.reshape(-1)
+    step = 1 << 24  # fill in chunks: temporaries stay small for a 1 GB embedding
+    for i in range(0, flat.size, step):
+        z = rng.standard_normal(min(step, flat.size - i), dtype=np.float32)
+        z += np.float32(0.08) * z * z * z  # heavier tails than a Gaussian
+        z *= np.float32(std / 1.3)
+        flat[i : i + z.size] = z
+    return out
 
 
 def _channel_gain(rng: np.random.Generator, n_out: int) -> np.ndarray:
@@ -69,7 +74,7 @@ def synthesize_module(
     module = spec.path.rsplit("/", 1)[-1]
     if spec.path == EMBED_PATH:
         e = _heavy_tailed(rng, spec.shape, 1.0 / 78.38)  # the official input multiplier brings rows to ~1
-        e *= np.exp(rng.normal(0.0, 0.2, (spec.shape[0], 1))).astype(np.float32)
+        e *= np.exp(rng.normal(0.0, 0.2, (spec.shape[0], 1))).astype(np.float32)  # in place
         return e
     if spec.kind is Kind.FLOAT:
         if module == "router":
