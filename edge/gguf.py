@@ -1,5 +1,9 @@
 """Read GGUF files through the native reader (edge_gguf_* in edge.h).
 
+Strings (keys, values, tensor names) are decoded as UTF-8 with "surrogateescape": bytes that are not
+valid UTF-8 survive as lone surrogates, so distinct keys stay distinct and ``s.encode("utf-8",
+"surrogateescape")`` gives back the exact bytes of the file.
+
 The file is memory-mapped and validated by C at open. ``GGUFFile.metadata`` holds plain Python values
 (copied out of the mapping); ``GGUFFile.array`` returns zero-copy, read-only numpy views of tensor data
 that keep the mapping alive for as long as they exist, so closing the file never leaves a view
@@ -166,6 +170,7 @@ class GGUFFile:
         self.alignment = int(alignment[0])
         self.data_offset = int(data_offset[0])
         self.file_size = int(file_size[0])
+        self.n_kv = int(n_kv[0])
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, tuple[str, str | None]] = {}
         for i in range(int(n_kv[0])):
@@ -178,10 +183,14 @@ class GGUFFile:
     # -- reading -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _string(ptr: Any, i: int, j: int) -> str:
+    def _strings(ptr: Any, i: int, count: int) -> list[str]:
+        """Elements 0..count-1 of string entry i (count = 1 for a single string)."""
         s, n = ffi.new("const char **"), ffi.new("uint64_t *")
-        check(lib.edge_gguf_kv_string(ptr, i, j, s, n))
-        return ffi.unpack(s[0], int(n[0])).decode("utf-8", "replace")
+        get, unpack, out = lib.edge_gguf_kv_string, ffi.unpack, []
+        for j in range(count):
+            check(get(ptr, i, j, s, n))
+            out.append(unpack(s[0], n[0]).decode("utf-8", "surrogateescape"))
+        return out
 
     def _read_kv(self, ptr: Any, i: int) -> tuple[str, Any, tuple[str, str | None]]:
         key, key_len = ffi.new("const char **"), ffi.new("uint64_t *")
@@ -192,15 +201,15 @@ class GGUFFile:
             ffi.new("const void **"),
         )
         check(lib.edge_gguf_kv(ptr, i, key, key_len, vtype, etype, n, data))
-        name = ffi.unpack(key[0], int(key_len[0])).decode("utf-8", "replace")
+        name = ffi.unpack(key[0], int(key_len[0])).decode("utf-8", "surrogateescape")
         t, count = int(vtype[0]), int(n[0])
         if t == _STRING:
-            return name, self._string(ptr, i, 0), ("STRING", None)
+            return name, self._strings(ptr, i, 1)[0], ("STRING", None)
         if t == _ARRAY:
             e = int(etype[0])
             types = ("ARRAY", VALUE_TYPE_NAMES[e])
             if e == _STRING:
-                return name, [self._string(ptr, i, j) for j in range(count)], types
+                return name, self._strings(ptr, i, count), types
             dtype = _VALUE_DTYPES[e]
             raw = ffi.buffer(ffi.cast("const char *", data[0]), count * dtype.itemsize)
             values = np.frombuffer(raw, dtype=dtype)
@@ -218,7 +227,7 @@ class GGUFFile:
         check(lib.edge_gguf_tensor(ptr, i, info))
         ne = tuple(int(info.ne[d]) for d in range(int(info.n_dims)))
         return TensorInfo(
-            name=ffi.unpack(info.name, int(info.name_len)).decode("utf-8", "replace"),
+            name=ffi.unpack(info.name, int(info.name_len)).decode("utf-8", "surrogateescape"),
             type=int(info.type),
             type_name=type_name(int(info.type)),
             ne=ne,

@@ -58,7 +58,9 @@ def kv(key: str | bytes, vtype: int, payload: bytes, key_len: int | None = None)
     return gstr(key, key_len) + u32(vtype) + payload
 
 
-def tensor_info(name: str, ne: list[int], ttype: int, offset: int, n_dims: int | None = None) -> bytes:
+def tensor_info(
+    name: str | bytes, ne: list[int], ttype: int, offset: int, n_dims: int | None = None
+) -> bytes:
     return (
         gstr(name)
         + u32(len(ne) if n_dims is None else n_dims)

@@ -68,7 +68,12 @@ def library_path(build: Path) -> Path:
 
 
 def asan_test_program() -> Path:
-    """native/tests' edge_test_gguf and libedge built with ASan + UBSan (build/asan)."""
+    """native/tests' edge_test_gguf and libedge built with ASan + UBSan (build/asan).
+
+    Without cmake (a fresh machine where only the package build had it, in pip's isolated
+    environment), the reader's own sources are compiled directly with the C compiler instead."""
+    if cmake_exe() is None:
+        return asan_test_program_direct()
     build = cmake_build(
         "asan",
         {"EDGE_SANITIZE": "ON", "EDGE_BUILD_TESTS": "ON", "EDGE_CUDA": "OFF", "CMAKE_BUILD_TYPE": "Debug"},
@@ -84,3 +89,39 @@ SANITIZER_ENV = {
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
 }
 SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: ")
+
+
+def asan_test_program_direct() -> Path:
+    """edge_test_gguf with the GGUF reader and the core it needs, compiled by cc with ASan + UBSan."""
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    assert cc is not None, "neither cmake nor a C compiler is available"
+    native = ROOT / "native"
+    sources = [
+        native / "src" / "core" / "status.c",
+        native / "src" / "core" / "types.c",
+        *sorted((native / "src" / "gguf").glob("*.c")),
+        native / "tests" / "test_gguf.c",
+    ]
+    out_dir = BUILD_ROOT / "asan-direct"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    program = out_dir / "edge_test_gguf"
+    cmd = [
+        cc,
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-g",
+        "-O1",
+        "-fsanitize=address,undefined",
+        "-fno-omit-frame-pointer",
+        "-fno-sanitize-recover=all",
+        f"-I{native / 'include'}",
+        f"-I{native / 'src' / 'core'}",
+        f"-I{native / 'src'}",
+        *map(str, sources),
+        "-o",
+        str(program),
+        "-lm",
+    ]
+    built = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    return program

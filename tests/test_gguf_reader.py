@@ -14,7 +14,19 @@ import gguf
 import ml_dtypes
 import numpy as np
 import pytest
-from gguf_cases import GGUF_PY_TYPE_SIZE_BUGS, TENSOR_TYPE_NAMES, as_version, base_file, every_type_file
+from gguf_cases import (
+    GGUF_PY_TYPE_SIZE_BUGS,
+    T_F32,
+    TENSOR_TYPE_NAMES,
+    U32,
+    as_version,
+    base_file,
+    every_type_file,
+    gguf_bytes,
+    kv,
+    scalar,
+    tensor_info,
+)
 
 from edge import _native
 from edge.gguf import GGUFFile, tensor_class, type_block, type_name
@@ -265,3 +277,22 @@ def test_io_errors_name_the_file(tmp_path: Path) -> None:
 )
 def test_tensor_class(name: str, cls: str) -> None:
     assert tensor_class(name) == cls
+
+
+def test_non_utf8_names_stay_distinct_and_round_trip(tmp_path: Path) -> None:
+    """Keys that differ only in bytes that are not UTF-8 stay distinct (found by the fuzzer)."""
+    keys = [b"general.\xccrchitecture", b"general.\xffrchitecture"]
+    data = gguf_bytes(
+        [kv(k, U32, scalar(U32, i)) for i, k in enumerate(keys)],
+        [tensor_info(b"t\xe9", [1], T_F32, 0)],  # a Latin-1 (not UTF-8) name
+        b"\0" * 4,
+    )
+    path = tmp_path / "bytes.gguf"
+    path.write_bytes(data)
+    with GGUFFile(path) as f:
+        assert len(f.metadata) == f.n_kv == 2
+        raw_keys = [k.encode("utf-8", "surrogateescape") for k in f.metadata]
+        assert raw_keys == keys and list(f.metadata.values()) == [0, 1]
+        name = f.tensors[0].name
+        assert name.encode("utf-8", "surrogateescape") == b"t\xe9"
+        assert f.tensor(name).index == 0

@@ -13,7 +13,18 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from gguf_cases import GGUF_PY_TYPE_SIZE_BUGS, base_file, every_type_file, malformed_cases
+from gguf_cases import (
+    GGUF_PY_TYPE_SIZE_BUGS,
+    STRING,
+    T_F32,
+    base_file,
+    every_type_file,
+    gguf_bytes,
+    gstr,
+    kv,
+    malformed_cases,
+    tensor_info,
+)
 
 from edge.cli import main
 from edge.commands.info import JSON_ARRAY_LIMIT
@@ -134,3 +145,19 @@ def test_missing_file_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFix
 def test_system_flag_still_works(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--system"]) == 0
     assert "cuda: compiled=" in capsys.readouterr().out
+
+
+def test_non_utf8_names_print_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bytes.gguf"
+    path.write_bytes(
+        gguf_bytes(
+            [kv(b"general.\xffname", STRING, gstr(b"x\xfe"))],
+            [tensor_info(b"t\xe9", [1], T_F32, 0)],
+            b"\0" * 4,
+        )
+    )
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "general.\\udcffname" in out and "t\\udce9" in out
+    info = _info_json(path, capsys)
+    assert list(info["metadata"]) == ["general.\udcffname"] and info["tensors"][0]["name"] == "t\udce9"

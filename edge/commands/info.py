@@ -149,6 +149,11 @@ def _short(value: Any, types: tuple[str, str | None] | None = None) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def _safe(text: object) -> str:
+    """Text from the file as printable: bytes that are not UTF-8 (kept as lone surrogates) escaped."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _size(nbytes: int) -> str:
     value = float(nbytes)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -166,20 +171,20 @@ def _count(n: int) -> str:
 
 
 def print_text(d: dict[str, Any]) -> None:
-    print(
-        f"file: {d['file']} ({_size(d['file_size'])}, GGUF v{d['gguf_version']}, alignment {d['alignment']})"
-    )
-    print(f"architecture: {d['architecture']}" + (f"  name: {d['name']}" if d["name"] else ""))
+    layout = f"GGUF v{d['gguf_version']}, alignment {d['alignment']}"
+    print(f"file: {_safe(d['file'])} ({_size(d['file_size'])}, {layout})")
+    name = f"  name: {_safe(d['name'])}" if d["name"] else ""
+    print(f"architecture: {_safe(d['architecture'])}{name}")
 
     print("hyperparameters:")
     for key, value in d["hyperparameters"].items():
-        print(f"  {key} = {_short(value)}")
+        print(f"  {_safe(key)} = {_safe(_short(value))}")
     if not d["hyperparameters"]:
         print("  (none)")
 
     tok = d["tokenizer"]
     print(
-        f"tokenizer: model {tok['model']}, vocab {tok['vocab_size']}, bos {tok['bos_token_id']}, "
+        f"tokenizer: model {_safe(tok['model'])}, vocab {tok['vocab_size']}, bos {tok['bos_token_id']}, "
         f"eos {tok['eos_token_id']}, pad {tok['padding_token_id']}, unk {tok['unknown_token_id']}, "
         f"add_bos {tok['add_bos_token']}"
     )
@@ -194,15 +199,15 @@ def print_text(d: dict[str, Any]) -> None:
             shown = f"[{head}{more}] (length {entry['length']})"
         else:
             shown = _short(value)
-        print(f"  {key:<40} {kind:<14} {shown}")
+        print(f"  {_safe(key):<40} {kind:<14} {_safe(shown)}")
 
     tensors = d["tensors"]
     print(f"tensors ({len(tensors)}):")
-    width = max([len(t["name"]) for t in tensors] + [4])
+    width = max([len(_safe(t["name"])) for t in tensors] + [4])
     print(f"  {'name':<{width}}  {'type':<7} {'shape (ggml ne)':<28} {'bytes':>14}")
     for t in tensors:
         ne = "[" + ", ".join(str(n) for n in t["ne"]) + "]"
-        print(f"  {t['name']:<{width}}  {t['type']:<7} {ne:<28} {t['bytes']:>14}")
+        print(f"  {_safe(t['name']):<{width}}  {t['type']:<7} {ne:<28} {t['bytes']:>14}")
 
     print("totals:")
     print(f"  {'class':<12} {'tensors':>7} {'params':>10} {'bytes':>14} {'size':>12} {'bits/weight':>11}")

@@ -107,20 +107,22 @@ def exercise(path: str) -> None:
         idx = ffi.new("int64_t *")
         iv, fv = ffi.new("int64_t *"), ffi.new("double *")
         s, n = ffi.new("const char **"), ffi.new("uint64_t *")
+        assert len(f.metadata) == f.n_kv  # distinct keys in the file stay distinct in Python
         for i, key in enumerate(f.metadata):
-            raw = key.encode()
-            if b"\0" in raw or "\ufffd" in key:
-                continue  # not expressible as a C string / not the key's bytes
-            lib.edge_gguf_find_key(g, raw, idx)
-            assert idx[0] == i or list(f.metadata).index(key) == idx[0]
+            raw = key.encode("utf-8", "surrogateescape")  # the key's bytes in the file
+            if b"\0" in raw:
+                continue  # not expressible as a C string
+            _native.check(lib.edge_gguf_find_key(g, raw, idx))
+            assert idx[0] == i
             lib.edge_gguf_get_int(g, raw, iv)
             lib.edge_gguf_get_float(g, raw, fv)
             lib.edge_gguf_get_str(g, raw, s, n)
             lib.edge_gguf_kv_string(g, i, 0, s, n)
         for t in f.tensors:
-            if "\0" not in t.name and "\ufffd" not in t.name:
-                lib.edge_gguf_find_tensor(g, t.name.encode(), idx)
-                assert idx[0] >= 0
+            raw = t.name.encode("utf-8", "surrogateescape")
+            if b"\0" not in raw:
+                _native.check(lib.edge_gguf_find_tensor(g, raw, idx))
+                assert idx[0] == t.index
         del checksum
 
 
