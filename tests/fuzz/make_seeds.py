@@ -1,5 +1,7 @@
 """Regenerate the fuzzer's seed corpus (tests/fuzz/corpus/): small valid and broken GGUF files.
 
+Named ok_* / bad_* without the .gguf suffix (the repository ignores *.gguf files).
+
 python tests/fuzz/make_seeds.py
 """
 
@@ -45,10 +47,10 @@ BROKEN = [
 
 def seeds() -> dict[str, bytes]:
     out = {
-        "ok_base.gguf": base_file(),
-        "ok_base_v2.gguf": as_version(base_file(), 2),
-        "ok_no_tensors.gguf": gguf_bytes(BASE_KVS, [], b""),
-        "ok_align_64.gguf": gguf_bytes(
+        "ok_base": base_file(),
+        "ok_base_v2": as_version(base_file(), 2),
+        "ok_no_tensors": gguf_bytes(BASE_KVS, [], b""),
+        "ok_align_64": gguf_bytes(
             [kv("general.alignment", U32, scalar(U32, 64))],
             [tensor_info("a", [3], T_F32, 0), tensor_info("b", [1], T_F32, 64)],
             b"\1" * 68,
@@ -57,8 +59,17 @@ def seeds() -> dict[str, bytes]:
     }
     cases = {c.name: c for c in malformed_cases()}
     for name in BROKEN:
-        out[f"bad_{name}.gguf"] = cases[name].data
-    out["bad_truncated_in_tensor_info.gguf"] = base_file()[:300]
+        out[f"bad_{name}"] = cases[name].data
+    out["bad_truncated_in_tensor_info"] = base_file()[:300]
+    # keys that differ only in bytes that are not UTF-8 (the fuzzer's first finding, in edge.gguf)
+    out["ok_non_utf8_keys"] = gguf_bytes(
+        [
+            kv(b"general.\xccrchitecture", U32, scalar(U32, 0)),
+            kv(b"general.\xffrchitecture", U32, scalar(U32, 1)),
+        ],
+        [tensor_info(b"t\xe9", [1], T_F32, 0)],
+        b"\0" * 4,
+    )
     return out
 
 
