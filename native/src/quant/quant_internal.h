@@ -32,20 +32,6 @@ static inline int q_nearest_int(float v) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
-/* Index of the codebook value nearest to x in a sorted table of n int8 values (an exact tie goes to the
- * upper value, as ggml's best_index_int8). */
-static inline int q_best_index_int8(int n, const int8_t *val, float x) {
-    if (x <= val[0]) return 0;
-    if (x >= val[n - 1]) return n - 1;
-    int lo = 0, hi = n - 1;
-    while (hi - lo > 1) {
-        int mid = (lo + hi) / 2;
-        if (x < val[mid]) hi = mid;
-        else lo = mid;
-    }
-    return x - val[hi - 1] < val[hi] - x ? hi - 1 : hi;
-}
-
 /* --- scale searches (quant_search.c) ---------------------------------------------------------------- */
 
 /* Symmetric signed levels L in [0, 2*nmax) (stored with +nmax offset) and the scale minimizing the
@@ -57,7 +43,7 @@ float q_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type
 void q_make_qx_quants_x4(int n, int nmax, const float *x, const float *qw, int8_t *L, float *scales);
 /* Q3_K's reference search: x^2 weights, then coordinate descent on the levels (L offset by +nmax). */
 float q_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse);
-/* Asymmetric scale + min search (levels 0..nmax, n <= 32): returns the scale, *the_min the (positive) offset
+/* Asymmetric scale + min search (levels 0..nmax, n <= QK_K): returns the scale, *the_min the (positive) offset
  * to subtract. qkx2: the reference search of Q2_K/Q4_K/Q5_K; qkx3: the imatrix search. */
 float q_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                          uint8_t *Laux, float rmin, float rdelta, int nstep, int use_mad);

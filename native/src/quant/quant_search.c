@@ -140,8 +140,8 @@ static inline int level_clamped(float v, int nmax) {
  * once it reaches the best error (its terms are >= 0, so the partial sums never decrease). */
 static float qkx_search(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                         uint8_t *Laux, float rmin, float rdelta, int nstep, int use_mad) {
-    float w[32];
-    uint8_t prev[32];
+    float w[QK_K]; /* n <= QK_K */
+    uint8_t prev[QK_K];
     float min = x[0], max = x[0];
     float sum_w = 0, sum_x = 0;
     for (int i = 0; i < n; ++i) {
@@ -382,11 +382,11 @@ static void qkx_search_x4(int n, int nmax, const float *x, const float *weights,
 
 void q_make_qkx_quants_x8(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *scales,
                           float *mins, float rmin, float rdelta, int nstep, int use_mad) {
-    if (n < 1 || n > 32 || nstep < 1) { /* not a shape the lanes handle: one group at a time */
-        uint8_t Laux[32 * QX_LANES];
+    if (n < 1 || n > 32 || nstep < 1) { /* not a shape the lanes handle (n <= QK_K): one group at a time */
+        uint8_t Laux[QK_K];
         for (int b = 0; b < QX_LANES; ++b)
-            scales[b] = qkx_search(n, nmax, x + b * n, weights + b * n, L + b * n, &mins[b], Laux, rmin, rdelta,
-                                   nstep, use_mad);
+            scales[b] = q_make_qkx2_quants(n, nmax, x + b * n, weights + b * n, L + b * n, &mins[b], Laux, rmin,
+                                           rdelta, nstep, use_mad);
         return;
     }
     for (int h = 0; h < QX_LANES; h += QX_VL)

@@ -13,8 +13,9 @@ static void pack_nibbles32(const uint8_t *L, uint8_t *qs) {
     for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
 }
 
-/* The codebook as floats, and q_best_index_int8 over it without branches: ml = the number of interior
- * values <= x is the binary search's lower bracket, then the same float comparison picks a side. */
+/* The codebook as floats, and ggml's best_index_int8 over it without branches: ml = the number of
+ * interior values <= x is the binary search's lower bracket, then the same float comparison picks the
+ * side (an exact tie goes to the upper value, as ggml's). */
 static const float k_iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 static inline int iq4_index(float x) {

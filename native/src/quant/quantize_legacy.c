@@ -98,33 +98,33 @@ static void quantize_row_affine(const float *x, int64_t n, const float *imatrix,
                                 void (*store)(void *blk, float d, float m, const uint8_t *L), void *dst,
                                 size_t block_bytes) {
     const int64_t nb = n / 32;
-    uint8_t L[32], Laux[32];
-    float w[32];
-    const float sigma2 = imatrix ? row_mean_square(x, n) : 0;
-    for (int64_t i = 0; i < nb; ++i) {
-        const float *xb = x + i * 32;
-        void *blk = (uint8_t *)dst + (size_t)i * block_bytes;
-        if (!imatrix) {
+    uint8_t *y = dst;
+    if (!imatrix) {
+        uint8_t L[32];
+        for (int64_t i = 0; i < nb; ++i) {
+            const float *xb = x + i * 32;
             float mn, mx;
             min_max(xb, 32, &mn, &mx);
             const float d = (mx - mn) / nmax;
             const float id = d ? 1.0f / d : 0.0f;
             for (int j = 0; j < 32; ++j) L[j] = (uint8_t)q_min_i(nmax, (int)((xb[j] - mn) * id + 0.5f));
-            store(blk, d, mn, L);
-        } else if (i % 8 == 0 && nb - i >= 8) {
-            /* 8 blocks per search (bit-identical to one at a time); the tail below goes one by one */
-            float w8[8 * 32], d8[8], min8[8];
-            uint8_t L8[8 * 32];
-            for (int k = 0; k < 8; ++k) imatrix_weights(xb + 32 * k, imatrix + (i + k) * 32, sigma2, 32, w8 + 32 * k);
-            q_make_qkx_quants_x8(32, nmax, xb, w8, L8, d8, min8, -0.9f, 0.05f, 36, 0);
-            for (int k = 0; k < 8; ++k) store((uint8_t *)blk + (size_t)k * block_bytes, d8[k], -min8[k], L8 + 32 * k);
-            i += 7;
-        } else {
-            imatrix_weights(xb, imatrix + i * 32, sigma2, 32, w);
-            float min;
-            const float d = q_make_qkx3_quants(32, nmax, xb, w, L, &min, Laux, -0.9f, 0.05f, 36, 0);
-            store(blk, d, -min, L);
+            store(y + (size_t)i * block_bytes, d, mn, L);
         }
+        return;
+    }
+    const float sigma2 = row_mean_square(x, n);
+    float w[8 * 32], d[8], min[8];
+    uint8_t L[8 * 32], Laux[32];
+    for (int64_t i0 = 0; i0 < nb; i0 += 8) {
+        const int nblk = nb - i0 < 8 ? (int)(nb - i0) : 8; /* 8 blocks per search, the tail one by one */
+        const float *xb = x + i0 * 32;
+        for (int k = 0; k < nblk; ++k) imatrix_weights(xb + 32 * k, imatrix + (i0 + k) * 32, sigma2, 32, w + 32 * k);
+        if (nblk == 8) q_make_qkx_quants_x8(32, nmax, xb, w, L, d, min, -0.9f, 0.05f, 36, 0);
+        else
+            for (int k = 0; k < nblk; ++k)
+                d[k] = q_make_qkx3_quants(32, nmax, xb + 32 * k, w + 32 * k, L + 32 * k, &min[k], Laux, -0.9f, 0.05f,
+                                          36, 0);
+        for (int k = 0; k < nblk; ++k) store(y + (size_t)(i0 + k) * block_bytes, d[k], -min[k], L + 32 * k);
     }
 }
 
