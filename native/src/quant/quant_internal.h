@@ -15,6 +15,15 @@
 #include "blocks.h"
 #include "common.h"
 
+/* No fused multiply-adds in the quantizers: every product and sum is rounded as written (as on x86-64's
+ * baseline), so the scalar reference, the vector-lane searches and ggml's C code round alike on every
+ * target (GCC contracts a*b+c into an FMA by default where the ISA has one, e.g. aarch64). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 /* Below this a group is treated as all zeros (ggml's GROUP_MAX_EPS). */
 #define Q_GROUP_MAX_EPS 1e-15f
 
