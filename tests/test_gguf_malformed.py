@@ -4,6 +4,8 @@ test_sanitizers.py and seeds the fuzzer in tests/fuzz/)."""
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 from pathlib import Path
 
 import gguf
@@ -57,3 +59,46 @@ def test_every_truncation_is_rejected(tmp_path: Path) -> None:
             assert "file ends inside the" in message, (n, message)
         sections_seen.add(section)
     assert sections_seen == set(section_bounds()) | {"padding"}
+
+
+# Where llama.cpp's own parser (gguf_init_from_file with no_alloc) is more lenient than ours: it
+# takes n_dims = 0 as a scalar (its writers never emit one), and with no_alloc it does not check the
+# data section against the file size (llama.cpp checks that later, when it loads the weights).
+GGML_ACCEPTS = {"n_dims_0", "size_past_end"}
+
+
+def _ggml_gguf_parser() -> ctypes.CDLL | None:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return None
+    libs = sorted((Path(spec.origin).parent / "lib").glob("libggml-base.so*"))
+    if not libs:
+        return None
+    ggml = ctypes.CDLL(str(libs[0]))
+    ggml.gguf_init_from_file.restype = ctypes.c_void_p
+    ggml.gguf_init_from_file.argtypes = [ctypes.c_char_p, _GGUFInitParams]
+    ggml.gguf_free.argtypes = [ctypes.c_void_p]
+    return ggml
+
+
+class _GGUFInitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+def test_llama_cpp_parser_agrees(tmp_path: Path) -> None:
+    """The second witness: llama.cpp's GGUF parser accepts the base file and rejects the malformed ones."""
+    ggml = _ggml_gguf_parser()
+    if ggml is None:
+        pytest.skip("llama-cpp-python (the test extra) is not installed: no ggml to compare with")
+
+    def accepts(data: bytes) -> bool:
+        path = tmp_path / "witness.gguf"
+        path.write_bytes(data)
+        ctx = ggml.gguf_init_from_file(str(path).encode(), _GGUFInitParams(True, None))
+        if ctx:
+            ggml.gguf_free(ctx)
+        return bool(ctx)
+
+    assert accepts(base_file())
+    accepted = {case.name for case in CASES if accepts(case.data)}
+    assert accepted == GGML_ACCEPTS
