@@ -24,7 +24,7 @@ import numpy as np
 
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
 
-KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8}
+KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
 
 
 @dataclass

@@ -42,7 +42,7 @@ SMALL_TYPES = {
 
 
 def _type_for(name: str, qtype: str) -> str:
-    short = name.split(".")[-1] if not name.startswith("blk.") else name.split(".")[2]
+    short = name.split(".")[0] if not name.startswith("blk.") else name.split(".")[2]
     return "F32" if short in SMALL_TYPES else qtype
 
 
@@ -67,8 +67,12 @@ def write_grok_gguf(
     our_constants: bool = True,
     n_ctx_train: int = 8192,
     vocab: bool = True,
+    split_experts: bool = False,
 ) -> None:
-    """Write params (official layout, e.g. from tests/grok_reference.load_checkpoint) as a GGUF."""
+    """Write params (official layout, e.g. from tests/grok_reference.load_checkpoint) as a GGUF.
+
+    ``split_experts`` writes the older per-expert 2-D tensors (``blk.N.ffn_gate.E.weight``) instead of
+    the stacked 3-D ``ffn_*_exps``."""
     omit = set(omit_tensors)
     emb = params["language_model/in_out_embed"]
     n_vocab, d = emb.shape
@@ -91,10 +95,10 @@ def write_grok_gguf(
     w.add_expert_used_count(2)
     w.add_rope_freq_base(10000.0)
     if our_constants:
-        w.add_float64(f"{arch}.embedding_scale", 78.38367176906169)
-        w.add_float64(f"{arch}.output_scale", 0.5773502691896257)
-        w.add_float64(f"{arch}.attention.output_multiplier", 0.08838834764831845)
-        w.add_float64(f"{arch}.attn_logit_softcapping", 30.0)
+        w.add_float32(f"{arch}.embedding_scale", 78.38367176906169)
+        w.add_float32(f"{arch}.output_scale", 0.5773502691896257)
+        w.add_float32(f"{arch}.attention.output_multiplier", 0.08838834764831845)
+        w.add_float32(f"{arch}.attn_logit_softcapping", 30.0)
     if vocab:  # a minimal SentencePiece-style vocabulary so that llama.cpp can load the file
         tokens = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + [f"<0x{b:02X}>" for b in range(256)]
         tokens += [f"tok{i}" for i in range(len(tokens), n_vocab)]
@@ -126,8 +130,45 @@ def write_grok_gguf(
                 x = x.T  # official [in, out] -> GGUF rows [out, in]
             elif x.ndim == 3:
                 x = np.transpose(x, (0, 2, 1))  # experts [E, in, out] -> [E, out, in]
+                if split_experts:
+                    single = gname.removesuffix("_exps")
+                    for e in range(x.shape[0]):
+                        put(f"blk.{layer}.{single}.{e}.weight", x[e])
+                    continue
             put(f"blk.{layer}.{gname}.weight", x)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def params_from_gguf(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The weights a GGUF actually encodes, dequantized to float64, back in the official layout.
+
+    The float64 reference run on these isolates the engine's own error (activation rounding in the
+    kernels, the KV cache) from the error of the weight format."""
+    from edge.gguf import GGUFFile
+
+    out: dict[str, np.ndarray] = {}
+    with GGUFFile(path) as g:
+
+        def read(name: str) -> np.ndarray:
+            info = g.tensor(name)
+            raw = np.asarray(g.array(info))
+            if info.type_name in ("F32", "F16", "BF16"):
+                return raw.astype(np.float64)
+            return quant.dequantize(raw, info.type_name, info.shape).astype(np.float64)
+
+        out["language_model/in_out_embed"] = read("token_embd.weight")
+        out["language_model/rms_norm"] = read("output_norm.weight")
+        n_layers = int(g.metadata["grok.block_count"])
+        for layer in range(n_layers):
+            pre = f"transformer/decoder_layer_{layer}/"
+            for gname, module in LAYER_TENSORS.items():
+                x = read(f"blk.{layer}.{gname}.weight")
+                if x.ndim == 2:
+                    x = x.T
+                elif x.ndim == 3:
+                    x = np.transpose(x, (0, 2, 1))
+                out[pre + module] = x
+    return out

@@ -195,7 +195,7 @@ typedef struct edge_context_params {
     int64_t n_ctx;   /* KV cache capacity in tokens (<= n_ctx_train) */
     int64_t n_batch; /* tokens per forward chunk in prompt processing */
     int n_threads;   /* 0: all cores */
-    int kv_type;     /* EDGE_TYPE_F16 (default) or EDGE_TYPE_Q8_0 */
+    int kv_type;     /* EDGE_TYPE_F16 (default), EDGE_TYPE_Q8_0, or EDGE_TYPE_F32 (exact, 2x F16's memory) */
     int isa;         /* edge_isa; EDGE_ISA_AUTO by default */
 } edge_context_params;
 

@@ -1,5 +1,6 @@
 /* kv_cache.c — the KV cache: per layer, one row of n_head_kv * head_dim values per position, stored as
- * F16 (default; llama.cpp's default too) or Q8_0 (blocks of 32: one f16 scale + 32 int8, ggml layout). */
+ * F16 (default; llama.cpp's default too), Q8_0 (blocks of 32: one f16 scale + 32 int8, ggml layout), or
+ * F32 (exact; for measuring the engine against the float64 reference without cache rounding). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -8,7 +9,9 @@
 
 edge_status edge_kv_cache_init(edge_kv_cache *kv, int type, int64_t n_layer, int64_t n_ctx, int64_t row_elems) {
     memset(kv, 0, sizeof *kv);
-    if (type == EDGE_TYPE_F16) {
+    if (type == EDGE_TYPE_F32) {
+        kv->row_bytes = (size_t)row_elems * 4;
+    } else if (type == EDGE_TYPE_F16) {
         kv->row_bytes = (size_t)row_elems * 2;
     } else if (type == EDGE_TYPE_Q8_0) {
         if (row_elems % QK8_0 != 0)
@@ -16,7 +19,7 @@ edge_status edge_kv_cache_init(edge_kv_cache *kv, int type, int64_t n_layer, int
                              (long long)row_elems);
         kv->row_bytes = (size_t)(row_elems / QK8_0) * sizeof(block_q8_0);
     } else {
-        return edge_fail(EDGE_ERR_UNSUPPORTED, "KV cache type %d is not supported (use F16 = 1 or Q8_0 = 8)", type);
+        return edge_fail(EDGE_ERR_UNSUPPORTED, "KV cache type %d is not supported (use F16 = 1, Q8_0 = 8 or F32 = 0)", type);
     }
     kv->type = type;
     kv->n_layer = n_layer;
@@ -54,7 +57,9 @@ static void quantize_q8_0(const float *x, block_q8_0 *y, int64_t n) {
 
 void edge_kv_cache_store(edge_kv_cache *kv, uint8_t *base, int64_t layer, int64_t pos, const float *src) {
     uint8_t *row = edge_kv_row(kv, base, layer, pos);
-    if (kv->type == EDGE_TYPE_F16) {
+    if (kv->type == EDGE_TYPE_F32) {
+        memcpy(row, src, (size_t)kv->row_elems * sizeof(float));
+    } else if (kv->type == EDGE_TYPE_F16) {
         uint16_t *h = (uint16_t *)row;
         for (int64_t i = 0; i < kv->row_elems; i++) h[i] = edge_f32_to_f16(src[i]);
     } else {
@@ -64,7 +69,9 @@ void edge_kv_cache_store(edge_kv_cache *kv, uint8_t *base, int64_t layer, int64_
 
 void edge_kv_load(const edge_kv_cache *kv, const uint8_t *row, int64_t first, int64_t n, float *dst,
                   const float *f16_table) {
-    if (kv->type == EDGE_TYPE_F16) {
+    if (kv->type == EDGE_TYPE_F32) {
+        memcpy(dst, (const float *)row + first, (size_t)n * sizeof(float));
+    } else if (kv->type == EDGE_TYPE_F16) {
         const uint16_t *h = (const uint16_t *)row + first;
         for (int64_t i = 0; i < n; i++) dst[i] = f16_table[h[i]];
     } else {
