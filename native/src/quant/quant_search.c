@@ -401,6 +401,7 @@ void q_make_qkx_quants_x8(int n, int nmax, const float *x, const float *weights,
     do {                                                                                                     \
         v8f v_ = (v_in);                                                                                     \
         const v8f lo_ = V8_SPLAT(-4194303.0f), hi_ = V8_SPLAT(4194303.0f);                                 \
+        v_ = V8_SEL(v_ == v_, v_, V8_SPLAT(0.0f)); /* NaN: 0, as q_nearest_int */                            \
         v_ = V8_SEL(v_ > lo_, v_, lo_);                                                                      \
         v_ = V8_SEL(v_ < hi_, v_, hi_);                                                                      \
         v8i i_ = (v8i)(v_ + V8_SPLAT(12582912.0f));                                                          \
