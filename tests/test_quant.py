@@ -360,6 +360,10 @@ def test_non_finite_input_and_bad_imatrix_are_errors() -> None:
     x[2, 17] = np.nan
     with pytest.raises(EdgeArgumentError, match="row 2 holds inf or NaN"):
         quant.quantize(x, "Q4_K", n_threads=2)
+    x[2, 17] = -np.inf
+    with pytest.raises(EdgeArgumentError, match="row 2 holds inf or NaN, which IQ4_XS cannot represent"):
+        quant.quantize(x, "IQ4_XS")
+    x[2, 17] = np.nan
     assert np.isnan(quant.dequantize(quant.quantize(x, "F16"), "F16", x.shape)[2, 17])  # floats convert
     with pytest.raises(EdgeArgumentError, match="imatrix has 10 weights"):
         quant.quantize(x[:2], "Q4_K", imatrix=np.ones(10, dtype=np.float32))
