@@ -111,7 +111,7 @@ def time_llama(path: Path, threads: int, prompt: list[int], n_decode: int, reps:
         n_threads=threads,
         n_threads_batch=threads,
         n_ctx=len(prompt) + n_decode + 8,
-        n_batch=len(prompt),
+        n_batch=len(prompt) + n_decode + 8,  # llama-cpp-python keeps n_batch rows of scores
         verbose=False,
     )
     pp, tg = [], []
@@ -188,13 +188,13 @@ def main() -> None:
                 f"  grok-edge kernels matvec over the file: {gbs:.1f} GB/s ({gbs / bw:.0%} of read bandwidth)"
             )
             continue
-        results = {"grok-edge": time_edge(path, args.threads, prompt, args.decode, args.reps)}
-        if not args.skip_llama:
-            results["llama.cpp"] = time_llama(path, args.threads, prompt, args.decode, args.reps)
         print(f"  {'':10} {'prompt tok/s':>12} {'decode tok/s':>12} {'decode GB/s':>11} {'of bw':>6}")
-        for name, (pp, tg) in results.items():
+        runners = {"grok-edge": time_edge} | ({} if args.skip_llama else {"llama.cpp": time_llama})
+        results = {}
+        for name, runner in runners.items():
+            pp, tg = results[name] = runner(path, args.threads, prompt, args.decode, args.reps)
             gbs = tg * per_tok / 1e9
-            print(f"  {name:10} {pp:12.1f} {tg:12.2f} {gbs:11.1f} {gbs / bw:6.0%}")
+            print(f"  {name:10} {pp:12.1f} {tg:12.2f} {gbs:11.1f} {gbs / bw:6.0%}", flush=True)
         if "llama.cpp" in results:
             (pp_e, tg_e), (pp_l, tg_l) = results["grok-edge"], results["llama.cpp"]
             print(f"  ratio grok-edge / llama.cpp: prompt {pp_e / pp_l:.2f}x, decode {tg_e / tg_l:.2f}x")
