@@ -4,7 +4,7 @@
  * Rules (see README, developer section):
  *  - Every function that can fail returns edge_status; results come back through out-pointers.
  *    On failure edge_last_error() returns a message for the calling thread.
- *  - Objects are opaque handles created by *_open/*_create and released by *_close/*_free
+ *  - Objects are opaque handles created by the _open / _create functions and released by _close / _free
  *    (NULL is accepted by every release function).
  *  - No global mutable state: everything lives in handles.
  *  - Everything between EDGE_CDEF_BEGIN and EDGE_CDEF_END is read by cffi (edge/_native.py) at
