@@ -21,7 +21,7 @@ import gguf
 import numpy as np
 from edge.convert.mapping import TensorTarget, metadata, target_for
 from edge.convert.recipe import FILE_TYPES, choose_type
-from edge.convert.release import DEFAULT_KEY_SIZE, Checkpoint, dequantize, open_checkpoint
+from edge.convert.release import DEFAULT_KEY_SIZE, Checkpoint, dequantize_transposed, open_checkpoint
 from edge.convert.safe_pickle import Leaf, QuantizedWeight8bit, drop_pages
 from tqdm import tqdm
 
@@ -97,8 +97,8 @@ def _source_chunks(leaf: Leaf, target: TensorTarget, buf) -> Iterator[tuple[np.n
             n_out = w_e.shape[1]
             for o0 in range(0, n_out, rows_per_chunk):
                 o1 = min(n_out, o0 + rows_per_chunk)
-                x = dequantize(QuantizedWeight8bit(w_e[:, o0:o1], s_e[:, o0:o1]))
-                yield np.ascontiguousarray(x.T), w_e[:, o0:o1].nbytes + s_e[:, o0:o1].nbytes
+                rows = dequantize_transposed(QuantizedWeight8bit(w_e[:, o0:o1], s_e[:, o0:o1]))
+                yield rows, w_e[:, o0:o1].nbytes + s_e[:, o0:o1].nbytes
             drop_pages(buf, w_e)
         return
     arr = np.asarray(leaf, dtype=np.float32)  # the router, [d, n_experts]

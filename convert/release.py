@@ -67,6 +67,25 @@ def dequantize(leaf: Leaf) -> np.ndarray:
     return prod.astype(BF16).astype(np.float32)
 
 
+def _transpose_int8(w: np.ndarray, block: int = 16) -> np.ndarray:
+    """[in, out] -> contiguous [out, in], in blocks of input rows (a plain .T copy is ~5x slower)."""
+    n_in, n_out = w.shape
+    out = np.empty((n_out, n_in), dtype=w.dtype)
+    for i in range(0, n_in, block):
+        out[:, i : i + block] = w[i : i + block].T
+    return out
+
+
+def dequantize_transposed(leaf: QuantizedWeight8bit) -> np.ndarray:
+    """``dequantize(leaf).T`` for a 2-D [in, out] weight, as contiguous float32 [out, in]; same values."""
+    w, s = leaf.weight, leaf.scales
+    n_in, n_out = w.shape
+    blocks = s.shape[0]
+    wt = _transpose_int8(w).astype(np.float32).reshape(n_out, blocks, n_in // blocks)
+    wt *= s.astype(np.float32).T[:, :, None]  # int8 x bf16 is exact in float32
+    return wt.reshape(n_out, n_in).astype(BF16).astype(np.float32)
+
+
 def quantize_release(x: np.ndarray, kind: Kind) -> QuantizedWeight8bit:
     """Symmetric int8 with one bf16 scale per output channel (per input block for row-parallel)."""
     x = np.asarray(x, dtype=np.float32)

@@ -246,3 +246,16 @@ def test_writer_handles_all_dtypes_roundtrip(tmp_path: Path) -> None:
     ):
         write_leaf(tmp_path / "x", arr)
         np.testing.assert_array_equal(read_leaf(tmp_path / "x"), arr)
+
+
+def test_dequantize_transposed_equals_dequantize_then_transpose() -> None:
+    from edge.convert.release import dequantize_transposed
+
+    rng = np.random.default_rng(5)
+    w = rng.integers(-127, 128, size=(96, 40), dtype=np.int8)
+    for blocks in (1, 8):
+        s = (rng.random((blocks, 40)) + 0.1).astype(BF)
+        q = QuantizedWeight8bit(w, s)
+        np.testing.assert_array_equal(dequantize_transposed(q), dequantize(q).T)
+        part = QuantizedWeight8bit(w[:, 3:17], s[:, 3:17])  # a column chunk, as the converter takes
+        np.testing.assert_array_equal(dequantize_transposed(part), dequantize(q).T[3:17])
