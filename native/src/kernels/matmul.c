@@ -22,6 +22,10 @@
 #define SCRATCH_ALIGN 64
 /* Tokens per tile: the activation rows of one tile stay in L2 while the row block streams through. */
 #define TOKEN_TILE 32
+/* Activation bytes of one token group: most of a 32 KiB L1 data cache. */
+#define GROUP_ACT_BYTES (28u * 1024u)
+/* Weight bytes of one chunk in prompt processing: a quarter of a 1 MiB L2. */
+#define CHUNK_WEIGHT_BYTES (256u * 1024u)
 
 edge_act_format edge_act_format_of(int type) {
     switch (type) {
@@ -110,6 +114,7 @@ typedef struct mm_job {
     int64_t blk_elems; /* activation block (quantized formats) */
     int64_t blk_bytes;
     int64_t rows_per_chunk, n_row_chunks, n_tok_tiles, n_chunks;
+    int group; /* tokens per dot call */
     _Atomic int64_t next_chunk;
     _Atomic int barrier;
 } mm_job;
@@ -150,8 +155,8 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
     /* Tokens outer, rows inner: the converted activations of a token group stay in L1 while the
      * chunk's weight rows stream from L2 (weights cost fewer bytes per multiply-add than
      * activations, since each weight byte serves the whole group). */
-    for (int64_t t = t0; t < t1; t += EDGE_DOT_MAX_TOK) {
-        const int nt = (int)(t1 - t < EDGE_DOT_MAX_TOK ? t1 - t : EDGE_DOT_MAX_TOK);
+    for (int64_t t = t0; t < t1; t += job->group) {
+        const int nt = (int)(t1 - t < job->group ? t1 - t : job->group);
         const char *xt = job->xq + (size_t)t * job->xq_stride;
         for (int64_t r = r0; r < r1; r++) {
             job->dot(job->n_cols, job->w + (size_t)r * job->row_stride, xt, job->xq_stride, nt, out);
@@ -221,10 +226,17 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
         job.blk_bytes = act_bytes;
     }
 
+    /* Tokens per dot call: up to EDGE_DOT_MAX_TOK, fewer when their activations would not fit in L1. */
+    job.group = EDGE_DOT_MAX_TOK;
+    while (job.group > 1 && (size_t)job.group * job.xq_stride > GROUP_ACT_BYTES) job.group /= 2;
+
     const int nth = edge_threadpool_size(pool);
     job.n_tok_tiles = (n_tok + TOKEN_TILE - 1) / TOKEN_TILE;
     /* About 8 chunks per thread per token tile for load balance, at least 4 rows each. */
     int64_t rpc = n_rows / ((int64_t)nth * 8);
+    /* Several token groups: the chunk's weight rows are read once per group, so keep them in L2. */
+    if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
+        rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
     if (rpc < 4) rpc = 4;
     job.rows_per_chunk = rpc;
     job.n_row_chunks = (n_rows + rpc - 1) / rpc;
