@@ -9,7 +9,8 @@ getters. Any other exception, or a crash in the native code, is a finding.
 
 Coverage: the Python layer is instrumented; libedge is not (gcc has no libFuzzer coverage, and gcc's
 ASan runtime cannot be preloaded next to atheris' libFuzzer without breaking coverage). To steer the
-search anyway, each rejection reason reached is its own line in note_rejection(). Memory errors are
+search anyway, each rejection reason reached is its own line in note_rejection(), and a custom
+mutator writes edge values (0, 2^32, 2^63, ...) into 4- and 8-byte fields. Memory errors are
 caught by replaying every input the fuzzer kept through the ASan/UBSan build of
 native/tests/test_gguf.c (`edge_test_gguf --any DIR`), as tests/test_fuzz.py does.
 """
@@ -17,6 +18,7 @@ native/tests/test_gguf.c (`edge_test_gguf --any DIR`), as tests/test_fuzz.py doe
 from __future__ import annotations
 
 import os
+import random
 import sys
 import tempfile
 
@@ -126,6 +128,25 @@ def exercise(path: str) -> None:
         del checksum
 
 
+# Integers that sit on the edges the reader checks (counts, lengths, dims, offsets, types, alignment).
+INTERESTING = [0, 1, 2, 3, 4, 5, 8, 12, 13, 24, 31, 32, 33, 64, 255, 256, 4096]
+INTERESTING += [2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**61, 2**62, 2**63 - 1, 2**63, 2**64 - 1]
+
+
+def mutate(data: bytes, max_size: int, seed: int) -> bytes:
+    """Half of the time libFuzzer's own mutation; otherwise overwrite a 4- or 8-byte little-endian field
+    at a random position with an edge value (GGUF fields are unaligned, so any position may be one)."""
+    rng = random.Random(seed)
+    if rng.random() < 0.5 or len(data) < 8:
+        return atheris.Mutate(data, max_size)
+    buf = bytearray(data)
+    width = rng.choice((4, 8))
+    pos = rng.randrange(0, len(buf) - width + 1)
+    value = (rng.choice(INTERESTING) + rng.choice((-1, 0, 0, 1))) % (1 << (8 * width))
+    buf[pos : pos + width] = value.to_bytes(width, "little")
+    return bytes(buf[:max_size])
+
+
 def test_one_input(data: bytes) -> None:
     os.ftruncate(FD, 0)
     os.pwrite(FD, data, 0)
@@ -133,7 +154,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
+    atheris.Setup(sys.argv, test_one_input, custom_mutator=mutate)
     atheris.Fuzz()
 
 
