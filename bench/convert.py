@@ -2,8 +2,8 @@
 
     python bench/convert.py --tokenizer /path/to/grok-1/tokenizer.model [--presets q8_0,q4_k_m,f16]
 
-Makes the checkpoint with ``grok-edge make-synthetic --size medium`` (once; reused if present),
-then runs ``grok-edge convert`` per preset as a child process and prints, per preset: seconds,
+Makes the checkpoint with ``grok-edge make-synthetic --size medium --n-layers 8`` (4.4 GB; once,
+reused if present), then runs ``grok-edge convert`` per preset as a child process and prints: seconds,
 input MB/s (checkpoint bytes / wall time), output size, and the child's peak RSS (getrusage of that
 child, via wait4). The converter streams, so peak RSS should stay far below the checkpoint size.
 """
@@ -50,10 +50,12 @@ def main() -> int:
         if ckpt.exists():
             shutil.rmtree(ckpt)
         work.mkdir(parents=True, exist_ok=True)
-        seconds, rss = run_child([exe, "make-synthetic", str(ckpt), "--size", "medium", "--quiet"])
+        seconds, rss = run_child(
+            [exe, "make-synthetic", str(ckpt), "--size", "medium", "--n-layers", "8", "--quiet"]
+        )
         size = sum(f.stat().st_size for f in ckpt.iterdir())
         print(
-            f"make-synthetic medium: {size / 1e9:.2f} GB in {seconds:.1f} s "
+            f"make-synthetic medium (8 layers): {size / 1e9:.2f} GB in {seconds:.1f} s "
             f"({size / 1e6 / seconds:.1f} MB/s), "
             f"peak RSS {rss / 2**20:.0f} MiB",
             flush=True,
