@@ -16,6 +16,10 @@
 static void zmm_dot_q4_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot_q5_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+#define EDGE_SIMD_DOT2_Q4_K zmm_dot2_q4_k
+#define EDGE_SIMD_DOT2_Q5_K zmm_dot2_q5_k
+static void zmm_dot2_q4_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
+static void zmm_dot2_q5_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 
 #include "dot_simd_x86.h"
 
@@ -75,6 +79,84 @@ ALWAYS_INLINE __m512i cat256(__m256i a, __m256i b) { return _mm512_inserti64x4(_
 
 ZMM_K4_DOT(zmm_dot_q4_k, block_q4_K, 0)
 ZMM_K4_DOT(zmm_dot_q5_k, block_q5_K, 1)
+
+/* Q4_K / Q5_K, two rows at a time: each activation load and its token's bsums serve both rows.
+ * Field offsets in a block: d 0, dmin 2, scales 4..15, then qs (Q4_K) or qh + qs (Q5_K). */
+ALWAYS_INLINE void zmm_k4_dot2_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const int nt,
+                                    float *out, const int q5) {
+    const size_t bb = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const uint8_t *rows[2] = {(const uint8_t *)w, (const uint8_t *)w + ws};
+    __m512 acc[2][4];
+    _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m512i sc16[2], qh[2];
+        __m256i mins32[2];
+        float dw[2], dmw[2];
+        _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
+            const uint8_t *blk = rows[r] + (size_t)i * bb;
+            uint8_t sm[16];
+            k4_scales_mins(blk + 4, sm);
+            sc16[r] = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)sm)));
+            mins32[r] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+            qh[r] = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16))) : _mm512_setzero_si512();
+            uint16_t d16, dm16;
+            memcpy(&d16, blk, 2);
+            memcpy(&dm16, blk + 2, 2);
+            dw[r] = f16(d16);
+            dmw[r] = f16(dm16);
+        }
+        __m512i sumi[2][4];
+        _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[r][t] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {
+            const __m512i idx = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1)));
+            __m512i u[2], sc[2];
+            _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
+                const uint8_t *qs = rows[r] + (size_t)i * bb + qs_off + 32 * j;
+                const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qs));
+                u[r] = _mm512_and_si512(_mm512_srlv_epi16(q, nib_shift), m4);
+                if (q5) {
+                    const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(qh[r], idx), _mm512_set1_epi8(1));
+                    u[r] = _mm512_or_si512(u[r], _mm512_slli_epi16(hb, 4));
+                }
+                sc[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+            }
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+                const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 64 * j));
+                _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
+                    sumi[r][t] = _mm512_dpwssd_epi32(sumi[r][t], _mm512_maddubs_epi16(u[r], xq), sc[r]);
+            }
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+            const block_q8_K *b = XROW(block_q8_K, t) + i;
+            const __m256i pairs =
+                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), _mm256_set1_epi16(1));
+            _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
+                const __m256 mt = _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mins32[r]));
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r][t]), _mm512_set1_ps(dw[r] * b->d), acc[r][t]);
+                acc[r][t] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(mt), _mm512_set1_ps(dmw[r] * b->d), acc[r][t]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[r * EDGE_DOT_MAX_TOK + t] = hsum512_ps(acc[r][t]);
+}
+
+#define MULTI_TOKEN2(name, Q5)                                                                           \
+    static void name(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) { \
+        switch (nt) {                                                                                     \
+        case 1: zmm_k4_dot2_body(n, w, ws, x, xs, 1, out, Q5); break;                                     \
+        case 2: zmm_k4_dot2_body(n, w, ws, x, xs, 2, out, Q5); break;                                     \
+        case 3: zmm_k4_dot2_body(n, w, ws, x, xs, 3, out, Q5); break;                                     \
+        default: zmm_k4_dot2_body(n, w, ws, x, xs, 4, out, Q5); break;                                    \
+        }                                                                                                 \
+    }
+MULTI_TOKEN2(zmm_dot2_q4_k, 0)
+MULTI_TOKEN2(zmm_dot2_q5_k, 1)
 
 /* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
  * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of

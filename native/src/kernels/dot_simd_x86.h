@@ -581,6 +581,13 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT_Q6_K,
             [EDGE_TYPE_IQ4_XS] = simd_dot_iq4_xs,
         },
+#ifdef EDGE_SIMD_DOT2_Q4_K
+    .dot2 =
+        {
+            [EDGE_TYPE_Q4_K] = EDGE_SIMD_DOT2_Q4_K,
+            [EDGE_TYPE_Q5_K] = EDGE_SIMD_DOT2_Q5_K,
+        },
+#endif
     .quant_q8_0 = simd_quant_q8_0,
     .quant_q8_1 = simd_quant_q8_1,
     .quant_q8_k = simd_quant_q8_k,

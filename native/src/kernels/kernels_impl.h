@@ -34,6 +34,11 @@ typedef enum edge_act_format {
 #define EDGE_DOT_MAX_TOK 4
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
+/* Two weight rows (w and w + w_stride) against nt tokens: out[r * EDGE_DOT_MAX_TOK + t]. Optional;
+ * sharing each activation load between two rows is worth it for the most used types. */
+typedef void (*edge_dot2_fn)(int64_t n, const void *w, size_t w_stride, const void *x, size_t x_stride, int nt,
+                             float *out);
+
 /* Convert n floats (a multiple of the format's block) into the activation format. */
 typedef void (*edge_act_quant_fn)(const float *x, void *dst, int64_t n);
 
@@ -41,6 +46,7 @@ struct edge_kernels {
     int isa;
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
+    edge_dot2_fn dot2[EDGE_N_TYPES]; /* NULL: rows one at a time */
     edge_act_quant_fn quant_q8_0, quant_q8_1, quant_q8_k;
 };
 

@@ -103,6 +103,7 @@ EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
 
 typedef struct mm_job {
     edge_dot_fn dot;
+    edge_dot2_fn dot2;
     edge_act_quant_fn quant; /* NULL: x is used as is */
     const char *w;
     size_t row_stride;
@@ -158,7 +159,19 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
     for (int64_t t = t0; t < t1; t += job->group) {
         const int nt = (int)(t1 - t < job->group ? t1 - t : job->group);
         const char *xt = job->xq + (size_t)t * job->xq_stride;
-        for (int64_t r = r0; r < r1; r++) {
+        int64_t r = r0;
+        if (job->dot2 && nt > 1) { /* prompt: two rows share each activation load */
+            float out2[2 * EDGE_DOT_MAX_TOK];
+            for (; r + 1 < r1; r += 2) {
+                job->dot2(job->n_cols, job->w + (size_t)r * job->row_stride, job->row_stride, xt, job->xq_stride, nt,
+                          out2);
+                for (int i = 0; i < nt; i++) {
+                    job->y[(t + i) * job->n_rows + r] = out2[i];
+                    job->y[(t + i) * job->n_rows + r + 1] = out2[EDGE_DOT_MAX_TOK + i];
+                }
+            }
+        }
+        for (; r < r1; r++) {
             job->dot(job->n_cols, job->w + (size_t)r * job->row_stride, xt, job->xq_stride, nt, out);
             for (int i = 0; i < nt; i++) job->y[(t + i) * job->n_rows + r] = out[i];
         }
@@ -203,6 +216,7 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
 
     mm_job job = {0};
     job.dot = k->dot[type] ? k->dot[type] : edge_kernels_scalar.dot[type];
+    job.dot2 = k->dot[type] ? k->dot2[type] : NULL;
     job.w = w;
     job.row_stride = row_stride;
     job.n_rows = n_rows;
