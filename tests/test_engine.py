@@ -73,6 +73,22 @@ def test_f32_matches_the_reference_to_float32_rounding(converted, parity_tokens,
     np.testing.assert_array_equal(e.argmax(1), reference_logits.argmax(1))
 
 
+def test_pad_tokens_are_masked_like_the_official_model(converted, tiny_reference, parity_tokens):
+    # Token 0 ([PAD]) is masked as a key and routes to no expert (official input_mask = tokens > 0).
+    # Not at position 0: there the official softmax sees only masked keys and becomes uniform over
+    # the whole sequence, future tokens included, which no causal cache can reproduce (the engine then
+    # attends to the causal keys unmasked).
+    params, config = tiny_reference
+    tokens = [*parity_tokens[:3], 0, *parity_tokens[3:6], 0, 0, *parity_tokens[6:9]]
+    e = engine_logits(converted("f32"), tokens, kv_type="f32")
+    r = ref.forward(params, config, tokens)
+    assert rel_rms(e, r) < 5e-6
+    # and incrementally, through the cache
+    with edge.Model(converted("f32"), n_ctx=64, n_threads=1, kv_type="f32") as model:
+        steps = np.stack([model.eval([t]) for t in tokens])
+    assert rel_rms(steps, r) < 5e-6
+
+
 @pytest.mark.parametrize("preset", FLOAT_PRESETS)
 def test_float_presets_against_the_reference(
     preset, converted, parity_tokens, reference_logits, file_reference

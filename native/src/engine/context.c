@@ -112,7 +112,8 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->scratch_bytes = scratch_for(model, B);
     s->scratch = malloc(s->scratch_bytes > 0 ? s->scratch_bytes : 1);
     ctx->f16_table = alloc_floats(65536, &ok);
-    if (!ok || !s->scratch) {
+    ctx->is_pad = calloc((size_t)p.n_ctx, 1);
+    if (!ok || !s->scratch || !ctx->is_pad) {
         st = edge_fail(EDGE_ERR_NOMEM, "%s: out of memory for the context's buffers (n_batch %lld)", model->path,
                        (long long)B);
         goto fail;
@@ -130,6 +131,7 @@ EDGE_API void edge_context_free(edge_context *ctx) {
     if (!ctx) return;
     free_state(&ctx->s);
     free(ctx->f16_table);
+    free(ctx->is_pad);
     edge_kv_cache_free(&ctx->kv);
     edge_threadpool_free(ctx->pool);
     free(ctx);
@@ -186,16 +188,18 @@ EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past) {
     return EDGE_OK;
 }
 
-/* State layout: a header, then per layer the K rows then the V rows of positions 0..n_past-1. */
+/* State layout: a header, then per layer the K rows then the V rows of positions 0..n_past-1, then one
+ * byte per position: whether its token is [PAD]. */
 typedef struct {
-    char magic[8]; /* "EDGEKV1\0" */
+    char magic[8]; /* "EDGEKV2\0" */
     int64_t n_past, n_layer, row_elems;
     int32_t kv_type, reserved;
 } state_header;
 
 EDGE_API edge_status edge_context_state_size(const edge_context *ctx, uint64_t *nbytes) {
     if (!ctx || !nbytes) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_state_size: NULL argument");
-    *nbytes = sizeof(state_header) + 2 * (uint64_t)ctx->kv.n_layer * (uint64_t)ctx->n_past * ctx->kv.row_bytes;
+    *nbytes = sizeof(state_header) + 2 * (uint64_t)ctx->kv.n_layer * (uint64_t)ctx->n_past * ctx->kv.row_bytes +
+              (uint64_t)ctx->n_past;
     return EDGE_OK;
 }
 
@@ -206,7 +210,7 @@ EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst,
     if (!dst || nbytes < need)
         return edge_fail(EDGE_ERR_INVALID_ARG, "state buffer of %llu bytes is too small (%llu needed)",
                          (unsigned long long)nbytes, (unsigned long long)need);
-    state_header h = {{'E', 'D', 'G', 'E', 'K', 'V', '1', 0}, ctx->n_past, ctx->kv.n_layer, ctx->kv.row_elems,
+    state_header h = {{'E', 'D', 'G', 'E', 'K', 'V', '2', 0}, ctx->n_past, ctx->kv.n_layer, ctx->kv.row_elems,
                       ctx->kv.type, 0};
     uint8_t *p = dst;
     memcpy(p, &h, sizeof h);
@@ -218,6 +222,7 @@ EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst,
         memcpy(p, edge_kv_row(&ctx->kv, ctx->kv.v, l, 0), span);
         p += span;
     }
+    memcpy(p, ctx->is_pad, (size_t)ctx->n_past);
     return EDGE_OK;
 }
 
@@ -226,7 +231,7 @@ EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src,
     state_header h;
     if (nbytes < sizeof h) return edge_fail(EDGE_ERR_FORMAT, "state of %llu bytes is too short", (unsigned long long)nbytes);
     memcpy(&h, src, sizeof h);
-    if (memcmp(h.magic, "EDGEKV1", 8) != 0) return edge_fail(EDGE_ERR_FORMAT, "not a grok-edge KV state");
+    if (memcmp(h.magic, "EDGEKV2", 8) != 0) return edge_fail(EDGE_ERR_FORMAT, "not a grok-edge KV state");
     if (h.n_layer != ctx->kv.n_layer || h.row_elems != ctx->kv.row_elems || h.kv_type != ctx->kv.type)
         return edge_fail(EDGE_ERR_FORMAT, "KV state is for another model or KV type (layers %lld, row %lld, type %d)",
                          (long long)h.n_layer, (long long)h.row_elems, (int)h.kv_type);
@@ -234,7 +239,7 @@ EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src,
         return edge_fail(EDGE_ERR_RANGE, "KV state holds %lld tokens, the context only %lld", (long long)h.n_past,
                          (long long)ctx->kv.n_ctx);
     const size_t span = (size_t)h.n_past * ctx->kv.row_bytes;
-    if (nbytes != sizeof h + 2 * (uint64_t)h.n_layer * span)
+    if (nbytes != sizeof h + 2 * (uint64_t)h.n_layer * span + (uint64_t)h.n_past)
         return edge_fail(EDGE_ERR_FORMAT, "KV state size %llu does not match its header", (unsigned long long)nbytes);
     const uint8_t *p = (const uint8_t *)src + sizeof h;
     for (int64_t l = 0; l < ctx->kv.n_layer; l++) {
@@ -243,6 +248,7 @@ EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src,
         memcpy(edge_kv_row(&ctx->kv, ctx->kv.v, l, 0), p, span);
         p += span;
     }
+    memcpy(ctx->is_pad, p, (size_t)h.n_past);
     ctx->n_past = h.n_past;
     return EDGE_OK;
 }

@@ -97,6 +97,7 @@ struct edge_context {
     const edge_kernels *kernels;
     edge_kv_cache kv;
     int64_t n_past;
+    uint8_t *is_pad; /* [n_ctx] whether the token at a position is [PAD] (id 0): masked as a key */
     edge_run_state s;
     float *f16_table; /* 65536 entries: binary16 bit pattern -> float, for reading an F16 cache */
 };

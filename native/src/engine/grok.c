@@ -67,9 +67,17 @@ static void attention_worker(void *arg, int ith, int nth) {
         const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
         const int64_t pos = ctx->n_past + i;
         const float *q = s->q + i * nq + h * hd;
+        /* [PAD] keys are masked (official input_mask = tokens > 0); when every key so far is [PAD] the
+         * official softmax over all -1e30 is uniform, here over the causal keys 0..pos. */
+        bool mask_pads = false;
+        for (int64_t t = 0; t <= pos && !mask_pads; t++) mask_pads = !ctx->is_pad[t];
         /* scores: s = (q·k) * attn_output_multiplier, then cap·tanh(s/cap); causal: keys 0..pos only */
         float max = -INFINITY;
         for (int64_t t = 0; t <= pos; t++) {
+            if (mask_pads && ctx->is_pad[t]) {
+                scores[t] = -INFINITY;
+                continue;
+            }
             edge_kv_load(&ctx->kv, edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, t), g * hd, hd, row, ctx->f16_table);
             float dot = 0.0f;
             for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
@@ -88,6 +96,7 @@ static void attention_worker(void *arg, int ith, int nth) {
         /* o = softmax · v */
         for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
         for (int64_t t = 0; t <= pos; t++) {
+            if (scores[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
             edge_kv_load(&ctx->kv, edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, t), g * hd, hd, row, ctx->f16_table);
             const float p = scores[t] * inv;
             for (int64_t j = 0; j < hd; j++) vacc[j] += p * row[j];
@@ -155,7 +164,7 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
         int64_t m = 0;
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < k; j++)
-                if (s->sel[i * k + j] == e) {
+                if (s->sel[i * k + j] == e && !ctx->is_pad[ctx->n_past + i]) { /* [PAD] routes nowhere */
                     s->rows[m] = (int32_t)i;
                     s->rows_gate[m] = s->sel_gate[i * k + j];
                     memcpy(s->xg + m * d, s->xb + i * d, (size_t)d * sizeof(float));
@@ -189,6 +198,7 @@ edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t 
 
     /* 1. h = E[token] · embedding_scale (the embedding row is dequantized from its stored type) */
     for (int64_t i = 0; i < n; i++) {
+        ctx->is_pad[ctx->n_past + i] = tokens[i] == 0;
         const uint8_t *row = (const uint8_t *)m->token_embd.data + (size_t)tokens[i] * m->token_embd.row_stride;
         float *x = s->x + i * d;
         if (m->token_embd.type == EDGE_TYPE_F32) {
