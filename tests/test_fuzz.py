@@ -13,7 +13,7 @@ from native_build import SANITIZER_ENV, SANITIZER_REPORTS, asan_test_program
 
 FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
 SEEDS = FUZZ_DIR / "corpus"
-FUZZ_SECONDS = 40
+FUZZ_SECONDS = 30
 
 try:
     import atheris  # noqa: F401

@@ -139,14 +139,17 @@ def describe(gguf: GGUFFile) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- text
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _short(value: Any, types: tuple[str, str | None] | None = None) -> str:
     if isinstance(value, np.ndarray | list):
         head = ", ".join(repr(v) for v in _plain(value[:TEXT_ARRAY_HEAD]))
         more = ", ..." if len(value) > TEXT_ARRAY_HEAD else ""
         elem = f" {types[1]}" if types and types[1] else ""
         return f"[{head}{more}] ({len(value)}{elem})"
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
+    return _clip(repr(value), 100)
 
 
 def _safe(text: object) -> str:
@@ -194,7 +197,7 @@ def print_text(d: dict[str, Any]) -> None:
         kind = entry["type"] if "elem_type" not in entry else f"{entry['type']}[{entry['elem_type']}]"
         value = entry.get("value", entry.get("head"))
         if "elem_type" in entry:
-            head = ", ".join(repr(v) for v in value[:TEXT_ARRAY_HEAD])
+            head = ", ".join(_clip(repr(v), 40) for v in value[:TEXT_ARRAY_HEAD])
             more = ", ..." if entry["length"] > TEXT_ARRAY_HEAD else ""
             shown = f"[{head}{more}] (length {entry['length']})"
         else:
