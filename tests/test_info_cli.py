@@ -161,3 +161,73 @@ def test_non_utf8_names_print_escaped(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "general.\\udcffname" in out and "t\\udce9" in out
     info = _info_json(path, capsys)
     assert list(info["metadata"]) == ["general.\udcffname"] and info["tensors"][0]["name"] == "t\udce9"
+
+
+def _grok_like_file(path: Path) -> None:
+    """Two layers in llama.cpp's grok naming, experts stacked 3-D, one quant type per class."""
+    qt = gguf.GGMLQuantizationType
+    rng = np.random.default_rng(1)
+    n_embd, n_ff, n_expert, n_vocab = 256, 512, 4, 32
+    w = gguf.GGUFWriter(str(path), "grok")
+    w.add_block_count(2)
+    w.add_embedding_length(n_embd)
+    w.add_expert_count(n_expert)
+
+    def raw(name: str, shape: tuple[int, ...], t: qt) -> None:
+        block, size = gguf.GGML_QUANT_SIZES[t]
+        w.add_tensor(
+            name, rng.integers(0, 256, (*shape[:-1], shape[-1] // block * size), dtype=np.uint8), raw_dtype=t
+        )
+
+    raw("token_embd.weight", (n_vocab, n_embd), qt.Q8_0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    for i in range(2):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            raw(f"blk.{i}.{name}.weight", (n_embd, n_embd), qt.Q8_0)
+        for name in ("attn_norm", "attn_output_norm", "ffn_norm", "layer_output_norm"):
+            w.add_tensor(f"blk.{i}.{name}.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate_inp.weight", np.zeros((n_expert, n_embd), dtype=np.float32))
+        raw(f"blk.{i}.ffn_gate_exps.weight", (n_expert, n_ff, n_embd), qt.Q4_K)
+        raw(f"blk.{i}.ffn_up_exps.weight", (n_expert, n_ff, n_embd), qt.Q4_K)
+        raw(f"blk.{i}.ffn_down_exps.weight", (n_expert, n_embd, n_ff), qt.Q6_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_grok_tensor_classes_and_bits_per_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "grok.gguf"
+    _grok_like_file(path)
+    info = _info_json(path, capsys)
+    totals = info["totals"]
+    e, f = 256, 512 * 4  # n_embd; n_ff × n_expert
+    # bits per weight: Q8_0 34 B / 32, Q4_K 144 B / 256, Q6_K 210 B / 256, F32 32
+    assert totals["embeddings"] == {
+        "tensors": 1,
+        "params": 32 * e,
+        "bytes": 32 * e // 32 * 34,
+        "bits_per_weight": 8.5,
+    }
+    assert totals["attention"]["params"] == 2 * 4 * e * e and totals["attention"]["bits_per_weight"] == 8.5
+    assert totals["router"] == {
+        "tensors": 2,
+        "params": 2 * 4 * e,
+        "bytes": 2 * 4 * e * 4,
+        "bits_per_weight": 32.0,
+    }
+    assert totals["norms"] == {"tensors": 9, "params": 9 * e, "bytes": 9 * e * 4, "bits_per_weight": 32.0}
+    expert_bytes = 2 * (2 * f * e // 256 * 144 + f * e // 256 * 210)
+    assert totals["experts"] == {
+        "tensors": 6,
+        "params": 2 * 3 * f * e,
+        "bytes": expert_bytes,
+        "bits_per_weight": round(8 * expert_bytes / (2 * 3 * f * e), 4),
+    }
+    assert "other" not in totals
+    assert info["total"]["bytes"] == sum(t.n_bytes for t in gguf.GGUFReader(path).tensors)
+    assert info["hyperparameters"] == {
+        "grok.block_count": 2,
+        "grok.embedding_length": 256,
+        "grok.expert_count": 4,
+    }
