@@ -15,6 +15,7 @@ Without edge.Model (engine not built yet) it reports the kernels' matvec GB/s ov
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,25 +86,37 @@ def bytes_per_token(path: Path) -> tuple[int, int]:
     return total, path.stat().st_size
 
 
-def time_edge(path: Path, threads: int, prompt: list[int], n_decode: int, reps: int) -> tuple[float, float]:
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): with other jobs on the machine, tokens per CPU-second
+    compare engines where wall time cannot (with 1 thread; with more, spin-waiting counts too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+Timing = tuple[float, float, float, float]  # prompt tok/s, decode tok/s, prompt tok/cpu-s, decode tok/cpu-s
+
+
+def time_edge(path: Path, threads: int, prompt: list[int], n_decode: int, reps: int) -> Timing:
     from edge.model import Model
 
-    pp, tg = [], []
+    pp, tg, ppc, tgc = [], [], [], []
     with Model(path, n_threads=threads, n_ctx=len(prompt) + n_decode + 8, n_batch=len(prompt)) as m:
         for _ in range(reps):
             m.reset()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             logits = m.eval(prompt)
             pp.append(len(prompt) / (time.perf_counter() - t0))
+            ppc.append(len(prompt) / (cpu_seconds() - c0))
             tok = int(np.argmax(logits))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             for _ in range(n_decode):
                 tok = int(np.argmax(m.eval([tok])))
             tg.append(n_decode / (time.perf_counter() - t0))
-    return statistics.median(pp), statistics.median(tg)
+            tgc.append(n_decode / (cpu_seconds() - c0))
+    return statistics.median(pp), statistics.median(tg), statistics.median(ppc), statistics.median(tgc)
 
 
-def time_llama(path: Path, threads: int, prompt: list[int], n_decode: int, reps: int) -> tuple[float, float]:
+def time_llama(path: Path, threads: int, prompt: list[int], n_decode: int, reps: int) -> Timing:
     from llama_cpp import Llama
 
     llm = Llama(
@@ -114,22 +127,24 @@ def time_llama(path: Path, threads: int, prompt: list[int], n_decode: int, reps:
         n_batch=len(prompt) + n_decode + 8,  # llama-cpp-python keeps n_batch rows of scores
         verbose=False,
     )
-    pp, tg = [], []
+    pp, tg, ppc, tgc = [], [], [], []
     try:
         for _ in range(reps):
             llm.reset()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             llm.eval(prompt)
             pp.append(len(prompt) / (time.perf_counter() - t0))
+            ppc.append(len(prompt) / (cpu_seconds() - c0))
             tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             for _ in range(n_decode):
                 llm.eval([tok])
                 tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
             tg.append(n_decode / (time.perf_counter() - t0))
+            tgc.append(n_decode / (cpu_seconds() - c0))
     finally:
         llm.close()
-    return statistics.median(pp), statistics.median(tg)
+    return statistics.median(pp), statistics.median(tg), statistics.median(ppc), statistics.median(tgc)
 
 
 def kernel_matvec_gbs(path: Path, threads: int, reps: int) -> float:
@@ -188,16 +203,28 @@ def main() -> None:
                 f"  grok-edge kernels matvec over the file: {gbs:.1f} GB/s ({gbs / bw:.0%} of read bandwidth)"
             )
             continue
-        print(f"  {'':10} {'prompt tok/s':>12} {'decode tok/s':>12} {'decode GB/s':>11} {'of bw':>6}")
+        print(
+            f"  {'':10} {'prompt tok/s':>12} {'decode tok/s':>12} {'decode GB/s':>11} {'of bw':>6}"
+            f" {'prompt tok/cpu-s':>16} {'decode tok/cpu-s':>16}"
+        )
         runners = {"grok-edge": time_edge} | ({} if args.skip_llama else {"llama.cpp": time_llama})
         results = {}
         for name, runner in runners.items():
-            pp, tg = results[name] = runner(path, args.threads, prompt, args.decode, args.reps)
+            pp, tg, ppc, tgc = results[name] = runner(path, args.threads, prompt, args.decode, args.reps)
             gbs = tg * per_tok / 1e9
-            print(f"  {name:10} {pp:12.1f} {tg:12.2f} {gbs:11.1f} {gbs / bw:6.0%}", flush=True)
+            print(
+                f"  {name:10} {pp:12.1f} {tg:12.2f} {gbs:11.1f} {gbs / bw:6.0%} {ppc:16.1f} {tgc:16.2f}",
+                flush=True,
+            )
         if "llama.cpp" in results:
-            (pp_e, tg_e), (pp_l, tg_l) = results["grok-edge"], results["llama.cpp"]
-            print(f"  ratio grok-edge / llama.cpp: prompt {pp_e / pp_l:.2f}x, decode {tg_e / tg_l:.2f}x")
+            (pp_e, tg_e, ppc_e, tgc_e), (pp_l, tg_l, ppc_l, tgc_l) = (
+                results["grok-edge"],
+                results["llama.cpp"],
+            )
+            print(
+                f"  ratio grok-edge / llama.cpp: prompt {pp_e / pp_l:.2f}x, decode {tg_e / tg_l:.2f}x"
+                f" (per CPU-second: prompt {ppc_e / ppc_l:.2f}x, decode {tgc_e / tgc_l:.2f}x)"
+            )
 
 
 if __name__ == "__main__":
