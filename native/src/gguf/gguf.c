@@ -58,8 +58,10 @@ struct edge_gguf {
     uint32_t version;
     int64_t n_kv, n_tensors;
     uint64_t alignment, data_offset;
-    gguf_kv *kvs;
+    gguf_kv *kvs; /* grown while parsing (never sized by a count from the file alone); kv_cap zeroed slots */
+    uint64_t kv_cap;
     edge_gguf_tensor_info *tensors;
+    uint64_t tensor_cap;
     int64_t *key_index; /* open-addressing hash tables of entry indices, -1 = empty */
     uint64_t key_index_cap;
     int64_t *tensor_index;
@@ -227,6 +229,23 @@ static edge_status index_build(const edge_gguf *g, int64_t n, name_of_fn name_of
 
 /* ---------------------------------------------------------------- parsing */
 
+/* Make room for `need` elements of `elem` bytes in *arr (capacity *cap, new slots zeroed), doubling.
+ * Arrays grow with what was actually parsed, so memory stays proportional to the bytes read even when
+ * a count in the file lies (the counts are also bounded by the file size before parsing starts). */
+/* Returns the array (possibly moved), or NULL when out of memory (then `arr` is still the caller's). */
+static void *grow(void *arr, uint64_t *cap, uint64_t need, size_t elem) {
+    if (need <= *cap) return arr;
+    uint64_t new_cap = *cap ? *cap : 64;
+    while (new_cap < need) new_cap *= 2;
+    uint64_t bytes;
+    if (!edge_mul_u64(new_cap, elem, &bytes) || bytes > SIZE_MAX) return NULL;
+    char *p = realloc(arr, (size_t)bytes);
+    if (!p) return NULL;
+    memset(p + *cap * elem, 0, (size_t)((new_cap - *cap) * elem));
+    *cap = new_cap;
+    return p;
+}
+
 static edge_status parse_header(edge_gguf *g, cursor *c) {
     char magic[4] = {0};
     edge_status st = read_bytes(c, magic, 4, "the magic");
@@ -303,13 +322,13 @@ static edge_status parse_kv(edge_gguf *g, cursor *c, int64_t i) {
                                "metadata string array '%s' claims %llu elements, more than the %llu bytes left "
                                "in the file can hold",
                                key.s, (unsigned long long)kv->n, (unsigned long long)left(c));
-            if (kv->n > 0) {
-                kv->str_pos = malloc(kv->n * sizeof *kv->str_pos);
-                if (!kv->str_pos)
+            uint64_t str_cap = 0;
+            for (uint64_t j = 0; j < kv->n; j++) {
+                uint64_t *str_pos = grow(kv->str_pos, &str_cap, j + 1, sizeof *str_pos);
+                if (!str_pos)
                     return edge_fail(EDGE_ERR_NOMEM, "%s: out of memory indexing metadata array '%s'", g->path,
                                      key.s);
-            }
-            for (uint64_t j = 0; j < kv->n; j++) {
+                kv->str_pos = str_pos;
                 kv->str_pos[j] = c->pos;
                 const char *s;
                 uint64_t len;
@@ -421,13 +440,12 @@ static edge_status parse(edge_gguf *g) {
     edge_status st = parse_header(g, &c);
     if (st) return st;
 
-    if (g->n_kv > 0) {
-        g->kvs = calloc((size_t)g->n_kv, sizeof *g->kvs);
-        if (!g->kvs) return edge_fail(EDGE_ERR_NOMEM, "%s: out of memory for %lld metadata entries", g->path,
-                                      (long long)g->n_kv);
-    }
-    for (int64_t i = 0; i < g->n_kv; i++)
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        gguf_kv *kvs = grow(g->kvs, &g->kv_cap, (uint64_t)i + 1, sizeof *kvs);
+        if (!kvs) return edge_fail(EDGE_ERR_NOMEM, "%s: out of memory for %lld metadata entries", g->path, (long long)i);
+        g->kvs = kvs;
         if ((st = parse_kv(g, &c, i))) return st;
+    }
 
     int64_t dup_a, dup_b;
     if ((st = index_build(g, g->n_kv, kv_name, &g->key_index, &g->key_index_cap, &dup_a, &dup_b))) return st;
@@ -445,17 +463,16 @@ static edge_status parse(edge_gguf *g) {
                        "tensor count %lld needs at least %d bytes per tensor, more than the %llu bytes left after "
                        "the metadata (a truncated file or a corrupt count)",
                        (long long)g->n_tensors, GGUF_MIN_TENSOR_INFO_BYTES, (unsigned long long)left(&c));
-    uint64_t *offset_pos = NULL;
-    if (g->n_tensors > 0) {
-        g->tensors = calloc((size_t)g->n_tensors, sizeof *g->tensors);
-        offset_pos = calloc((size_t)g->n_tensors, sizeof *offset_pos);
-        if (!g->tensors || !offset_pos) {
-            free(offset_pos);
-            return edge_fail(EDGE_ERR_NOMEM, "%s: out of memory for %lld tensor infos", g->path,
-                             (long long)g->n_tensors);
-        }
-    }
+    uint64_t *offset_pos = NULL, offset_cap = 0;
     for (int64_t i = 0; i < g->n_tensors; i++) {
+        edge_gguf_tensor_info *tensors = grow(g->tensors, &g->tensor_cap, (uint64_t)i + 1, sizeof *tensors);
+        if (tensors) g->tensors = tensors;
+        uint64_t *positions = tensors ? grow(offset_pos, &offset_cap, (uint64_t)i + 1, sizeof *positions) : NULL;
+        if (positions) offset_pos = positions;
+        if (!tensors || !positions) {
+            free(offset_pos);
+            return edge_fail(EDGE_ERR_NOMEM, "%s: out of memory for %lld tensor infos", g->path, (long long)i);
+        }
         if ((st = parse_tensor_info(g, &c, i, &offset_pos[i]))) {
             free(offset_pos);
             return st;
@@ -508,7 +525,7 @@ static edge_status parse(edge_gguf *g) {
 EDGE_API void edge_gguf_close(edge_gguf *g) {
     if (!g) return;
     if (g->map) munmap((void *)g->map, (size_t)g->size);
-    for (int64_t i = 0; g->kvs && i < g->n_kv; i++) free(g->kvs[i].str_pos);
+    for (uint64_t i = 0; i < g->kv_cap; i++) free(g->kvs[i].str_pos);
     free(g->kvs);
     free(g->tensors);
     free(g->key_index);
@@ -608,7 +625,7 @@ static edge_status kv_at(const edge_gguf *g, int64_t i, const gguf_kv **kv) {
 EDGE_API edge_status edge_gguf_kv(const edge_gguf *g, int64_t i, const char **key, uint64_t *key_len, int *type,
                                   int *elem_type, uint64_t *n, const void **data) {
     CHECK_HANDLE(g, "edge_gguf_kv");
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     edge_status st = kv_at(g, i, &kv);
     if (st) return st;
     if (key) *key = kv->key;
@@ -636,7 +653,7 @@ static void string_at(const edge_gguf *g, uint64_t pos, const char **s, uint64_t
 
 EDGE_API edge_status edge_gguf_kv_string(const edge_gguf *g, int64_t i, uint64_t j, const char **s, uint64_t *len) {
     CHECK_HANDLE(g, "edge_gguf_kv_string");
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     edge_status st = kv_at(g, i, &kv);
     if (st) return st;
     shown_name key = show(kv->key, kv->key_len);
@@ -711,7 +728,7 @@ static bool kv_int(const edge_gguf *g, const gguf_kv *kv, int64_t *out, bool *ra
 EDGE_API edge_status edge_gguf_get_int(const edge_gguf *g, const char *key, int64_t *out) {
     CHECK_HANDLE(g, "edge_gguf_get_int");
     if (!out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_gguf_get_int: out is NULL");
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     edge_status st = find_required(g, key, &kv);
     if (st) return st;
     bool range_error;
@@ -724,7 +741,7 @@ EDGE_API edge_status edge_gguf_get_int(const edge_gguf *g, const char *key, int6
 EDGE_API edge_status edge_gguf_get_float(const edge_gguf *g, const char *key, double *out) {
     CHECK_HANDLE(g, "edge_gguf_get_float");
     if (!out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_gguf_get_float: out is NULL");
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     edge_status st = find_required(g, key, &kv);
     if (st) return st;
     const uint8_t *p = g->map + kv->value_pos;
@@ -756,7 +773,7 @@ EDGE_API edge_status edge_gguf_get_float(const edge_gguf *g, const char *key, do
 
 EDGE_API edge_status edge_gguf_get_str(const edge_gguf *g, const char *key, const char **s, uint64_t *len) {
     CHECK_HANDLE(g, "edge_gguf_get_str");
-    const gguf_kv *kv;
+    const gguf_kv *kv = NULL;
     edge_status st = find_required(g, key, &kv);
     if (st) return st;
     if (kv->type != EDGE_GGUF_STRING)
