@@ -431,3 +431,86 @@ def test_peak_rss_is_the_mapped_file_plus_kv_cache(larger_gguf):
     assert peak < file_size + kv_bytes + allowance, (peak, file_size, kv_bytes)
     print(f"file {file_size / 2**20:.0f} MiB, KV {kv_bytes / 2**20:.0f} MiB, RSS after load "
           f"{after_load / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- sanitizers
+
+
+def _asan_engine_driver() -> Path:
+    """tests/engine_asan_driver.c linked with every native source, built with ASan + UBSan."""
+    import os
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    native = root / "native"
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    assert cc is not None, "no C compiler"
+    out = root / "build" / "engine-asan"
+    out.mkdir(parents=True, exist_ok=True)
+    common = [
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-g",
+        "-O1",
+        "-fsanitize=address,undefined",
+        "-fno-omit-frame-pointer",
+    ]
+    common += ["-fno-sanitize-recover=all", f"-I{native / 'include'}", f"-I{native / 'src' / 'core'}"]
+    common += [f"-I{native / 'src'}"]
+    isa_flags = {
+        "_avx2.c": ["-mavx2", "-mfma", "-mf16c"],
+        "_avx512.c": [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mavx512vnni",
+            "-mavx2",
+            "-mfma",
+        ]
+        + ["-mf16c"],
+    }
+    objects = []
+    for src in sorted((native / "src").rglob("*.c")):
+        if src.name.endswith("_neon.c") or (src.parent.name == "cuda" and src.name != "cuda_stub.c"):
+            continue
+        flags = next((f for suffix, f in isa_flags.items() if src.name.endswith(suffix)), [])
+        obj = out / (src.relative_to(native / "src").as_posix().replace("/", "_") + ".o")
+        built = subprocess.run(
+            [cc, *common, *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True
+        )
+        assert built.returncode == 0, built.stderr
+        objects.append(str(obj))
+    program = out / "engine_asan_driver"
+    driver = Path(__file__).with_name("engine_asan_driver.c")
+    cmd = [cc, *common, str(driver), *objects, "-o", str(program), "-lm", "-lpthread"]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    return program
+
+
+def test_engine_is_sanitizer_clean(converted, tiny_reference, tmp_path):
+    import os
+    import platform
+    import subprocess
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the driver build uses the x86-64 ISA file flags")
+    params, config = tiny_reference
+    split = tmp_path / "split.gguf"
+    write_grok_gguf(split, params, config.key_size, "Q4_K", split_experts=True)
+    files = [converted("f32"), converted("q8_0"), converted("q4_k_m"), split]
+    env = {
+        **os.environ,
+        "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    }
+    result = subprocess.run(
+        [str(_asan_engine_driver()), *map(str, files)], capture_output=True, text=True, env=env, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    for report in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert report not in output, output[-6000:]
+    assert output.count("ok ") == len(files)

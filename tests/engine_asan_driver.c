@@ -1,0 +1,37 @@
+/* engine_asan_driver.c — drives the engine's whole C API (load, contexts with every KV type, batched and
+ * incremental eval, the error paths, state save/load, free) for tests/test_engine.py, which builds it
+ * with AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer on) and runs it over GGUF files.
+ * Prints "ok <file>" per model; exits nonzero on any unexpected result. */
+#include <stdio.h>
+#include <stdlib.h>
+#include "edge.h"
+#define CK(x) do { edge_status s_ = (x); if (s_) { printf("%s: %s\n", #x, edge_last_error()); return 1; } } while (0)
+int main(int argc, char **argv) {
+    for (int a = 1; a < argc; a++) {
+        edge_model *m = NULL;
+        edge_status st = edge_model_load(argv[a], &m);
+        if (st) { printf("load %s: %s\n", argv[a], edge_last_error()); continue; }
+        edge_model_hparams hp; CK(edge_model_get_hparams(m, &hp));
+        for (int kv = 0; kv < 3; kv++) {
+            edge_context_params p; CK(edge_context_default_params(&p));
+            p.n_ctx = 40; p.n_batch = 7; p.n_threads = 2; p.kv_type = kv == 0 ? 1 : kv == 1 ? 8 : 0;
+            edge_context *c; CK(edge_context_create(m, &p, &c));
+            int32_t toks[30]; for (int i = 0; i < 30; i++) toks[i] = (i * 37 + 5) % hp.n_vocab;
+            toks[4] = 0;
+            float *lg = malloc(sizeof(float) * 30 * hp.n_vocab);
+            CK(edge_context_eval(c, toks, 30, lg, 1));
+            CK(edge_context_eval(c, toks, 3, lg, 0));
+            if (edge_context_eval(c, toks, 30, lg, 0) == EDGE_OK) return 2; /* context overflow must fail */
+            int32_t bad = (int32_t)hp.n_vocab; if (edge_context_eval(c, &bad, 1, lg, 0) == EDGE_OK) return 3;
+            uint64_t n; CK(edge_context_state_size(c, &n)); void *buf = malloc(n);
+            CK(edge_context_state_save(c, buf, n)); CK(edge_context_truncate(c, 10));
+            CK(edge_context_eval(c, toks, 5, lg, 1)); CK(edge_context_state_load(c, buf, n));
+            if (edge_context_state_load(c, buf, n - 1) == EDGE_OK) return 4;
+            CK(edge_context_eval(c, toks, 1, NULL, 0));
+            free(buf); free(lg); edge_context_free(c);
+        }
+        edge_model_free(m);
+        printf("ok %s\n", argv[a]);
+    }
+    return 0;
+}
