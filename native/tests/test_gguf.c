@@ -45,6 +45,19 @@ static uint64_t mix(uint64_t h, const void *p, uint64_t n) {
     return h;
 }
 
+/* The mapping's extent, recovered from a tensor (data = base + data_offset + offset); every pointer the
+ * API hands out must lie inside it. Unknown (no tensors): the checks are skipped. */
+typedef struct {
+    const char *base;
+    uint64_t size;
+} extent;
+
+static int inside(extent m, const void *p, uint64_t n) {
+    if (!m.base) return 1;
+    const char *c = p;
+    return c >= m.base && (uint64_t)(c - m.base) <= m.size && n <= m.size - (uint64_t)(c - m.base);
+}
+
 /* Every accessor on a file that opened. */
 static uint64_t exercise(const char *path, edge_gguf *g) {
     uint64_t h = 1469598103934665603ull;
@@ -57,6 +70,10 @@ static uint64_t exercise(const char *path, edge_gguf *g) {
     EXPECT(alignment > 0 && (alignment & (alignment - 1)) == 0, "%s: alignment %llu", path,
            (unsigned long long)alignment);
     EXPECT(strcmp(edge_gguf_path(g), path) == 0, "%s: path", path);
+    extent map = {NULL, file_size};
+    edge_gguf_tensor_info first;
+    if (n_tensors > 0 && edge_gguf_tensor(g, 0, &first) == EDGE_OK)
+        map.base = (const char *)first.data - data_offset - first.offset;
 
     char name[512];
     for (int64_t i = 0; i < n_kv; i++) {
@@ -68,6 +85,7 @@ static uint64_t exercise(const char *path, edge_gguf *g) {
             EXPECT(0, "%s: kv %lld: %s", path, (long long)i, edge_last_error());
             continue;
         }
+        EXPECT(inside(map, key, key_len), "%s: key %lld outside the mapping", path, (long long)i);
         h = mix(h, key, key_len);
         if (type == EDGE_GGUF_STRING || (type == EDGE_GGUF_ARRAY && elem_type == EDGE_GGUF_STRING)) {
             for (uint64_t j = 0; j < n; j++) {
@@ -75,6 +93,8 @@ static uint64_t exercise(const char *path, edge_gguf *g) {
                 uint64_t len;
                 EXPECT(edge_gguf_kv_string(g, i, j, &s, &len) == EDGE_OK, "%s: string %lld/%llu", path,
                        (long long)i, (unsigned long long)j);
+                EXPECT(inside(map, s, len), "%s: string %lld/%llu outside the mapping", path, (long long)i,
+                       (unsigned long long)j);
                 h = mix(h, s, len);
             }
             EXPECT(edge_gguf_kv_string(g, i, n, NULL, NULL) == EDGE_ERR_RANGE, "%s: string past the end", path);
@@ -82,6 +102,7 @@ static uint64_t exercise(const char *path, edge_gguf *g) {
             int et = type == EDGE_GGUF_ARRAY ? elem_type : type;
             EXPECT(type == EDGE_GGUF_ARRAY || elem_type == -1, "%s: scalar elem_type", path);
             EXPECT(value_size(et) > 0, "%s: kv %lld element type %d", path, (long long)i, et);
+            EXPECT(inside(map, data, n * value_size(et)), "%s: value %lld outside the mapping", path, (long long)i);
             h = mix(h, data, n * value_size(et));
             EXPECT(edge_gguf_kv_string(g, i, 0, NULL, NULL) == EDGE_ERR_INVALID_ARG, "%s: not a string", path);
         }
@@ -121,6 +142,8 @@ static uint64_t exercise(const char *path, edge_gguf *g) {
         const unsigned char *begin = (const unsigned char *)t.data;
         EXPECT(t.offset % alignment == 0, "%s: tensor offset alignment", path);
         EXPECT(data_offset + t.offset + t.nbytes <= file_size, "%s: tensor inside the file", path);
+        EXPECT(inside(map, t.data, t.nbytes) && inside(map, t.name, t.name_len), "%s: tensor %lld outside", path,
+               (long long)i);
         h = mix(h, begin, t.nbytes); /* every byte: ASan/the MMU catch a read past the mapping */
         if (t.name_len < sizeof name && memchr(t.name, 0, t.name_len) == NULL) {
             memcpy(name, t.name, t.name_len);
