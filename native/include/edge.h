@@ -132,7 +132,8 @@ EDGE_API edge_status edge_gguf_header(const edge_gguf *gguf, uint32_t *version, 
  * edge_gguf_kv_string. Nested arrays (arrays of arrays) are rejected at open. Any output may be NULL. */
 EDGE_API edge_status edge_gguf_kv(const edge_gguf *gguf, int64_t i, const char **key, uint64_t *key_len, int *type,
                                   int *elem_type, uint64_t *n, const void **data);
-/* The string value of entry i (j = 0), or element j of a string array. */
+/* The string value of entry i (j = 0), or element j of a string array (O(1): indexed at open).
+ * EDGE_ERR_RANGE for j past the end, EDGE_ERR_INVALID_ARG when entry i holds no strings. */
 EDGE_API edge_status edge_gguf_kv_string(const edge_gguf *gguf, int64_t i, uint64_t j, const char **s, uint64_t *len);
 /* Index of a key or tensor name; *index = -1 when absent (not an error). */
 EDGE_API edge_status edge_gguf_find_key(const edge_gguf *gguf, const char *key, int64_t *index);
@@ -142,6 +143,8 @@ EDGE_API edge_status edge_gguf_find_tensor(const edge_gguf *gguf, const char *na
 EDGE_API edge_status edge_gguf_get_int(const edge_gguf *gguf, const char *key, int64_t *out);
 EDGE_API edge_status edge_gguf_get_float(const edge_gguf *gguf, const char *key, double *out);
 EDGE_API edge_status edge_gguf_get_str(const edge_gguf *gguf, const char *key, const char **s, uint64_t *len);
+/* Tensor i (EDGE_ERR_RANGE outside 0..n_tensors-1); its data lies inside the file and is aligned to the
+ * file's alignment (from the start of the mapping). */
 EDGE_API edge_status edge_gguf_tensor(const edge_gguf *gguf, int64_t i, edge_gguf_tensor_info *out);
 EDGE_API const char *edge_gguf_path(const edge_gguf *gguf);
 
