@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,24 +225,51 @@ class Model:
         check(lib.edge_context_truncate(self._require_open(), int(n_past)))
         self._tokens = self._tokens[: int(n_past)]
 
-    def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
+    def eval(
+        self,
+        tokens: Sequence[int],
+        all_logits: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """Append ``tokens`` to the cached sequence; return the logits of the last token ([n_vocab]) or,
-        with ``all_logits``, of every new token ([len(tokens), n_vocab]). float32."""
+        with ``all_logits``, of every new token ([len(tokens), n_vocab]). float32.
+
+        Runs in chunks of ``n_batch`` tokens (one native call each), so Ctrl-C takes effect between
+        chunks; ``progress(done, total)`` is called after each. A rejected call (bad id, no room)
+        changes nothing; an interrupted one keeps the chunks already evaluated."""
         ctx = self._require_open()
         ids = self._as_ids(tokens)
-        if ids.size == 0:
+        n = int(ids.size)
+        if n == 0:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "eval: no tokens")
-        out = np.empty((ids.size if all_logits else 1, self.n_vocab), dtype=np.float32)
-        check(
-            lib.edge_context_eval(
-                ctx,
-                ffi.from_buffer("int32_t[]", ids),
-                ids.size,
-                ffi.from_buffer("float[]", out),
-                int(all_logits),
+        bad = np.flatnonzero((ids < 0) | (ids >= self.n_vocab))
+        if bad.size:
+            i = int(bad[0])
+            raise EdgeRangeError(
+                "EDGE_ERR_RANGE",
+                f"token id {int(ids[i])} at index {i} is out of range (n_vocab {self.n_vocab})",
             )
-        )
-        self._tokens.extend(int(t) for t in ids)
+        if len(self._tokens) + n > self.n_ctx:
+            raise EdgeRangeError(
+                "EDGE_ERR_RANGE",
+                f"context overflow: {len(self._tokens)} cached + {n} new tokens exceed n_ctx {self.n_ctx}",
+            )
+        out = np.empty((n if all_logits else 1, self.n_vocab), dtype=np.float32)
+        for start in range(0, n, self.n_batch):
+            chunk = ids[start : start + self.n_batch]
+            last = start + chunk.size == n
+            if all_logits:
+                dst = ffi.from_buffer("float[]", out[start : start + chunk.size])
+            else:
+                dst = ffi.from_buffer("float[]", out) if last else ffi.NULL
+            check(
+                lib.edge_context_eval(
+                    ctx, ffi.from_buffer("int32_t[]", chunk), chunk.size, dst, int(all_logits)
+                )
+            )
+            self._tokens.extend(int(t) for t in chunk)
+            if progress is not None:
+                progress(start + chunk.size, n)
         return out if all_logits else out[0]
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
@@ -285,7 +312,14 @@ class Model:
             common += 1
         common = min(common, len(ids) - 1)  # the last prompt token is always evaluated: its logits are needed
         self.truncate(common)
-        return self.eval(ids[common:]), len(ids) - common
+        todo = ids[common:]
+        if not (self.verbose and len(todo) > self.n_batch):
+            return self.eval(todo), len(todo)
+        from tqdm import tqdm  # long prompts show progress when verbose
+
+        with tqdm(total=len(todo), unit="tok", desc="prompt", leave=False) as bar:
+            logits = self.eval(todo, progress=lambda done, _total: bar.update(done - bar.n))
+        return logits, len(todo)
 
     # -- generation ----------------------------------------------------------------------------------
 

@@ -137,3 +137,21 @@ def test_cli_interactive_loop(converted, capsys, monkeypatch):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.gguf"), "-p", "x"]) == 1
     assert "missing.gguf" in capsys.readouterr().err
+
+
+def test_eval_runs_in_batches_and_stops_cleanly_on_interrupt(converted):
+    with edge.Model(converted("q8_0"), n_ctx=64, n_batch=4, n_threads=1) as m:
+        seen: list[tuple[int, int]] = []
+        whole = m.eval(list(range(5, 15)), all_logits=True, progress=lambda d, t: seen.append((d, t)))
+        assert seen == [(4, 10), (8, 10), (10, 10)]
+
+        def interrupt(done: int, total: int) -> None:
+            raise KeyboardInterrupt
+
+        m.reset()
+        with pytest.raises(KeyboardInterrupt):
+            m.eval(list(range(5, 15)), progress=interrupt)
+        # the chunk that finished is cached and consistent: continuing gives the same logits
+        assert m.n_past == 4 and m.tokens == list(range(5, 9))
+        rest = m.eval(list(range(9, 15)), all_logits=True)
+        np.testing.assert_allclose(rest, whole[4:], rtol=0, atol=1e-5 * np.abs(whole).max())
