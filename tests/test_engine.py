@@ -338,6 +338,26 @@ def test_missing_tensor_is_named(tiny_reference, tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_unsupported_weight_type_is_refused_at_load(tiny_reference, tmp_path, monkeypatch):
+    import gguf
+
+    params, config = tiny_reference
+    path = tmp_path / "i8.gguf"
+    original = gguf.GGUFWriter.add_tensor
+
+    def add_tensor(self, name, tensor, *args, **kwargs):  # blk.2.attn_q as I8 (an integer tensor)
+        if name == "blk.2.attn_q.weight":
+            return original(
+                self, name, np.zeros(tensor.shape, np.int8), raw_dtype=gguf.GGMLQuantizationType.I8
+            )
+        return original(self, name, tensor, *args, **kwargs)
+
+    monkeypatch.setattr(gguf.GGUFWriter, "add_tensor", add_tensor)
+    write_grok_gguf(path, params, config.key_size, "F32")
+    with pytest.raises(EdgeUnsupportedError, match="tensor 'blk.2.attn_q.weight' has type I8"):
+        edge.Model(path)
+
+
 def test_missing_file_and_bad_options(converted, tmp_path):
     with pytest.raises(FileNotFoundError):
         edge.Model(tmp_path / "nope.gguf")
