@@ -220,6 +220,30 @@ def test_llama_cpp_style_metadata_falls_back_to_grok1_constants(tiny_reference, 
     assert rel_rms(b, a) < 1e-6
 
 
+def test_runs_a_gguf_quantized_by_llama_cpp(tiny_reference, parity_tokens, tmp_path):
+    # llama.cpp's own quantizer (llama_model_quantize, as the llama-quantize tool) on a GGUF without our
+    # constants: llama.cpp's tensor order, alignment, Q4_K_M mix (Q4_K/Q5_K/Q6_K/Q8_0 here) and
+    # metadata. Tolerance as for our quantized presets: within 1.5x llama.cpp's own error + 0.03.
+    import ctypes
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from conftest import llama_logits
+
+    params, config = tiny_reference
+    source, quantized = tmp_path / "f32.gguf", tmp_path / "llama-q4_k_m.gguf"
+    write_grok_gguf(source, params, config.key_size, "F32", our_constants=False)
+    qp = llama_cpp.llama_model_quantize_default_params()
+    qp.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    qp.nthread = 1
+    assert (
+        llama_cpp.llama_model_quantize(str(source).encode(), str(quantized).encode(), ctypes.byref(qp)) == 0
+    )
+    rq = ref.forward(params_from_gguf(quantized), config, parity_tokens)
+    ours = rel_rms(engine_logits(quantized, parity_tokens, "f16"), rq)
+    theirs = rel_rms(llama_logits(quantized, parity_tokens), rq)
+    assert ours < 1.5 * theirs + 0.03, (ours, theirs)
+
+
 def test_per_expert_tensors_load_like_stacked_ones(tiny_reference, parity_tokens, tmp_path):
     params, config = tiny_reference
     stacked, split = tmp_path / "stacked.gguf", tmp_path / "split.gguf"
