@@ -20,12 +20,14 @@ tools/train_tiny.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import math
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +109,20 @@ def make_ours(out_dir: Path, *, preset: str | None = None, qtype: str | None = N
     return convert_preset(preset, out_dir, name=f"ours-{preset}")
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def make_llama(f32_gguf: Path, out_dir: Path, ftype_name: str, *, pure: bool, name: str) -> Path:
     """llama.cpp's quantizer (llama_model_quantize) on our F32 GGUF."""
     import llama_cpp
@@ -118,7 +134,8 @@ def make_llama(f32_gguf: Path, out_dir: Path, ftype_name: str, *, pure: bool, na
     params.ftype = getattr(llama_cpp, ftype_name)
     params.pure = pure
     params.nthread = 2
-    rc = llama_cpp.llama_model_quantize(str(f32_gguf).encode(), str(out).encode(), ctypes.byref(params))
+    with _quiet_stderr():  # llama.cpp logs every tensor to fd 2
+        rc = llama_cpp.llama_model_quantize(str(f32_gguf).encode(), str(out).encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize({f32_gguf} -> {out}, {ftype_name}) failed: {rc}")
     return out

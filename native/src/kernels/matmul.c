@@ -184,7 +184,10 @@ static void mm_worker(void *ctx, int ith, int nth) {
         mm_quantize_share(job, ith, nth);
         if (nth > 1) wait_barrier(job, nth);
     }
-    for (int64_t c = ith; c < job->n_chunks; c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed))
+    /* Every chunk from the shared counter (none reserved per thread): a worker the OS has not
+     * scheduled yet costs no waiting for "its" chunk; the others take them. */
+    for (int64_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed); c < job->n_chunks;
+         c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed))
         mm_chunk(job, c);
 }
 
@@ -252,10 +255,11 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
         rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
     if (rpc < 4) rpc = 4;
+    rpc += rpc & 1; /* whole row pairs for the two-row kernels */
     job.rows_per_chunk = rpc;
     job.n_row_chunks = (n_rows + rpc - 1) / rpc;
     job.n_chunks = job.n_row_chunks * job.n_tok_tiles;
-    atomic_init(&job.next_chunk, nth);
+    atomic_init(&job.next_chunk, 0);
     atomic_init(&job.barrier, 0);
 
     /* A small conversion is cheaper on one thread than a barrier. */
