@@ -278,6 +278,17 @@ def test_prompt_batches_and_incremental_decode_agree(converted, parity_tokens):
     assert rel_rms(steps, whole) < 1e-6
 
 
+def test_long_prompt_batches_with_expert_tiles(converted):
+    # 600 tokens in one batch send 1200 rows to 8 experts, so at least one expert gets more than the
+    # 128-row tile (EDGE_MOE_TILE) and runs in several tiles; 64-token batches never do.
+    tokens = [int(t) for t in np.random.default_rng(5).integers(4, 512, 600)]
+    with edge.Model(converted("f32"), n_ctx=600, n_batch=600, n_threads=1, kv_type="f32") as model:
+        big = model.logits(tokens)
+    with edge.Model(converted("f32"), n_ctx=600, n_batch=64, n_threads=1, kv_type="f32") as model:
+        small = model.logits(tokens)
+    assert rel_rms(big, small) < 1e-5
+
+
 def test_truncate_and_re_eval(converted, parity_tokens):
     path = converted("q8_0")
     other = [t + 1 for t in parity_tokens[6:]]

@@ -31,8 +31,9 @@ static void free_state(edge_run_state *s) {
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* The largest scratch any matrix product of a forward pass of up to n_tok tokens needs. */
-static size_t scratch_for(const edge_model *m, int64_t n_tok) {
+/* The largest scratch any matrix product of a forward pass of up to n_tok tokens needs (experts run on
+ * at most n_exp_tok rows at a time). */
+static size_t scratch_for(const edge_model *m, int64_t n_tok, int64_t n_exp_tok) {
     size_t need = edge_matmul_scratch_bytes(m->output.type, m->output.n_cols, n_tok);
     for (int64_t l = 0; l < m->hp.n_layer; l++) {
         const edge_layer_weights *L = &m->layers[l];
@@ -40,9 +41,9 @@ static size_t scratch_for(const edge_model *m, int64_t n_tok) {
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
             need = max_size(need, edge_matmul_scratch_bytes(mats[i]->type, mats[i]->n_cols, n_tok));
         for (int64_t e = 0; e < m->hp.n_expert; e++) {
-            need = max_size(need, edge_matmul_scratch_bytes(L->gate[e].type, L->gate[e].n_cols, n_tok));
-            need = max_size(need, edge_matmul_scratch_bytes(L->up[e].type, L->up[e].n_cols, n_tok));
-            need = max_size(need, edge_matmul_scratch_bytes(L->down[e].type, L->down[e].n_cols, n_tok));
+            need = max_size(need, edge_matmul_scratch_bytes(L->gate[e].type, L->gate[e].n_cols, n_exp_tok));
+            need = max_size(need, edge_matmul_scratch_bytes(L->up[e].type, L->up[e].n_cols, n_exp_tok));
+            need = max_size(need, edge_matmul_scratch_bytes(L->down[e].type, L->down[e].n_cols, n_exp_tok));
         }
     }
     return need;
@@ -104,12 +105,13 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->sel_gate = alloc_floats(B * hp->n_expert_used, &ok);
     s->rows = alloc_floats(B, &ok);
     s->rows_gate = alloc_floats(B, &ok);
-    s->xg = alloc_floats(B * d, &ok);
-    s->hg = alloc_floats(B * hp->n_ff, &ok);
-    s->hu = alloc_floats(B * hp->n_ff, &ok);
-    s->yo = alloc_floats(B * d, &ok);
+    s->moe_tile = B < EDGE_MOE_TILE ? B : EDGE_MOE_TILE;
+    s->xg = alloc_floats(s->moe_tile * d, &ok);
+    s->hg = alloc_floats(s->moe_tile * hp->n_ff, &ok);
+    s->hu = alloc_floats(s->moe_tile * hp->n_ff, &ok);
+    s->yo = alloc_floats(s->moe_tile * d, &ok);
     s->moe = alloc_floats(B * d, &ok);
-    s->scratch_bytes = scratch_for(model, B);
+    s->scratch_bytes = scratch_for(model, B, s->moe_tile);
     s->scratch = malloc(s->scratch_bytes > 0 ? s->scratch_bytes : 1);
     ctx->f16_table = alloc_floats(65536, &ok);
     ctx->is_pad = calloc((size_t)p.n_ctx, 1);

@@ -63,6 +63,11 @@ static inline uint8_t *edge_kv_row(const edge_kv_cache *kv, uint8_t *base, int64
 void edge_kv_load(const edge_kv_cache *kv, const uint8_t *row, int64_t first, int64_t n, float *dst,
                   const float *f16_table);
 
+/* Rows of one expert matmul in prompt processing. Grok-1's expert hidden states are 32768 wide, so
+ * [M, n_ff] x 2 floats cost 32 MiB at M = 128 (256 MiB at the default n_batch of 512), and a batch of
+ * 512 tokens sends ~128 rows to each expert on average: one tile, same weight traffic. */
+#define EDGE_MOE_TILE 128
+
 /* Every activation buffer of a context, sized for n_batch tokens and allocated once at creation. */
 typedef struct edge_run_state {
     float *x;           /* [B, n_embd] the residual stream */
@@ -81,9 +86,10 @@ typedef struct edge_run_state {
     float *sel_gate;    /* [B, n_expert_used] their gates (softmax probabilities, not renormalized) */
     int32_t *rows;      /* [B] token indices routed to the expert being run */
     float *rows_gate;   /* [B] their gates */
-    float *xg;          /* [B, n_embd] gathered expert inputs */
-    float *hg, *hu;     /* [B, n_ff] expert hidden states (gate/gelu side, up side) */
-    float *yo;          /* [B, n_embd] expert outputs */
+    int64_t moe_tile;   /* M = min(B, EDGE_MOE_TILE): rows per expert matmul (bounds the buffers below) */
+    float *xg;          /* [M, n_embd] gathered expert inputs */
+    float *hg, *hu;     /* [M, n_ff] expert hidden states (gate/gelu side, up side) */
+    float *yo;          /* [M, n_embd] expert outputs */
     float *moe;         /* [B, n_embd] weighted sum of the selected experts */
     void *scratch;      /* matmul scratch (activations quantized on the fly) */
     size_t scratch_bytes;

@@ -158,8 +158,8 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
         }
     }
     memset(s->moe, 0, (size_t)(n * d) * sizeof(float));
-    /* Each expert runs once, on the rows of the tokens that chose it (one matrix×matrix call per weight);
-     * unselected experts are never touched. */
+    /* Each expert runs once, on the rows of the tokens that chose it (one matrix×matrix call per weight
+     * and tile of up to moe_tile rows); unselected experts are never touched. */
     for (int64_t e = 0; e < ne; e++) {
         int64_t m = 0;
         for (int64_t i = 0; i < n; i++)
@@ -167,20 +167,23 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
                 if (s->sel[i * k + j] == e && !ctx->is_pad[ctx->n_past + i]) { /* [PAD] routes nowhere */
                     s->rows[m] = (int32_t)i;
                     s->rows_gate[m] = s->sel_gate[i * k + j];
-                    memcpy(s->xg + m * d, s->xb + i * d, (size_t)d * sizeof(float));
                     m++;
                 }
-        if (m == 0) continue;
-        /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
-        if ((st = matmul(ctx, &L->gate[e], s->xg, m, s->hg)) != EDGE_OK) return st;
-        if ((st = matmul(ctx, &L->up[e], s->xg, m, s->hu)) != EDGE_OK) return st;
-        for (int64_t r = 0; r < m * nff; r++) s->hg[r] = gelu_tanh(s->hg[r]) * s->hu[r];
-        if ((st = matmul(ctx, &L->down[e], s->hg, m, s->yo)) != EDGE_OK) return st;
-        /* moe(x) += p_e · y_e */
-        for (int64_t r = 0; r < m; r++) {
-            float *dst = s->moe + (int64_t)s->rows[r] * d;
-            const float gate = s->rows_gate[r];
-            for (int64_t c = 0; c < d; c++) dst[c] += gate * s->yo[r * d + c];
+        for (int64_t t0 = 0; t0 < m; t0 += s->moe_tile) {
+            const int64_t mt = m - t0 < s->moe_tile ? m - t0 : s->moe_tile;
+            for (int64_t r = 0; r < mt; r++)
+                memcpy(s->xg + r * d, s->xb + (int64_t)s->rows[t0 + r] * d, (size_t)d * sizeof(float));
+            /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
+            if ((st = matmul(ctx, &L->gate[e], s->xg, mt, s->hg)) != EDGE_OK) return st;
+            if ((st = matmul(ctx, &L->up[e], s->xg, mt, s->hu)) != EDGE_OK) return st;
+            for (int64_t r = 0; r < mt * nff; r++) s->hg[r] = gelu_tanh(s->hg[r]) * s->hu[r];
+            if ((st = matmul(ctx, &L->down[e], s->hg, mt, s->yo)) != EDGE_OK) return st;
+            /* moe(x) += p_e · y_e */
+            for (int64_t r = 0; r < mt; r++) {
+                float *dst = s->moe + (int64_t)s->rows[t0 + r] * d;
+                const float gate = s->rows_gate[t0 + r];
+                for (int64_t c = 0; c < d; c++) dst[c] += gate * s->yo[r * d + c];
+            }
         }
     }
     return EDGE_OK;
