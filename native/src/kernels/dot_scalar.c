@@ -31,15 +31,16 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
 
 static float dot_q4_0(int64_t n, const void *w, const void *x) {
     const block_q4_0 *a = w;
-    const block_q8_0f *b = x;
+    const int8_t *bq = edge_q8s_qs(x);
+    const float *bd = edge_q8s_d(x, n);
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK4_0; i++) {
         int sumi = 0;
         for (int j = 0; j < QK4_0 / 2; j++) {
-            sumi += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j];
-            sumi += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + QK4_0 / 2];
+            sumi += ((a[i].qs[j] & 0xF) - 8) * bq[i * 32 + j];
+            sumi += ((a[i].qs[j] >> 4) - 8) * bq[i * 32 + j + 16];
         }
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * bd[i];
     }
     return s;
 }
@@ -62,7 +63,8 @@ static float dot_q4_1(int64_t n, const void *w, const void *x) {
 
 static float dot_q5_0(int64_t n, const void *w, const void *x) {
     const block_q5_0 *a = w;
-    const block_q8_0f *b = x;
+    const int8_t *bq = edge_q8s_qs(x);
+    const float *bd = edge_q8s_d(x, n);
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK5_0; i++) {
         uint32_t qh;
@@ -70,10 +72,10 @@ static float dot_q5_0(int64_t n, const void *w, const void *x) {
         int sumi = 0;
         for (int j = 0; j < QK5_0 / 2; j++) {
             int h0 = (qh >> j) & 1, h1 = (qh >> (j + 16)) & 1;
-            sumi += (((a[i].qs[j] & 0xF) | (h0 << 4)) - 16) * b[i].qs[j];
-            sumi += (((a[i].qs[j] >> 4) | (h1 << 4)) - 16) * b[i].qs[j + QK5_0 / 2];
+            sumi += (((a[i].qs[j] & 0xF) | (h0 << 4)) - 16) * bq[i * 32 + j];
+            sumi += (((a[i].qs[j] >> 4) | (h1 << 4)) - 16) * bq[i * 32 + j + 16];
         }
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * bd[i];
     }
     return s;
 }
@@ -99,27 +101,29 @@ static float dot_q5_1(int64_t n, const void *w, const void *x) {
 
 static float dot_q8_0(int64_t n, const void *w, const void *x) {
     const block_q8_0 *a = w;
-    const block_q8_0f *b = x;
+    const int8_t *bq = edge_q8s_qs(x);
+    const float *bd = edge_q8s_d(x, n);
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         int sumi = 0;
-        for (int j = 0; j < QK8_0; j++) sumi += a[i].qs[j] * b[i].qs[j];
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
+        for (int j = 0; j < QK8_0; j++) sumi += a[i].qs[j] * bq[i * 32 + j];
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * bd[i];
     }
     return s;
 }
 
 static float dot_iq4_nl(int64_t n, const void *w, const void *x) {
     const block_iq4_nl *a = w;
-    const block_q8_0f *b = x;
+    const int8_t *bq = edge_q8s_qs(x);
+    const float *bd = edge_q8s_d(x, n);
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK4_NL; i++) {
         int sumi = 0;
         for (int j = 0; j < QK4_NL / 2; j++) {
-            sumi += edge_kvalues_iq4nl[a[i].qs[j] & 0xF] * b[i].qs[j];
-            sumi += edge_kvalues_iq4nl[a[i].qs[j] >> 4] * b[i].qs[j + QK4_NL / 2];
+            sumi += edge_kvalues_iq4nl[a[i].qs[j] & 0xF] * bq[i * 32 + j];
+            sumi += edge_kvalues_iq4nl[a[i].qs[j] >> 4] * bq[i * 32 + j + 16];
         }
-        s += (float)sumi * edge_f16_to_f32(a[i].d) * b[i].d;
+        s += (float)sumi * edge_f16_to_f32(a[i].d) * bd[i];
     }
     return s;
 }

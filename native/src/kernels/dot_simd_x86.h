@@ -145,9 +145,10 @@ FLOAT_DOT(simd_dot_bf16, LOAD_BF16, SCALAR_BF16)
             const __m256i va = _mm256_sign_epi8(v, v);                                                  \
             const float dw = f16(a[i].d);                                                               \
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
-                const block_q8_0f *b = XROW(block_q8_0f, t) + i;                                        \
-                const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v, _mm256_loadu_si256((const __m256i *)b->qs)); \
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * b->d), acc[t]);  \
+                const void *xt = XROW(char, t);                                                         \
+                const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v,                                \
+                                          _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(xt) + 32 * i))); \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * edge_q8s_d(xt, n)[i]), acc[t]); \
             }                                                                                           \
         }                                                                                               \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                                          \
@@ -484,21 +485,22 @@ ALWAYS_INLINE int round_pack32(const __m256 v[4], float id, int8_t *dst) {
     return _mm_cvtsi128_si32(h);
 }
 
-static void simd_quant_q8_0(const float *x, void *dst, int64_t n) {
-    block_q8_0f *y = dst;
-    for (int64_t i = 0; i < n / QK8_0; i++) {
+static void simd_quant_q8_0(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    int8_t *qs = row;
+    float *ds = (float *)((char *)row + n);
+    for (int64_t i = b0; i < b0 + nb; i++) {
         __m256 v[4];
         const float amax = max_abs8x4(x + 32 * i, v);
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = d;
-        round_pack32(v, id, y[i].qs);
+        ds[i] = d;
+        round_pack32(v, id, qs + 32 * i);
     }
 }
 
-static void simd_quant_q8_1(const float *x, void *dst, int64_t n) {
-    block_q8_1 *y = dst;
-    for (int64_t i = 0; i < n / QK8_1; i++) {
+static void simd_quant_q8_1(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    block_q8_1 *y = row;
+    for (int64_t i = b0; i < b0 + nb; i++) {
         __m256 v[4];
         const float amax = max_abs8x4(x + 32 * i, v);
         const float d = amax / 127.0f;
@@ -509,9 +511,9 @@ static void simd_quant_q8_1(const float *x, void *dst, int64_t n) {
     }
 }
 
-static void simd_quant_q8_k(const float *x, void *dst, int64_t n) {
-    block_q8_K *y = dst;
-    for (int64_t i = 0; i < n / QK_K; i++) {
+static void simd_quant_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    block_q8_K *y = row;
+    for (int64_t i = b0; i < b0 + nb; i++) {
         const float *xb = x + i * QK_K;
         /* the value of largest magnitude (first one on ties, like the scalar loop) */
         float amax = 0.0f, max = 0.0f;

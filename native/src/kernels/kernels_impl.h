@@ -12,19 +12,23 @@
 #include "common.h"
 #include "kernels.h"
 
-/* Activations for the 32-element signed types: ggml's Q8_0 with the scale kept in f32 (no f16
- * conversion in the inner loop, and one rounding less). Internal to a matmul's scratch only. */
-typedef struct {
-    float d;
-    int8_t qs[32];
-} block_q8_0f;
+/* Activations for the 32-element signed types (Q8_0, Q4_0, Q5_0, IQ4_NL): ggml's Q8_0 values and
+ * scales, stored as arrays: the row's n int8 first, then its n/32 scales as f32 (no f16 conversion in
+ * the inner loop, one rounding less, and a vector load fetches the scales of several blocks).
+ * Internal to a matmul's scratch; dot kernels always receive whole rows, so the scales of a row of
+ * n elements start n bytes after it. */
+#define EDGE_Q8S_BLOCK_BYTES (QK8_0 + 4)
+static inline const int8_t *edge_q8s_qs(const void *row) { return (const int8_t *)row; }
+static inline const float *edge_q8s_d(const void *row, int64_t n) {
+    return (const float *)((const char *)row + n);
+}
 
 #define EDGE_N_TYPES 31 /* ggml numbering: EDGE_TYPE_BF16 = 30 is the last one */
 
 typedef enum edge_act_format {
     EDGE_ACT_NONE = 0, /* weight type without a kernel */
     EDGE_ACT_F32 = 1,  /* x used as is (float weights) */
-    EDGE_ACT_Q8_0 = 2, /* block_q8_0f per 32 */
+    EDGE_ACT_Q8_0 = 2, /* a row of n int8, then n/32 f32 scales (see below) */
     EDGE_ACT_Q8_1 = 3, /* block_q8_1 per 32 (d and s = d * sum(qs)) */
     EDGE_ACT_Q8_K = 4  /* block_q8_K per 256 */
 } edge_act_format;
@@ -39,8 +43,9 @@ typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_st
 typedef void (*edge_dot2_fn)(int64_t n, const void *w, size_t w_stride, const void *x, size_t x_stride, int nt,
                              float *out);
 
-/* Convert n floats (a multiple of the format's block) into the activation format. */
-typedef void (*edge_act_quant_fn)(const float *x, void *dst, int64_t n);
+/* Convert blocks b0 .. b0+nb-1 of one activation row (x: the row's n floats) into the activation
+ * format, in that row's part of the scratch (row). */
+typedef void (*edge_act_quant_fn)(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
 
 struct edge_kernels {
     int isa;
@@ -60,9 +65,9 @@ extern const struct edge_kernels edge_kernels_avx512;
 #endif
 
 /* Scalar activation quantizers (ggml's reference rounding), shared by every path. */
-void edge_quant_act_q8_0(const float *x, void *dst, int64_t n);
-void edge_quant_act_q8_1(const float *x, void *dst, int64_t n);
-void edge_quant_act_q8_k(const float *x, void *dst, int64_t n);
+void edge_quant_act_q8_0(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
+void edge_quant_act_q8_1(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
+void edge_quant_act_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
 
 /* Unpackers shared by the scalar kernels: the 6-bit scale/min pairs of Q4_K/Q5_K and the 16
  * 6-bit scales of Q3_K. */

@@ -51,7 +51,7 @@ edge_act_format edge_act_format_of(int type) {
 /* Bytes and elements of one block of an activation format. */
 static void act_block(edge_act_format f, int64_t *elems, int64_t *bytes) {
     switch (f) {
-    case EDGE_ACT_Q8_0: *elems = QK8_0, *bytes = sizeof(block_q8_0f); return;
+    case EDGE_ACT_Q8_0: *elems = QK8_0, *bytes = EDGE_Q8S_BLOCK_BYTES; return;
     case EDGE_ACT_Q8_1: *elems = QK8_1, *bytes = sizeof(block_q8_1); return;
     case EDGE_ACT_Q8_K: *elems = QK_K, *bytes = sizeof(block_q8_K); return;
     default: *elems = 1, *bytes = 0; return;
@@ -138,8 +138,7 @@ static void mm_quantize_share(mm_job *job, int ith, int nth) {
         const int64_t t = g / blocks_per_row, b = g % blocks_per_row;
         int64_t nb = blocks_per_row - b;
         if (nb > g1 - g) nb = g1 - g;
-        job->quant(job->x + t * job->n_cols + b * job->blk_elems, job->xq + (size_t)t * job->xq_stride +
-                   (size_t)(b * job->blk_bytes), nb * job->blk_elems);
+        job->quant(job->x + t * job->n_cols, job->xq + (size_t)t * job->xq_stride, job->n_cols, b, nb);
         g += nb;
     }
 }

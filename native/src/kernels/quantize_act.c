@@ -13,22 +13,23 @@ static inline int nearest_int(float v) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
-void edge_quant_act_q8_0(const float *x, void *dst, int64_t n) {
-    block_q8_0f *y = dst;
-    for (int64_t i = 0; i < n / QK8_0; i++) {
+void edge_quant_act_q8_0(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    int8_t *qs = row;
+    float *ds = (float *)((char *)row + n);
+    for (int64_t i = b0; i < b0 + nb; i++) {
         const float *xb = x + i * QK8_0;
         float amax = 0.0f;
         for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(xb[j]));
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d = d;
-        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)nearest_int(xb[j] * id);
+        ds[i] = d;
+        for (int j = 0; j < QK8_0; j++) qs[i * QK8_0 + j] = (int8_t)nearest_int(xb[j] * id);
     }
 }
 
-void edge_quant_act_q8_1(const float *x, void *dst, int64_t n) {
-    block_q8_1 *y = dst;
-    for (int64_t i = 0; i < n / QK8_1; i++) {
+void edge_quant_act_q8_1(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    block_q8_1 *y = row;
+    for (int64_t i = b0; i < b0 + nb; i++) {
         const float *xb = x + i * QK8_1;
         float amax = 0.0f;
         for (int j = 0; j < QK8_1; j++) amax = fmaxf(amax, fabsf(xb[j]));
@@ -46,9 +47,9 @@ void edge_quant_act_q8_1(const float *x, void *dst, int64_t n) {
 
 /* Q8_K: one float scale per 256 with the largest-magnitude value mapped to -127 (so every q is in
  * [-127, 127] and the SIMD sign trick never meets -128), plus the sum of each 16 for the min terms. */
-void edge_quant_act_q8_k(const float *x, void *dst, int64_t n) {
-    block_q8_K *y = dst;
-    for (int64_t i = 0; i < n / QK_K; i++) {
+void edge_quant_act_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    block_q8_K *y = row;
+    for (int64_t i = b0; i < b0 + nb; i++) {
         const float *xb = x + i * QK_K;
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < QK_K; j++) {
