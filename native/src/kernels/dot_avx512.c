@@ -16,6 +16,10 @@
 static void zmm_dot_q4_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot_q5_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+#define EDGE_SIMD_DOT_Q8_0 zmm_dot_q8_0
+#define EDGE_SIMD_DOT2_Q8_0 zmm_dot2_q8_0
+static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+static void zmm_dot2_q8_0(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 #define EDGE_SIMD_DOT2_Q4_K zmm_dot2_q4_k
 #define EDGE_SIMD_DOT2_Q5_K zmm_dot2_q5_k
 static void zmm_dot2_q4_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
@@ -207,3 +211,73 @@ ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, si
     _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum512_ps(acc[t]);
 }
 MULTI_TOKEN(zmm_dot_q6_k)
+
+/* Q8_0, two blocks per 512-bit vector, R (1 or 2) rows. vpdpbusd wants unsigned x signed bytes:
+ * the activations are offset by 128 (xor 0x80) and the accumulator starts at -128 * sum(w), which
+ * leaves exactly sum(x * w) per 4 bytes. The activation scales of both blocks come from one
+ * 8-byte load (they are stored as an f32 array after the row). */
+ALWAYS_INLINE void zmm_q8_0_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const int nt,
+                                 float *out, const int R) {
+    const block_q8_0 *rows[2] = {(const block_q8_0 *)w, (const block_q8_0 *)((const char *)w + ws)};
+    const int64_t nb = n / QK8_0;
+    __m512 acc[2][4];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    const __m512i idx01 = cat256(_mm256_setzero_si256(), _mm256_set1_epi32(1));
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m512i wv[2], negc[2];
+        __m512 dwv[2];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            wv[r] = cat256(_mm256_loadu_si256((const __m256i *)rows[r][i].qs),
+                           _mm256_loadu_si256((const __m256i *)rows[r][i + 1].qs));
+            negc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, wv[r]));
+            dwv[r] = _mm512_permutexvar_ps(
+                idx01, _mm512_castps128_ps512(_mm_setr_ps(f16(rows[r][i].d), f16(rows[r][i + 1].d), 0.0f, 0.0f)));
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+            const void *xt = XROW(char, t);
+            const __m512i xu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(edge_q8s_qs(xt) + 32 * i)), off);
+            const __m512 dxv = _mm512_permutexvar_ps(
+                idx01, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(edge_q8s_d(xt, n) + i)))));
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m512i p = _mm512_dpbusd_epi32(negc[r], xu, wv[r]);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dwv[r], dxv), acc[r][t]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+            float s = hsum512_ps(acc[r][t]);
+            if (i < nb) { /* an odd last block */
+                const void *xt = XROW(char, t);
+                const __m256i v = _mm256_loadu_si256((const __m256i *)rows[r][i].qs);
+                const __m256i p = dot_ss8(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), v,
+                                          _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(xt) + 32 * i)));
+                s += hsum_ps(_mm256_cvtepi32_ps(p)) * (f16(rows[r][i].d) * edge_q8s_d(xt, n)[i]);
+            }
+            out[r * EDGE_DOT_MAX_TOK + t] = s;
+        }
+    }
+}
+
+static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {
+    float o[2 * EDGE_DOT_MAX_TOK];
+    switch (nt) {
+    case 1: zmm_q8_0_body(n, w, 0, x, xs, 1, o, 1); break;
+    case 2: zmm_q8_0_body(n, w, 0, x, xs, 2, o, 1); break;
+    case 3: zmm_q8_0_body(n, w, 0, x, xs, 3, o, 1); break;
+    default: zmm_q8_0_body(n, w, 0, x, xs, 4, o, 1); break;
+    }
+    for (int t = 0; t < nt; t++) out[t] = o[t];
+}
+
+static void zmm_dot2_q8_0(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) {
+    switch (nt) {
+    case 1: zmm_q8_0_body(n, w, ws, x, xs, 1, out, 2); break;
+    case 2: zmm_q8_0_body(n, w, ws, x, xs, 2, out, 2); break;
+    case 3: zmm_q8_0_body(n, w, ws, x, xs, 3, out, 2); break;
+    default: zmm_q8_0_body(n, w, ws, x, xs, 4, out, 2); break;
+    }
+}

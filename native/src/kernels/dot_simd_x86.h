@@ -547,6 +547,9 @@ static void simd_quant_q8_k(const float *x, void *row, int64_t n, int64_t b0, in
 }
 
 /* A file may replace these with wider kernels (dot_avx512.c). */
+#ifndef EDGE_SIMD_DOT_Q8_0
+#define EDGE_SIMD_DOT_Q8_0 simd_dot_q8_0
+#endif
 #ifndef EDGE_SIMD_DOT_Q4_K
 #define EDGE_SIMD_DOT_Q4_K simd_dot_q4_k
 #endif
@@ -574,7 +577,7 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q4_1] = simd_dot_q4_1,
             [EDGE_TYPE_Q5_0] = simd_dot_q5_0,
             [EDGE_TYPE_Q5_1] = simd_dot_q5_1,
-            [EDGE_TYPE_Q8_0] = simd_dot_q8_0,
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_DOT_Q8_0,
             [EDGE_TYPE_IQ4_NL] = simd_dot_iq4_nl,
             [EDGE_TYPE_Q2_K] = simd_dot_q2_k,
             [EDGE_TYPE_Q3_K] = simd_dot_q3_k,
@@ -588,6 +591,7 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
         {
             [EDGE_TYPE_Q4_K] = EDGE_SIMD_DOT2_Q4_K,
             [EDGE_TYPE_Q5_K] = EDGE_SIMD_DOT2_Q5_K,
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_DOT2_Q8_0,
         },
 #endif
     .quant_q8_0 = simd_quant_q8_0,
