@@ -25,6 +25,7 @@ import numpy as np
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
 
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
+ISAS: dict[str, int] = {"auto": -1, "scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
 
 
 @dataclass
@@ -74,7 +75,11 @@ class Hparams:
 
 
 class Model:
-    """A Grok model from a GGUF file and one inference context over it."""
+    """A Grok model from a GGUF file and one inference context over it.
+
+    ``n_ctx`` is clamped to the model's context length; ``kv_type``: "f16" (default), "q8_0" (half the
+    memory) or "f32" (exact); ``isa`` forces a CPU kernel path ("scalar", "avx2", "avx512", "neon";
+    "auto" picks the best this CPU runs)."""
 
     def __init__(
         self,
@@ -85,6 +90,7 @@ class Model:
         kv_type: str = "f16",
         seed: int | None = None,
         verbose: bool = False,
+        isa: str = "auto",
     ) -> None:
         self.path = str(path)
         self.verbose = verbose
@@ -95,6 +101,8 @@ class Model:
             raise EdgeArgumentError(
                 "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
             )
+        if isa.lower() not in ISAS:
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"isa {isa!r}: use one of {sorted(ISAS)}")
         if n_threads is not None and n_threads < 0:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
         if not Path(self.path).is_file():
@@ -112,6 +120,7 @@ class Model:
             params.n_batch = max(1, int(n_batch))
             params.n_threads = int(n_threads or 0)
             params.kv_type = KV_TYPES[kv_type.lower()]
+            params.isa = ISAS[isa.lower()]
             ctx = ffi.new("edge_context **")
             check(lib.edge_context_create(self._model, params, ctx))
             self._ctx = ctx[0]

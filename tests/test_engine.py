@@ -89,6 +89,25 @@ def test_pad_tokens_are_masked_like_the_official_model(converted, tiny_reference
     assert rel_rms(steps, r) < 5e-6
 
 
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon"])
+def test_every_cpu_path_matches_the_reference(
+    isa, converted, parity_tokens, reference_logits, file_reference
+):
+    # Each kernel path (and the attention loops that follow the same choice) on this CPU: F32 is exact to
+    # float32 rounding; Q8_0 within the same bound as the default path (see the quantized test).
+    from edge._native import ffi, lib
+
+    ok = ffi.new("int *")
+    lib.edge_isa_supported(edge.model.ISAS[isa], ok)
+    if not ok[0]:
+        pytest.skip(f"{isa} is not compiled in or not supported by this CPU")
+    with edge.Model(converted("f32"), n_ctx=64, n_threads=1, kv_type="f32", isa=isa) as model:
+        assert rel_rms(model.logits(parity_tokens), reference_logits) < 5e-6
+    for kv in ("f16", "f32"):
+        with edge.Model(converted("q8_0"), n_ctx=64, n_threads=1, kv_type=kv, isa=isa) as model:
+            assert rel_rms(model.logits(parity_tokens), file_reference("q8_0")) < 0.15
+
+
 @pytest.mark.parametrize("preset", FLOAT_PRESETS)
 def test_float_presets_against_the_reference(
     preset, converted, parity_tokens, reference_logits, file_reference

@@ -95,6 +95,14 @@ typedef struct edge_run_state {
     size_t scratch_bytes;
 } edge_run_state;
 
+/* Attention inner loops over one head's slice of a cached row (F16 or F32 cache), ISA-specific. */
+typedef float (*edge_attn_dot_fn)(const float *q, const void *k_row, int64_t n);
+typedef void (*edge_attn_axpy_fn)(float *acc, float p, const void *v_row, int64_t n);
+float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n);
+void edge_attn_axpy_f16_avx2(float *acc, float p, const void *v_row, int64_t n);
+float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n);
+void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n);
+
 struct edge_context {
     const edge_model *model;
     edge_context_params params;
@@ -106,6 +114,9 @@ struct edge_context {
     uint8_t *is_pad; /* [n_ctx] whether the token at a position is [PAD] (id 0): masked as a key */
     edge_run_state s;
     float *f16_table; /* 65536 entries: binary16 bit pattern -> float, for reading an F16 cache */
+    /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
+    edge_attn_dot_fn attn_dot;
+    edge_attn_axpy_fn attn_axpy;
 };
 
 /* Forward pass of n <= n_batch tokens at positions ctx->n_past.. (grok.c). Writes logits of the

@@ -61,6 +61,7 @@ static void attention_worker(void *arg, int ith, int nth) {
     float *scores = s->scores + (size_t)ith * (size_t)ctx->kv.n_ctx;
     float *vacc = s->vacc + (size_t)ith * (size_t)hd;
     float *row = s->kvrow + (size_t)ith * (size_t)hd;
+    const size_t head_bytes = ctx->kv.row_bytes / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     (void)nkv;
 
     for (int64_t task = ith; task < job->n * hp->n_head; task += nth) {
@@ -78,9 +79,14 @@ static void attention_worker(void *arg, int ith, int nth) {
                 scores[t] = -INFINITY;
                 continue;
             }
-            edge_kv_load(&ctx->kv, edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, t), g * hd, hd, row, ctx->f16_table);
+            const uint8_t *krow = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, t);
             float dot = 0.0f;
-            for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
+            if (ctx->attn_dot) {
+                dot = ctx->attn_dot(q, krow + head_bytes * (size_t)g, hd);
+            } else {
+                edge_kv_load(&ctx->kv, krow, g * hd, hd, row, ctx->f16_table);
+                for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
+            }
             float sc = dot * mult;
             if (cap > 0.0f) sc = cap * tanhf(sc / cap);
             scores[t] = sc;
@@ -97,9 +103,14 @@ static void attention_worker(void *arg, int ith, int nth) {
         for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
         for (int64_t t = 0; t <= pos; t++) {
             if (scores[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
-            edge_kv_load(&ctx->kv, edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, t), g * hd, hd, row, ctx->f16_table);
+            const uint8_t *vrow = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, t);
             const float p = scores[t] * inv;
-            for (int64_t j = 0; j < hd; j++) vacc[j] += p * row[j];
+            if (ctx->attn_axpy) {
+                ctx->attn_axpy(vacc, p, vrow + head_bytes * (size_t)g, hd);
+            } else {
+                edge_kv_load(&ctx->kv, vrow, g * hd, hd, row, ctx->f16_table);
+                for (int64_t j = 0; j < hd; j++) vacc[j] += p * row[j];
+            }
         }
         memcpy(s->att + i * nq + h * hd, vacc, (size_t)hd * sizeof(float));
     }
