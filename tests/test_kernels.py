@@ -145,6 +145,17 @@ def test_threads_give_identical_results(qtype: T) -> None:
         np.testing.assert_array_equal(y1, y3)
 
 
+def test_pool_of_all_cores_and_auto_isa() -> None:
+    assert isa_supported("auto") and isa_supported("scalar")
+    rng = np.random.default_rng(6)
+    raw = random_weights(T.Q5_K, 21, 256, rng)
+    x = heavy_tailed(rng, 6, 256)
+    with ThreadPool(0) as pool:  # 0: one thread per online core
+        np.testing.assert_array_equal(
+            matmul(raw, T.Q5_K, 21, 256, x, pool=pool), matmul(raw, T.Q5_K, 21, 256, x)
+        )
+
+
 def test_one_dimensional_x_returns_a_vector() -> None:
     rng = np.random.default_rng(1)
     raw = random_weights(T.Q8_0, 3, 64, rng)

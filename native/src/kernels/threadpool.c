@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "kernels_impl.h"
 
@@ -19,8 +20,16 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Iterations of busy waiting before sleeping (~100 us on a current x86 core). */
-#define SPIN_ITERS 20000
+/* Busy waiting before sleeping, bounded in time (not iterations: a pause instruction costs from a
+ * few to ~150 cycles depending on the CPU). Long enough to bridge the gaps between the matmuls of a
+ * layer, short enough to waste little when the machine is oversubscribed. */
+#define SPIN_NS 100000
+
+static inline uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 typedef struct worker_arg {
     struct edge_threadpool *pool;
@@ -47,10 +56,11 @@ static void *worker_main(void *p) {
     uint64_t seen = 0;
     for (;;) {
         uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
-        for (int i = 0; gen == seen && i < SPIN_ITERS && !atomic_load_explicit(&pool->stop, memory_order_relaxed);
-             i++) {
+        const uint64_t t0 = now_ns();
+        for (unsigned i = 1; gen == seen && !atomic_load_explicit(&pool->stop, memory_order_relaxed); i++) {
             CPU_RELAX();
             gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+            if ((i & 63) == 0 && now_ns() - t0 > SPIN_NS) break;
         }
         if (gen == seen) {
             pthread_mutex_lock(&pool->mutex);
@@ -146,8 +156,11 @@ void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, i
 
     fn(ctx, 0, pool->n_threads);
 
-    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++)
+    const uint64_t t0 = now_ns();
+    for (unsigned i = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++) {
         CPU_RELAX();
+        if ((i & 63) == 0 && now_ns() - t0 > SPIN_NS) break;
+    }
     if (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0) {
         pthread_mutex_lock(&pool->mutex);
         while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
