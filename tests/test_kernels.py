@@ -127,6 +127,26 @@ def test_matmul_against_numpy_and_scalar(qtype: T, isa: str) -> None:
             assert np.all(diff <= tol), f"{qtype.name} {isa} vs scalar: max diff {diff.max():.3g}"
 
 
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_matmul_of_quantized_heavy_tailed_weights(qtype: T) -> None:
+    """Weights as the converter writes them (edge.quant from heavy-tailed floats), every path."""
+    from edge.quant import quantize
+
+    rng = np.random.default_rng(int(qtype) + 99)
+    n_rows, n_cols = 19, 512
+    w_float = heavy_tailed(rng, n_rows, n_cols) * np.exp(rng.normal(0, 0.5, size=(n_rows, 1))).astype(
+        np.float32
+    )
+    raw = quantize(w_float, int(qtype), n_threads=1)
+    w = dequantize(qtype, raw, n_rows, n_cols)
+    x = heavy_tailed(rng, 5, n_cols)
+    ref = x.astype(np.float64) @ w.T
+    bound = reference_bound(qtype, raw, w, x)
+    for isa in ISAS:
+        err = np.abs(matmul(raw, qtype, n_rows, n_cols, x, isa=isa) - ref)
+        assert np.all(err <= bound), f"{qtype.name} {isa}: worst err/bound {(err / bound).max():.3g}"
+
+
 @pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.F16, T.IQ4_XS], ids=lambda t: t.name)
 def test_threads_give_identical_results(qtype: T) -> None:
     rng = np.random.default_rng(5)
