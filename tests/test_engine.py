@@ -392,6 +392,20 @@ def test_missing_tensor_is_named(tiny_reference, tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_shape_that_contradicts_the_metadata_is_named(tiny_reference, tmp_path, monkeypatch):
+    import gguf
+
+    params, config = tiny_reference
+    path = tmp_path / "kv4.gguf"
+    original = gguf.GGUFWriter.add_head_count_kv
+    monkeypatch.setattr(
+        gguf.GGUFWriter, "add_head_count_kv", lambda self, n: original(self, 4)
+    )  # file says 4
+    write_grok_gguf(path, params, config.key_size, "F32")  # tensors have 2 KV heads
+    with pytest.raises(EdgeFormatError, match=r"tensor 'blk.0.attn_k.weight' has shape \[256, 128, 1, 1\]"):
+        edge.Model(path)
+
+
 def test_unsupported_weight_type_is_refused_at_load(tiny_reference, tmp_path, monkeypatch):
     import gguf
 
