@@ -183,7 +183,11 @@ EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const
                                  int64_t n_cols, const float *x, int64_t n_tok, float *y);
 
 /* ---------------------------------------------------------------- model and inference (section: engine) */
-/* A model: the weights of a GGUF file (architecture "grok"), mapped, validated, zero copy. */
+/* A model: the weights of a GGUF file (architecture "grok"), mapped, validated, zero copy.
+ * Load fails with EDGE_ERR_UNSUPPORTED for another architecture or a weight type the kernels cannot
+ * multiply, EDGE_ERR_FORMAT naming the file and tensor for a missing tensor or a shape that contradicts
+ * the metadata. grok.embedding_scale / output_scale (or logit_scale) / attention.output_multiplier (or
+ * output_scale) / attn_logit_softcapping default to Grok-1's values when absent (llama.cpp's files). */
 typedef struct edge_model edge_model;
 /* A context: KV cache, activation buffers and a thread pool for one sequence. */
 typedef struct edge_context edge_context;
@@ -210,13 +214,16 @@ EDGE_API edge_status edge_context_default_params(edge_context_params *out);
 EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_params *params, edge_context **out);
 EDGE_API void edge_context_free(edge_context *ctx);
 /* Run n tokens at positions n_past .. n_past+n-1, appending them to the KV cache. logits, if not NULL,
- * receives [n, n_vocab] floats when all_logits is nonzero, else [1, n_vocab] for the last token. */
+ * receives [n, n_vocab] floats when all_logits is nonzero, else [1, n_vocab] for the last token.
+ * EDGE_ERR_RANGE (nothing evaluated) for a token id outside 0..n_vocab-1 or n_past + n > n_ctx.
+ * Token 0 ([PAD]) is masked as a key and routed to no expert, as the official model does. */
 EDGE_API edge_status edge_context_eval(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
                                        int all_logits);
 EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out);
 /* Forget every position >= n_past (n_past <= current), e.g. to reuse a shared prompt prefix. */
 EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past);
-/* KV cache save/restore for prompt reuse: size, then a copy out or in. */
+/* KV cache save/restore for prompt reuse: size, then a copy out or in (positions 0..n_past-1; loading
+ * checks the model shape and KV type and sets n_past). */
 EDGE_API edge_status edge_context_state_size(const edge_context *ctx, uint64_t *nbytes);
 EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst, uint64_t nbytes);
 EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src, uint64_t nbytes);
