@@ -1,4 +1,5 @@
-/* grok.c — the Grok-1 forward pass (read beside ../../../docs GROK1.md; the official model.py is the authority).
+/* grok.c — the Grok-1 forward pass. Read it beside GROK1.md (the numerics, from xAI's model.py, which is
+ * the authority where llama.cpp or other ports differ).
  *
  *   h = E[tokens] * embedding_scale
  *   per layer:  h = h + rms_1(attention(rms_0(h)))
@@ -55,14 +56,13 @@ static void attention_worker(void *arg, int ith, int nth) {
     edge_context *ctx = job->ctx;
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
-    const int64_t hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    const int64_t hd = hp->head_dim, nq = hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
     const float mult = (float)hp->attn_output_multiplier, cap = (float)hp->attn_logit_softcap;
     float *scores = s->scores + (size_t)ith * (size_t)ctx->kv.n_ctx;
     float *vacc = s->vacc + (size_t)ith * (size_t)hd;
     float *row = s->kvrow + (size_t)ith * (size_t)hd;
     const size_t head_bytes = ctx->kv.row_bytes / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
-    (void)nkv;
 
     for (int64_t task = ith; task < job->n * hp->n_head; task += nth) {
         const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
