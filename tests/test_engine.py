@@ -345,6 +345,17 @@ def test_kv_cache_types(kv_type, bound, converted, parity_tokens):
     assert rel_rms(engine_logits(path, parity_tokens, kv_type), exact) < bound
 
 
+def test_q8_0_kv_cache_on_one_layer(tiny_reference, parity_tokens, tmp_path):
+    # Without 11 layers of amplification the Q8_0 cache's rounding (blocks of 32, scale max|x|/127:
+    # ~0.3 % rms per value) moves the logits by 6.9e-3 (measured). Bound 2e-2.
+    params, config = tiny_reference
+    one = {k: v for k, v in params.items() if not k.startswith("transformer/") or "_layer_0/" in k}
+    path = tmp_path / "one-f32.gguf"
+    write_grok_gguf(path, one, config.key_size, "F32")
+    exact = engine_logits(path, parity_tokens, "f32")
+    assert rel_rms(engine_logits(path, parity_tokens, "q8_0"), exact) < 2e-2
+
+
 # ------------------------------------------------------------------------------------- errors
 
 
