@@ -297,6 +297,17 @@ def test_prompt_batches_and_incremental_decode_agree(converted, parity_tokens):
     assert rel_rms(steps, whole) < 1e-6
 
 
+def test_threads_agree(converted, parity_tokens):
+    # Work split over 3 threads (matmul rows, attention heads, the GELU) vs one: rounding level at most.
+    path = converted("q8_0")
+    with edge.Model(path, n_ctx=64, n_threads=1) as one, edge.Model(path, n_ctx=64, n_threads=3) as three:
+        a, b = one.logits(parity_tokens), three.logits(parity_tokens)
+        three.reset()
+        steps = np.stack([three.eval([t]) for t in parity_tokens[:4]])
+    assert rel_rms(b, a) < 1e-6
+    assert rel_rms(steps, a[:4]) < 1e-5
+
+
 def test_long_prompt_batches_with_expert_tiles(converted):
     # 600 tokens in one batch send 1200 rows to 8 experts, so at least one expert gets more than the
     # 128-row tile (EDGE_MOE_TILE) and runs in several tiles; 64-token batches never do.

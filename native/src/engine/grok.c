@@ -142,6 +142,18 @@ static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int
 
 /* ------------------------------------------------------------------------------------------------ MoE */
 
+typedef struct {
+    float *h, *u;
+    int64_t n;
+} gelu_job;
+
+/* h = gelu(h) ⊙ u over the worker's share (tanh is the costliest element-wise step: split it too). */
+static void gelu_mul_worker(void *arg, int ith, int nth) {
+    const gelu_job *job = arg;
+    const int64_t per = (job->n + nth - 1) / nth, lo = per * ith, hi = lo + per < job->n ? lo + per : job->n;
+    for (int64_t r = lo; r < hi; r++) job->h[r] = gelu_tanh(job->h[r]) * job->u[r];
+}
+
 static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n) {
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
@@ -187,7 +199,8 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
             /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
             if ((st = matmul(ctx, &L->gate[e], s->xg, mt, s->hg)) != EDGE_OK) return st;
             if ((st = matmul(ctx, &L->up[e], s->xg, mt, s->hu)) != EDGE_OK) return st;
-            for (int64_t r = 0; r < mt * nff; r++) s->hg[r] = gelu_tanh(s->hg[r]) * s->hu[r];
+            gelu_job gj = {s->hg, s->hu, mt * nff};
+            edge_threadpool_run(ctx->pool, gelu_mul_worker, &gj);
             if ((st = matmul(ctx, &L->down[e], s->hg, mt, s->yo)) != EDGE_OK) return st;
             /* moe(x) += p_e · y_e */
             for (int64_t r = 0; r < mt; r++) {
