@@ -13,6 +13,10 @@ const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu);
 /* Run fn(ctx, ith, nth) on every worker (ith = 0 is the calling thread) and return when all are done. */
 void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 int edge_threadpool_size(const edge_threadpool *pool);
+/* Run fn(ctx, ith, nth) on the calling thread (ith = 0) and on whichever workers are free to join
+ * before it returns; return when all that joined are done. For work split dynamically (an atomic
+ * counter), so a worker the OS has not scheduled costs no waiting (the caller does its share). */
+void edge_threadpool_run_any(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 
 /* Scratch bytes edge_matmul_ex needs for activations of n_tok rows of n_cols (quantized on the fly). */
 size_t edge_matmul_scratch_bytes(int type, int64_t n_cols, int64_t n_tok);

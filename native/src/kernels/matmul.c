@@ -20,6 +20,8 @@
 #endif
 
 #define SCRATCH_ALIGN 64
+/* Activation values converted per claimed unit when conversion runs on several threads. */
+#define QUNIT_ELEMS 2048
 /* Tokens per tile: the activation rows of one tile stay in L2 while the row block streams through. */
 #define TOKEN_TILE 32
 /* Activation bytes of one token group: most of a 32 KiB L1 data cache. */
@@ -117,18 +119,8 @@ typedef struct mm_job {
     int64_t rows_per_chunk, n_row_chunks, n_tok_tiles, n_chunks;
     int group; /* tokens per dot call */
     _Atomic int64_t next_chunk;
-    _Atomic int barrier;
+    _Atomic int64_t next_qunit, qunits_done; /* activation conversion, claimed unit by unit */
 } mm_job;
-
-static void wait_barrier(mm_job *job, int nth) {
-    atomic_fetch_add_explicit(&job->barrier, 1, memory_order_acq_rel);
-    for (unsigned i = 0; atomic_load_explicit(&job->barrier, memory_order_acquire) < nth; i++) {
-        if (i < 4096)
-            CPU_RELAX();
-        else
-            sched_yield(); /* more threads than free cores: let the others finish their share */
-    }
-}
 
 static void mm_quantize_share(mm_job *job, int ith, int nth) {
     const int64_t blocks_per_row = job->n_cols / job->blk_elems;
@@ -177,12 +169,32 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
     }
 }
 
+/* Activation conversion shared by whoever runs the job: units of about QUNIT_ELEMS values claimed
+ * from a counter; then wait until every claimed unit is written (the dots read all of them). */
+static void mm_quantize_dynamic(mm_job *job) {
+    const int64_t blocks_per_row = job->n_cols / job->blk_elems;
+    int64_t unit = QUNIT_ELEMS / job->blk_elems;
+    if (unit < 1) unit = 1;
+    const int64_t units_per_row = (blocks_per_row + unit - 1) / unit;
+    const int64_t total = units_per_row * job->n_tok;
+    for (int64_t u = atomic_fetch_add_explicit(&job->next_qunit, 1, memory_order_relaxed); u < total;
+         u = atomic_fetch_add_explicit(&job->next_qunit, 1, memory_order_relaxed)) {
+        const int64_t t = u / units_per_row, b = (u % units_per_row) * unit;
+        const int64_t nb = blocks_per_row - b < unit ? blocks_per_row - b : unit;
+        job->quant(job->x + t * job->n_cols, job->xq + (size_t)t * job->xq_stride, job->n_cols, b, nb);
+        atomic_fetch_add_explicit(&job->qunits_done, 1, memory_order_release);
+    }
+    for (unsigned i = 0; atomic_load_explicit(&job->qunits_done, memory_order_acquire) < total; i++) {
+        if (i < 4096)
+            CPU_RELAX();
+        else
+            sched_yield(); /* a unit's owner was descheduled: let it finish */
+    }
+}
+
 static void mm_worker(void *ctx, int ith, int nth) {
     mm_job *job = ctx;
-    if (job->quant) {
-        mm_quantize_share(job, ith, nth);
-        if (nth > 1) wait_barrier(job, nth);
-    }
+    if (job->quant) mm_quantize_dynamic(job);
     /* Every chunk from the shared counter (none reserved per thread): a worker the OS has not
      * scheduled yet costs no waiting for "its" chunk; the others take them. */
     for (int64_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed); c < job->n_chunks;
@@ -259,14 +271,17 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     job.n_row_chunks = (n_rows + rpc - 1) / rpc;
     job.n_chunks = job.n_row_chunks * job.n_tok_tiles;
     atomic_init(&job.next_chunk, 0);
-    atomic_init(&job.barrier, 0);
+    atomic_init(&job.next_qunit, 0);
+    atomic_init(&job.qunits_done, 0);
 
     /* A small conversion is cheaper on one thread than a barrier. */
     if (job.quant && n_cols * n_tok <= 8192) {
         mm_quantize_share(&job, 0, 1);
         job.quant = NULL;
     }
-    edge_threadpool_run(pool, mm_worker, &job);
+    /* Every piece of work is claimed from a counter, so workers that are late (busy machine) are not
+     * waited for: whoever runs does it. */
+    edge_threadpool_run_any(pool, mm_worker, &job);
     edge_clear_error();
     return EDGE_OK;
 }

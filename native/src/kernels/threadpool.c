@@ -5,6 +5,7 @@
  * instructions) and only then sleep on a condition variable. The caller likewise spins, then
  * sleeps, until the last worker has finished. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -43,12 +44,28 @@ struct edge_threadpool {
     pthread_mutex_t mutex;
     pthread_cond_t cond_work; /* a new generation was published (or stop) */
     pthread_cond_t cond_done; /* pending reached zero */
+    /* Job number << 1 | 1 for a job any subset of workers may help with (edge_threadpool_run_any). */
     _Atomic uint64_t generation;
+    /* run_any: generation << TICKET_GEN_SHIFT | TICKET_OPEN while workers may still join | workers in. */
+    _Atomic uint64_t ticket;
     _Atomic int pending; /* workers (excluding the caller) still running the current job */
     _Atomic int stop;
     void (*fn)(void *ctx, int ith, int nth);
     void *ctx;
 };
+
+#define TICKET_COUNT_MASK ((UINT64_C(1) << 20) - 1)
+#define TICKET_OPEN (UINT64_C(1) << 20)
+#define TICKET_GEN_SHIFT 21
+
+/* Join job `gen` of edge_threadpool_run_any if the caller has not closed it yet. */
+static bool join_any(struct edge_threadpool *pool, uint64_t gen) {
+    uint64_t t = atomic_load_explicit(&pool->ticket, memory_order_acquire);
+    while ((t >> TICKET_GEN_SHIFT) == gen && (t & TICKET_OPEN))
+        if (atomic_compare_exchange_weak_explicit(&pool->ticket, &t, t + 1, memory_order_acq_rel, memory_order_acquire))
+            return true;
+    return false;
+}
 
 static void *worker_main(void *p) {
     worker_arg *arg = p;
@@ -71,6 +88,13 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = gen;
+        if (gen & 1) { /* run_any: help only if the job is still open; nobody waits for us otherwise */
+            if (join_any(pool, gen)) {
+                pool->fn(pool->ctx, arg->ith, pool->n_threads);
+                atomic_fetch_sub_explicit(&pool->ticket, 1, memory_order_acq_rel);
+            }
+            continue;
+        }
         pool->fn(pool->ctx, arg->ith, pool->n_threads);
         if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
             pthread_mutex_lock(&pool->mutex);
@@ -106,6 +130,7 @@ EDGE_API edge_status edge_threadpool_create(int n_threads, edge_threadpool **out
     pthread_cond_init(&pool->cond_work, NULL);
     pthread_cond_init(&pool->cond_done, NULL);
     atomic_init(&pool->generation, 0);
+    atomic_init(&pool->ticket, 0);
     atomic_init(&pool->pending, 0);
     atomic_init(&pool->stop, 0);
     for (int i = 1; i < n_threads; i++) {
@@ -141,6 +166,36 @@ EDGE_API void edge_threadpool_free(edge_threadpool *pool) {
 
 int edge_threadpool_size(const edge_threadpool *pool) { return pool ? pool->n_threads : 1; }
 
+/* The next job number with its kind in bit 0 (only the caller's thread publishes). */
+static uint64_t publish(struct edge_threadpool *pool, int any) {
+    const uint64_t gen = (((atomic_load_explicit(&pool->generation, memory_order_relaxed) >> 1) + 1) << 1) | (uint64_t)any;
+    if (any) atomic_store_explicit(&pool->ticket, (gen << TICKET_GEN_SHIFT) | TICKET_OPEN, memory_order_release);
+    pthread_mutex_lock(&pool->mutex);
+    atomic_store_explicit(&pool->generation, gen, memory_order_release);
+    pthread_cond_broadcast(&pool->cond_work);
+    pthread_mutex_unlock(&pool->mutex);
+    return gen;
+}
+
+void edge_threadpool_run_any(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
+    if (!pool || pool->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    publish(pool, 1);
+    fn(ctx, 0, pool->n_threads);
+    /* Close the job, then wait only for the workers that joined (they are running it now). */
+    atomic_fetch_and_explicit(&pool->ticket, ~TICKET_OPEN, memory_order_acq_rel);
+    for (unsigned i = 1; atomic_load_explicit(&pool->ticket, memory_order_acquire) & TICKET_COUNT_MASK; i++) {
+        if (i < 4096)
+            CPU_RELAX();
+        else
+            sched_yield();
+    }
+}
+
 void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
     if (!pool || pool->n_threads == 1) {
         fn(ctx, 0, 1);
@@ -149,10 +204,7 @@ void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, i
     pool->fn = fn;
     pool->ctx = ctx;
     atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
-    pthread_mutex_lock(&pool->mutex);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&pool->cond_work);
-    pthread_mutex_unlock(&pool->mutex);
+    publish(pool, 0);
 
     fn(ctx, 0, pool->n_threads);
 
