@@ -121,9 +121,11 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         goto fail;
     }
     for (uint32_t h = 0; h < 65536; h++) ctx->f16_table[h] = edge_f16_to_f32((uint16_t)h);
+    ctx->gelu_mul = edge_gelu_mul_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
-    /* AVX2 attention loops unless the caller forces the scalar path (the kernels follow the same choice). */
+    /* AVX2 attention loops and GELU unless the caller forces the scalar path (as the kernels do). */
     if (p.isa != EDGE_ISA_SCALAR && cpu.avx2 && cpu.fma && cpu.f16c) {
+        ctx->gelu_mul = edge_gelu_mul_avx2;
         if (p.kv_type == EDGE_TYPE_F16) {
             ctx->attn_dot = edge_attn_dot_f16_avx2;
             ctx->attn_axpy = edge_attn_axpy_f16_avx2;

@@ -102,6 +102,10 @@ float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n);
 void edge_attn_axpy_f16_avx2(float *acc, float p, const void *v_row, int64_t n);
 float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n);
 void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n);
+/* h = gelu_tanh(h) ⊙ u over n elements. */
+typedef void (*edge_gelu_mul_fn)(float *h, const float *u, int64_t n);
+void edge_gelu_mul_avx2(float *h, const float *u, int64_t n);
+void edge_gelu_mul_scalar(float *h, const float *u, int64_t n);
 
 struct edge_context {
     const edge_model *model;
@@ -117,6 +121,7 @@ struct edge_context {
     /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
     edge_attn_dot_fn attn_dot;
     edge_attn_axpy_fn attn_axpy;
+    edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */
 };
 
 /* Forward pass of n <= n_batch tokens at positions ctx->n_past.. (grok.c). Writes logits of the

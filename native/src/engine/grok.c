@@ -142,7 +142,13 @@ static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int
 
 /* ------------------------------------------------------------------------------------------------ MoE */
 
+/* The portable expert activation: h = gelu(h) ⊙ u. */
+void edge_gelu_mul_scalar(float *h, const float *u, int64_t n) {
+    for (int64_t r = 0; r < n; r++) h[r] = gelu_tanh(h[r]) * u[r];
+}
+
 typedef struct {
+    edge_gelu_mul_fn fn;
     float *h, *u;
     int64_t n;
 } gelu_job;
@@ -151,7 +157,7 @@ typedef struct {
 static void gelu_mul_worker(void *arg, int ith, int nth) {
     const gelu_job *job = arg;
     const int64_t per = (job->n + nth - 1) / nth, lo = per * ith, hi = lo + per < job->n ? lo + per : job->n;
-    for (int64_t r = lo; r < hi; r++) job->h[r] = gelu_tanh(job->h[r]) * job->u[r];
+    if (hi > lo) job->fn(job->h + lo, job->u + lo, hi - lo);
 }
 
 static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n) {
@@ -199,7 +205,7 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
             /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
             if ((st = matmul(ctx, &L->gate[e], s->xg, mt, s->hg)) != EDGE_OK) return st;
             if ((st = matmul(ctx, &L->up[e], s->xg, mt, s->hu)) != EDGE_OK) return st;
-            gelu_job gj = {s->hg, s->hu, mt * nff};
+            gelu_job gj = {ctx->gelu_mul, s->hg, s->hu, mt * nff};
             edge_threadpool_run(ctx->pool, gelu_mul_worker, &gj);
             if ((st = matmul(ctx, &L->down[e], s->hg, mt, s->yo)) != EDGE_OK) return st;
             /* moe(x) += p_e · y_e */
