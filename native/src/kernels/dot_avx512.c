@@ -240,7 +240,7 @@ ALWAYS_INLINE void zmm_q8_0_body(int64_t n, const void *w, size_t ws, const void
             const void *xt = XROW(char, t);
             const __m512i xu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(edge_q8s_qs(xt) + 32 * i)), off);
             const __m512 dxv = _mm512_permutexvar_ps(
-                idx01, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(edge_q8s_d(xt, n) + i)))));
+                idx01, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(edge_q8s_d(xt, n) + i)))));
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
                 const __m512i p = _mm512_dpbusd_epi32(negc[r], xu, wv[r]);
                 acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dwv[r], dxv), acc[r][t]);
