@@ -1,6 +1,7 @@
 /* attention_avx2.c — the attention inner loops over cached K/V rows with AVX2 + FMA + F16C
  * (compiled with those flags only; chosen at context creation when the CPU has them). */
 #include <immintrin.h>
+#include <math.h>
 
 #include "engine/engine.h"
 
@@ -58,4 +59,83 @@ void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n) 
     for (; j + 8 <= n; j += 8)
         _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(pp, _mm256_loadu_ps(v + j), _mm256_loadu_ps(acc + j)));
     for (; j < n; j++) acc[j] += p * v[j];
+}
+
+/* e^z for 8 lanes: range reduction 2^n · e^r (|r| <= ln2/2) and Cephes' degree-6 polynomial, ~2 ulps;
+ * z is clamped to [-87, 87]. */
+static inline __m256 exp256(__m256 z) {
+    z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), z);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+
+/* tanh for 8 lanes as Cephes' tanhf: an odd polynomial for |x| < 0.625 (no cancellation near 0),
+ * 1 - 2 / (e^{2|x|} + 1) with the sign restored above; ~2 ulps. */
+static inline __m256 tanh256(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 ax = _mm256_andnot_ps(sign, x);
+    const __m256 z = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+    const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+    const __m256 e = exp256(_mm256_add_ps(ax, ax));
+    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
+    return _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
+}
+
+float edge_attn_softcap_avx2(float *s, int64_t n, float mult, float cap) {
+    const __m256 vm = _mm256_set1_ps(mult), vcap = _mm256_set1_ps(cap), vinv = _mm256_set1_ps(cap > 0 ? 1.0f / cap : 0);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vmax = ninf;
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const __m256 raw = _mm256_loadu_ps(s + t);
+        const __m256 masked = _mm256_cmp_ps(raw, ninf, _CMP_EQ_OQ);
+        __m256 v = _mm256_mul_ps(raw, vm);
+        if (cap > 0.0f) v = _mm256_mul_ps(vcap, tanh256(_mm256_mul_ps(v, vinv)));
+        v = _mm256_blendv_ps(v, ninf, masked);
+        _mm256_storeu_ps(s + t, v);
+        vmax = _mm256_max_ps(vmax, v);
+    }
+    float m[8], max = -INFINITY;
+    _mm256_storeu_ps(m, vmax);
+    for (int j = 0; j < 8; j++) max = m[j] > max ? m[j] : max;
+    for (; t < n; t++) {
+        if (s[t] == -INFINITY) continue;
+        float v = s[t] * mult;
+        if (cap > 0.0f) v = cap * tanhf(v / cap);
+        s[t] = v;
+        max = v > max ? v : max;
+    }
+    return max;
+}
+
+float edge_attn_exp_avx2(float *s, int64_t n, float max) {
+    const __m256 vmax = _mm256_set1_ps(max), ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
+    __m256 acc = zero;
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const __m256 v = _mm256_loadu_ps(s + t);
+        const __m256 e = _mm256_blendv_ps(exp256(_mm256_sub_ps(v, vmax)), zero, _mm256_cmp_ps(v, ninf, _CMP_EQ_OQ));
+        _mm256_storeu_ps(s + t, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum256(acc);
+    for (; t < n; t++) sum += (s[t] = expf(s[t] - max));
+    return sum;
 }

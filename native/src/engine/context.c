@@ -126,6 +126,8 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     /* AVX2 attention loops and GELU unless the caller forces the scalar path (as the kernels do). */
     if (p.isa != EDGE_ISA_SCALAR && cpu.avx2 && cpu.fma && cpu.f16c) {
         ctx->gelu_mul = edge_gelu_mul_avx2;
+        ctx->attn_softcap = edge_attn_softcap_avx2;
+        ctx->attn_exp = edge_attn_exp_avx2;
         if (p.kv_type == EDGE_TYPE_F16) {
             ctx->attn_dot = edge_attn_dot_f16_avx2;
             ctx->attn_axpy = edge_attn_axpy_f16_avx2;

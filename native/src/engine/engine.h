@@ -102,6 +102,12 @@ float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n);
 void edge_attn_axpy_f16_avx2(float *acc, float p, const void *v_row, int64_t n);
 float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n);
 void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n);
+/* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
+ * max. Then s = exp(s - max) (masked: 0); returns the sum. */
+typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
+typedef float (*edge_attn_exp_fn)(float *s, int64_t n, float max);
+float edge_attn_softcap_avx2(float *s, int64_t n, float mult, float cap);
+float edge_attn_exp_avx2(float *s, int64_t n, float max);
 /* h = gelu_tanh(h) ⊙ u over n elements. */
 typedef void (*edge_gelu_mul_fn)(float *h, const float *u, int64_t n);
 void edge_gelu_mul_avx2(float *h, const float *u, int64_t n);
@@ -121,6 +127,8 @@ struct edge_context {
     /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
     edge_attn_dot_fn attn_dot;
     edge_attn_axpy_fn attn_axpy;
+    edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
+    edge_attn_exp_fn attn_exp;
     edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */
 };
 

@@ -73,7 +73,6 @@ static void attention_worker(void *arg, int ith, int nth) {
         bool mask_pads = false;
         for (int64_t t = 0; t <= pos && !mask_pads; t++) mask_pads = !ctx->is_pad[t];
         /* scores: s = (q·k) * attn_output_multiplier, then cap·tanh(s/cap); causal: keys 0..pos only */
-        float max = -INFINITY;
         for (int64_t t = 0; t <= pos; t++) {
             if (mask_pads && ctx->is_pad[t]) {
                 scores[t] = -INFINITY;
@@ -87,16 +86,25 @@ static void attention_worker(void *arg, int ith, int nth) {
                 edge_kv_load(&ctx->kv, krow, g * hd, hd, row, ctx->f16_table);
                 for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
             }
-            float sc = dot * mult;
-            if (cap > 0.0f) sc = cap * tanhf(sc / cap);
-            scores[t] = sc;
-            if (sc > max) max = sc;
+            scores[t] = dot;
         }
-        /* softmax in fp32 */
-        float sum = 0.0f;
-        for (int64_t t = 0; t <= pos; t++) {
-            scores[t] = expf(scores[t] - max);
-            sum += scores[t];
+        float max = -INFINITY, sum = 0.0f;
+        if (ctx->attn_softcap) {
+            max = ctx->attn_softcap(scores, pos + 1, mult, cap);
+            sum = ctx->attn_exp(scores, pos + 1, max);
+        } else {
+            for (int64_t t = 0; t <= pos; t++) {
+                if (scores[t] == -INFINITY) continue;
+                float sc = scores[t] * mult;
+                if (cap > 0.0f) sc = cap * tanhf(sc / cap);
+                scores[t] = sc;
+                if (sc > max) max = sc;
+            }
+            /* softmax in fp32 */
+            for (int64_t t = 0; t <= pos; t++) {
+                scores[t] = expf(scores[t] - max);
+                sum += scores[t];
+            }
         }
         const float inv = 1.0f / sum;
         /* o = softmax · v */
