@@ -123,17 +123,11 @@ typedef struct mm_job {
     _Atomic int64_t next_qunit, qunits_done; /* activation conversion, claimed unit by unit */
 } mm_job;
 
-static void mm_quantize_share(mm_job *job, int ith, int nth) {
-    const int64_t blocks_per_row = job->n_cols / job->blk_elems;
-    const int64_t total = blocks_per_row * job->n_tok;
-    const int64_t g0 = total * ith / nth, g1 = total * (ith + 1) / nth;
-    for (int64_t g = g0; g < g1;) {
-        const int64_t t = g / blocks_per_row, b = g % blocks_per_row;
-        int64_t nb = blocks_per_row - b;
-        if (nb > g1 - g) nb = g1 - g;
-        job->quant(job->x + t * job->n_cols, job->xq + (size_t)t * job->xq_stride, job->n_cols, b, nb);
-        g += nb;
-    }
+/* The whole activation conversion on the calling thread (small inputs: cheaper than sharing it). */
+static void mm_quantize_all(const mm_job *job) {
+    for (int64_t t = 0; t < job->n_tok; t++)
+        job->quant(job->x + t * job->n_cols, job->xq + (size_t)t * job->xq_stride, job->n_cols, 0,
+                   job->n_cols / job->blk_elems);
 }
 
 static void mm_chunk(const mm_job *job, int64_t chunk) {
@@ -277,7 +271,7 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
 
     /* A small conversion is cheaper on one thread than a barrier. */
     if (job.quant && n_cols * n_tok <= 8192) {
-        mm_quantize_share(&job, 0, 1);
+        mm_quantize_all(&job);
         job.quant = NULL;
     }
     /* Every piece of work is claimed from a counter, so workers that are late (busy machine) are not
