@@ -65,7 +65,7 @@ class TrainConfig:
     seed: int = 1611
     seq_len: int = 256
     batch: int = 8
-    steps: int = 600
+    steps: int = 500
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup: int = 40
@@ -74,7 +74,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     save_every: int = 50
-    threads: int = 2
+    threads: int = 1  # one thread: deterministic, and no OpenMP spin-waits on a shared machine
 
 
 # ----------------------------------------------------------------------------------------- corpus

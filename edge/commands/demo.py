@@ -74,6 +74,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="q4_k_m", choices=DEMO_PRESETS, help="the file to generate from")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (deterministic)")
+    parser.add_argument(
+        "--repeat-penalty", type=float, default=1.2, help="a 20 M model loops without one (1.0 = off)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", type=Path, default=None, help="where the GGUF files go (default: ~/.cache/grok-edge/demo)"
@@ -99,11 +102,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {preset:<8} {size / 2**20:8.2f} MiB  {files[preset].name}  ({took:.1f} s)")
     prompt = args.prompt if args.prompt is not None else info.get("prompt", DEFAULT_PROMPT)
     with Model(files[args.preset], n_ctx=int(info["context_length"]), seed=args.seed) as model:
-        print(f"\ngenerating with {args.preset} (temperature {args.temperature}):\n")
+        print(
+            f"\ngenerating with {args.preset} (temperature {args.temperature}, "
+            f"repeat penalty {args.repeat_penalty}):\n"
+        )
         sys.stdout.write(prompt)
         sys.stdout.flush()
         n_chars = 0
-        for piece in model.stream(prompt, max_tokens=args.max_tokens, temperature=args.temperature):
+        for piece in model.stream(
+            prompt,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            repeat_penalty=args.repeat_penalty,
+        ):
             sys.stdout.write(piece)
             sys.stdout.flush()
             n_chars += len(piece.strip())
