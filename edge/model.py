@@ -125,7 +125,7 @@ class Model:
             check(lib.edge_context_create(self._model, params, ctx))
             self._ctx = ctx[0]
             self.n_ctx = int(params.n_ctx)
-            self.n_batch = int(params.n_batch)
+            self.n_batch = min(int(params.n_batch), self.n_ctx)  # as the context clamps it
             self.kv_type = kv_type.lower()
             self.tokenizer = self._load_tokenizer()
         except BaseException:
@@ -170,6 +170,10 @@ class Model:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ctx == ffi.NULL else f"n_ctx={self.n_ctx}, n_past={len(self._tokens)}"
+        return f"Model({self.path!r}, {state})"
 
     def _require_open(self) -> Any:
         if self._ctx == ffi.NULL:
