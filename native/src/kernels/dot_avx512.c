@@ -20,6 +20,8 @@ static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int
 #define EDGE_SIMD_DOT2_Q8_0 zmm_dot2_q8_0
 static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot2_q8_0(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
+#define EDGE_SIMD_DOT2_Q6_K zmm_dot2_q6_k
+static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 #define EDGE_SIMD_DOT2_Q4_K zmm_dot2_q4_k
 #define EDGE_SIMD_DOT2_Q5_K zmm_dot2_q5_k
 static void zmm_dot2_q4_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
@@ -165,27 +167,33 @@ MULTI_TOKEN2(zmm_dot2_q5_k, 1)
 /* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
  * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of
  * 16, so the scale vector holds four scales. */
-ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,
-                                     float *out) {
-    const block_q6_K *a = w;
-    __m512 acc[4];
-    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+ALWAYS_INLINE void zmm_q6_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const int nt,
+                                 float *out, const int R) {
+    const block_q6_K *rows[2] = {(const block_q6_K *)w, (const block_q6_K *)((const char *)w + ws)};
+    __m512 acc[2][4];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
     const __m512i sh01 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
     const __m512i sh23 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
-        const __m512i sc16 = _mm512_castsi256_si512(sc16y);
-        __m512i sumi[4];
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();
+        __m256i sc16y[2];
+        __m512i sumi[2][4];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            sc16y[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)rows[r][i].scales));
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[r][t] = _mm512_setzero_si512();
+        }
         _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
-            const __m512i ql = _mm512_loadu_si512((const void *)(a[i].ql + 64 * h));
-            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h)));
-            __m512i u[2];
-            u[0] = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m3), 4));
-            u[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m3), 4));
+            __m512i u[2][2];
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m512i ql = _mm512_loadu_si512((const void *)(rows[r][i].ql + 64 * h));
+                const __m512i qh =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(rows[r][i].qh + 32 * h)));
+                u[r][0] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m3), 4));
+                u[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m3), 4));
+            }
             _Pragma("GCC unroll 8") for (int p = 0; p < 2; p++) {
                 const int k0 = 8 * h + 4 * p;
                 const __m512i idx = _mm512_inserti32x4(
@@ -193,24 +201,49 @@ ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, si
                                                           _mm_set1_epi16((short)(k0 + 1)), 1),
                                        _mm_set1_epi16((short)(k0 + 2)), 2),
                     _mm_set1_epi16((short)(k0 + 3)), 3);
-                const __m512i sc = _mm512_permutexvar_epi16(idx, sc16);
+                __m512i sc[2];
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                    sc[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16y[r]));
                 _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                     const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 128 * h + 64 * p));
-                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u[p], xq), sc);
+                    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                        sumi[r][t] = _mm512_dpwssd_epi32(sumi[r][t], _mm512_maddubs_epi16(u[r][p], xq), sc[r]);
                 }
             }
         }
-        const float dw = f16(a[i].d);
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
-            const __m256i corr = _mm256_slli_epi32(k16_bsum_terms(b->bsums, sc16y), 5);
-            const __m512i tot = _mm512_sub_epi32(sumi[t], _mm512_inserti64x4(_mm512_setzero_si512(), corr, 0));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_set1_ps(dw * b->d), acc[t]);
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)b->bsums);
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16y[r]), 5);
+                const __m512i tot = _mm512_sub_epi32(sumi[r][t], _mm512_inserti64x4(_mm512_setzero_si512(), corr, 0));
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_set1_ps(f16(rows[r][i].d) * b->d), acc[r][t]);
+            }
         }
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum512_ps(acc[t]);
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[r * EDGE_DOT_MAX_TOK + t] = hsum512_ps(acc[r][t]);
 }
-MULTI_TOKEN(zmm_dot_q6_k)
+
+static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {
+    float o[2 * EDGE_DOT_MAX_TOK];
+    switch (nt) {
+    case 1: zmm_q6_k_body(n, w, 0, x, xs, 1, o, 1); break;
+    case 2: zmm_q6_k_body(n, w, 0, x, xs, 2, o, 1); break;
+    case 3: zmm_q6_k_body(n, w, 0, x, xs, 3, o, 1); break;
+    default: zmm_q6_k_body(n, w, 0, x, xs, 4, o, 1); break;
+    }
+    for (int t = 0; t < nt; t++) out[t] = o[t];
+}
+
+static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) {
+    switch (nt) {
+    case 1: zmm_q6_k_body(n, w, ws, x, xs, 1, out, 2); break;
+    case 2: zmm_q6_k_body(n, w, ws, x, xs, 2, out, 2); break;
+    case 3: zmm_q6_k_body(n, w, ws, x, xs, 3, out, 2); break;
+    default: zmm_q6_k_body(n, w, ws, x, xs, 4, out, 2); break;
+    }
+}
 
 /* Q8_0, two blocks per 512-bit vector, R (1 or 2) rows. vpdpbusd wants unsigned x signed bytes:
  * the activations are offset by 128 (xor 0x80) and the accumulator starts at -128 * sum(w), which
