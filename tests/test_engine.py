@@ -624,3 +624,28 @@ def test_engine_is_sanitizer_clean(converted, tiny_reference, tmp_path):
     for report in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
         assert report not in output, output[-6000:]
     assert output.count("ok ") == len(files)
+
+
+# ------------------------------------------------------------------------------------- a trained model
+
+
+def test_trained_model_against_the_reference(tmp_path):
+    """The shipped tiny Grok trained on the KJV (edge/data/tiny-grok, release format) converted at f32:
+    the engine against the float64 reference on the release checkpoint, on real text. F32 cache: float32
+    arithmetic only (bound 5e-6); F16 cache (default): binary16 rounding of k and v (measured 4e-5,
+    bound 2e-4). Greedy tokens agree with the reference's argmax at every position."""
+    import json
+
+    from edge.commands.demo import convert_preset, data_dir
+
+    info = json.loads((data_dir() / "model.json").read_text())
+    params = ref.load_checkpoint(data_dir() / "ckpt-0", int(info["key_size"]))
+    config = ref.GrokConfig.from_params(params, int(info["key_size"]))
+    path = convert_preset("f32", tmp_path)
+    with edge.Model(path, n_ctx=256, n_threads=1, kv_type="f32") as model:
+        tokens = model.tokenize("And God said, Let there be light: and there was light.")
+        exact = model.logits(tokens)
+    r = ref.forward(params, config, tokens)
+    assert rel_rms(exact, r) < 5e-6
+    assert rel_rms(engine_logits(path, tokens, "f16"), r) < 2e-4
+    np.testing.assert_array_equal(exact.argmax(1), r.argmax(1))
