@@ -106,6 +106,9 @@ def test_every_cpu_path_matches_the_reference(
     for kv in ("f16", "f32"):
         with edge.Model(converted("q8_0"), n_ctx=64, n_threads=1, kv_type=kv, isa=isa) as model:
             assert rel_rms(model.logits(parity_tokens), file_reference("q8_0")) < 0.15
+    # the Q8_0 cache's attention loops (AVX2 or portable) against the exact cache: as in test_kv_cache_types
+    with edge.Model(converted("f32"), n_ctx=64, n_threads=1, kv_type="q8_0", isa=isa) as model:
+        assert rel_rms(model.logits(parity_tokens), reference_logits) < 0.35
 
 
 @pytest.mark.parametrize("preset", FLOAT_PRESETS)

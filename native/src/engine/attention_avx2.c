@@ -1,8 +1,9 @@
-/* attention_avx2.c — the attention inner loops over cached K/V rows with AVX2 + FMA + F16C
+/* attention_avx2.c — the attention inner loops over cached K/V rows (F16, F32, Q8_0) with AVX2 + FMA + F16C
  * (compiled with those flags only; chosen at context creation when the CPU has them). */
 #include <immintrin.h>
 #include <math.h>
 
+#include "blocks.h"
 #include "engine/engine.h"
 
 static inline float hsum256(__m256 v) {
@@ -138,4 +139,31 @@ float edge_attn_exp_avx2(float *s, int64_t n, float max) {
     float sum = hsum256(acc);
     for (; t < n; t++) sum += (s[t] = expf(s[t] - max));
     return sum;
+}
+
+/* Q8_0 cache: a head's slice is n/32 blocks of (f16 scale, 32 int8). */
+static inline __m256 q8_lanes(const int8_t *qs) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qs)));
+}
+
+float edge_attn_dot_q8_0_avx2(const float *q, const void *k_row, int64_t n) {
+    const block_q8_0 *b = k_row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++, q += QK8_0) {
+        __m256 s = _mm256_mul_ps(_mm256_loadu_ps(q), q8_lanes(b[i].qs));
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8), q8_lanes(b[i].qs + 8), s);
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16), q8_lanes(b[i].qs + 16), s);
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(q + 24), q8_lanes(b[i].qs + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, acc);
+    }
+    return hsum256(acc);
+}
+
+void edge_attn_axpy_q8_0_avx2(float *acc, float p, const void *v_row, int64_t n) {
+    const block_q8_0 *b = v_row;
+    for (int64_t i = 0; i < n / QK8_0; i++, acc += QK8_0) {
+        const __m256 pd = _mm256_set1_ps(p * _cvtsh_ss(b[i].d));
+        for (int j = 0; j < QK8_0; j += 8)
+            _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(pd, q8_lanes(b[i].qs + j), _mm256_loadu_ps(acc + j)));
+    }
 }

@@ -134,6 +134,9 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         } else if (p.kv_type == EDGE_TYPE_F32) {
             ctx->attn_dot = edge_attn_dot_f32_avx2;
             ctx->attn_axpy = edge_attn_axpy_f32_avx2;
+        } else if (p.kv_type == EDGE_TYPE_Q8_0) { /* head_dim % 32 == 0, checked above */
+            ctx->attn_dot = edge_attn_dot_q8_0_avx2;
+            ctx->attn_axpy = edge_attn_axpy_q8_0_avx2;
         }
     }
 #endif

@@ -95,13 +95,15 @@ typedef struct edge_run_state {
     size_t scratch_bytes;
 } edge_run_state;
 
-/* Attention inner loops over one head's slice of a cached row (F16 or F32 cache), ISA-specific. */
+/* Attention inner loops over one head's slice of a cached row, per cache type, ISA-specific. */
 typedef float (*edge_attn_dot_fn)(const float *q, const void *k_row, int64_t n);
 typedef void (*edge_attn_axpy_fn)(float *acc, float p, const void *v_row, int64_t n);
 float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n);
 void edge_attn_axpy_f16_avx2(float *acc, float p, const void *v_row, int64_t n);
 float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n);
 void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n);
+float edge_attn_dot_q8_0_avx2(const float *q, const void *k_row, int64_t n);   /* n: a multiple of 32 */
+void edge_attn_axpy_q8_0_avx2(float *acc, float p, const void *v_row, int64_t n);
 /* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
  * max. Then s = exp(s - max) (masked: 0); returns the sum. */
 typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
