@@ -104,9 +104,9 @@ def make_ours(out_dir: Path, *, preset: str | None = None, qtype: str | None = N
 
     if qtype is not None:
         overrides = {c: qtype for c in TENSOR_CLASSES if c not in NOT_QUANTIZED_CLASSES}
-        return convert_preset("f32", out_dir, overrides=overrides, name=f"ours-{qtype.lower()}")
+        return convert_preset("f32", out_dir, overrides=overrides, name=f"ours-type-{qtype.lower()}")
     assert preset is not None
-    return convert_preset(preset, out_dir, name=f"ours-{preset}")
+    return convert_preset(preset, out_dir, name=f"ours-preset-{preset}")
 
 
 @contextlib.contextmanager
@@ -242,14 +242,14 @@ def measure(
     for qtype in types:
         row = {"ours": score_file(make_ours(out_dir, qtype=qtype), windows, engine, ref)[0]}
         if with_llama:
-            lp = make_llama(f32_path, out_dir, SINGLE_TYPES[qtype], pure=True, name=qtype.lower())
+            lp = make_llama(f32_path, out_dir, SINGLE_TYPES[qtype], pure=True, name=f"type-{qtype.lower()}")
             row["llama.cpp"] = score_file(lp, windows, engine, ref)[0]
         res.types[qtype] = row
         progress(f"{qtype}: " + ", ".join(f"{k} KL {v.kl:.5f}" for k, v in row.items()))
     for preset in presets:
         row = {"ours": score_file(make_ours(out_dir, preset=preset), windows, engine, ref)[0]}
         if with_llama:
-            lp = make_llama(f32_path, out_dir, PRESETS[preset], pure=False, name=preset)
+            lp = make_llama(f32_path, out_dir, PRESETS[preset], pure=False, name=f"preset-{preset}")
             row["llama.cpp"] = score_file(lp, windows, engine, ref)[0]
         res.presets[preset] = row
         progress(f"{preset}: " + ", ".join(f"{k} KL {v.kl:.5f}" for k, v in row.items()))
