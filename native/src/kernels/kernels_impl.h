@@ -8,9 +8,37 @@
 #ifndef EDGE_KERNELS_IMPL_H
 #define EDGE_KERNELS_IMPL_H
 
+#include <sched.h>
+#include <time.h>
+
 #include "blocks.h"
 #include "common.h"
 #include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define EDGE_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define EDGE_CPU_RELAX() __asm__ volatile("yield")
+#else
+#define EDGE_CPU_RELAX() ((void)0)
+#endif
+
+static inline uint64_t edge_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* One step of waiting for other threads that are running right now (a few microseconds of work):
+ * pause, and only after 2 ms give the core away. sched_yield() early would hand the core to another
+ * process for a whole time slice on a busy machine. */
+static inline void edge_wait_step(unsigned i, uint64_t t0) {
+    if ((i & 255) != 255 || edge_now_ns() - t0 < 2000000u)
+        EDGE_CPU_RELAX();
+    else
+        sched_yield();
+}
 
 /* Activations for the 32-element signed types (Q8_0, Q4_0, Q5_0, IQ4_NL): ggml's Q8_0 values and
  * scales, stored as arrays: the row's n int8 first, then its n/32 scales as f32 (no f16 conversion in

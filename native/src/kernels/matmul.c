@@ -12,13 +12,6 @@
 
 #include "kernels_impl.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define CPU_RELAX() _mm_pause()
-#else
-#define CPU_RELAX() ((void)0)
-#endif
-
 #define SCRATCH_ALIGN 64
 /* Activation values converted per claimed unit when conversion runs on several threads. */
 #define QUNIT_ELEMS 2048
@@ -179,12 +172,9 @@ static void mm_quantize_dynamic(mm_job *job) {
         job->quant(job->x + t * job->n_cols, job->xq + (size_t)t * job->xq_stride, job->n_cols, b, nb);
         atomic_fetch_add_explicit(&job->qunits_done, 1, memory_order_release);
     }
-    for (unsigned i = 0; atomic_load_explicit(&job->qunits_done, memory_order_acquire) < total; i++) {
-        if (i < 4096)
-            CPU_RELAX();
-        else
-            sched_yield(); /* a unit's owner was descheduled: let it finish */
-    }
+    const uint64_t t0 = edge_now_ns();
+    for (unsigned i = 0; atomic_load_explicit(&job->qunits_done, memory_order_acquire) < total; i++)
+        edge_wait_step(i, t0);
 }
 
 static void mm_worker(void *ctx, int ith, int nth) {

@@ -12,15 +12,6 @@
 
 #include "kernels_impl.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define CPU_RELAX() _mm_pause()
-#elif defined(__aarch64__)
-#define CPU_RELAX() __asm__ volatile("yield")
-#else
-#define CPU_RELAX() ((void)0)
-#endif
-
 /* Busy waiting before sleeping, bounded in time (not iterations: a pause instruction costs from a
  * few to ~150 cycles depending on the CPU). Long enough to bridge the gaps between the matmuls of a
  * layer, short enough to waste little when the machine is oversubscribed. */
@@ -75,7 +66,7 @@ static void *worker_main(void *p) {
         uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
         const uint64_t t0 = now_ns();
         for (unsigned i = 1; gen == seen && !atomic_load_explicit(&pool->stop, memory_order_relaxed); i++) {
-            CPU_RELAX();
+            EDGE_CPU_RELAX();
             gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
             if ((i & 63) == 0 && now_ns() - t0 > SPIN_NS) break;
         }
@@ -188,12 +179,9 @@ void edge_threadpool_run_any(edge_threadpool *pool, void (*fn)(void *ctx, int it
     fn(ctx, 0, pool->n_threads);
     /* Close the job, then wait only for the workers that joined (they are running it now). */
     atomic_fetch_and_explicit(&pool->ticket, ~TICKET_OPEN, memory_order_acq_rel);
-    for (unsigned i = 1; atomic_load_explicit(&pool->ticket, memory_order_acquire) & TICKET_COUNT_MASK; i++) {
-        if (i < 4096)
-            CPU_RELAX();
-        else
-            sched_yield();
-    }
+    const uint64_t t0 = now_ns();
+    for (unsigned i = 0; atomic_load_explicit(&pool->ticket, memory_order_acquire) & TICKET_COUNT_MASK; i++)
+        edge_wait_step(i, t0);
 }
 
 void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
@@ -210,7 +198,7 @@ void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, i
 
     const uint64_t t0 = now_ns();
     for (unsigned i = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++) {
-        CPU_RELAX();
+        EDGE_CPU_RELAX();
         if ((i & 63) == 0 && now_ns() - t0 > SPIN_NS) break;
     }
     if (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0) {
