@@ -21,10 +21,11 @@ package installed, `pip install torch==2.13.0` (CPU) and `apt-get install bible-
     python tools/train_tiny.py all         # everything above
 
 The shipped model is `all` with the defaults: 500 steps of 8 x 256 tokens (~1 epoch), 31 minutes on one
-thread of a shared 2-core machine. One thread makes the run bit-reproducible (the loss log repeats to the
-last digit); with more threads PyTorch's reductions may differ in the last bits. The load-balancing loss
-(Switch Transformer, coefficient 0.01) is the only addition to the official objective: without it the
-routers of a model this small send most tokens to one or two experts.
+thread of a shared 2-core machine. One thread is meant to make the run repeat exactly (checked here on the
+first logged losses only); with two threads one of our runs differed in the 4th decimal of the step-10
+loss. The load-balancing loss (Switch Transformer, coefficient 0.01) is the only addition to the official
+objective, added to keep all 8 experts in use: at the end the busiest expert of any layer takes 23 % of
+the routed slots (12.5 % is uniform).
 torch is needed for train/export/verify only; the exported files need nothing but numpy.
 """
 
