@@ -14,6 +14,13 @@ Without edge.Model (engine not built yet) it reports the kernels' matvec GB/s ov
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread per Python thread: OpenBLAS's own workers (used by the read-bandwidth probe's dot)
+# would otherwise keep spinning on the cores the engines are then measured on.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import resource
 import statistics

@@ -6,6 +6,13 @@ machine's measured read bandwidth, and matrix x matrix (prompt) in GOP/s.
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread per Python thread: OpenBLAS's own workers (used by the read-bandwidth probe's dot)
+# would otherwise keep spinning on the cores the engines are then measured on.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import threading
 import time
