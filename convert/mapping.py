@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.convert import grok1
 from edge.convert.layout import EMBED_PATH, FINAL_NORM_PATH, CheckpointShape, LeafSpec, parse_layer_path
 
 # tensor classes a recipe chooses types for (``--tensor-type CLASS=TYPE``)
@@ -91,15 +92,15 @@ def metadata(shape: CheckpointShape, context_length: int) -> dict[str, tuple[str
         "grok.attention.head_count_kv": ("u32", shape.n_kv_heads),
         "grok.attention.key_length": ("u32", shape.key_size),
         "grok.attention.value_length": ("u32", shape.key_size),
-        "grok.attention.layer_norm_rms_epsilon": ("f32", 1e-5),
+        "grok.attention.layer_norm_rms_epsilon": ("f32", grok1.RMS_EPS),
         "grok.expert_count": ("u32", shape.n_experts),
-        "grok.expert_used_count": ("u32", 2),
-        "grok.rope.freq_base": ("f32", 10000.0),
+        "grok.expert_used_count": ("u32", grok1.N_SELECTED_EXPERTS),
+        "grok.rope.freq_base": ("f32", grok1.ROPE_BASE),
         "grok.rope.dimension_count": ("u32", shape.key_size),
         "grok.vocab_size": ("u32", shape.vocab_size),
         # constants of the official forward pass (model.py / run.py), read by our engine
-        "grok.embedding_scale": ("f32", 78.38367176906169),
-        "grok.output_scale": ("f32", 0.5773502691896257),
-        "grok.attention.output_multiplier": ("f32", 0.08838834764831845),
-        "grok.attn_logit_softcapping": ("f32", 30.0),
+        "grok.embedding_scale": ("f32", grok1.EMBEDDING_MULTIPLIER),
+        "grok.output_scale": ("f32", grok1.OUTPUT_MULTIPLIER),
+        "grok.attention.output_multiplier": ("f32", grok1.ATTN_OUTPUT_MULTIPLIER),
+        "grok.attn_logit_softcapping": ("f32", grok1.ATTN_LOGIT_CAP),
     }

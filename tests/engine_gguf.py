@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import gguf
 import numpy as np
+from edge.convert import grok1
 
 from edge import quant
 
@@ -90,15 +91,15 @@ def write_grok_gguf(
     w.add_head_count_kv(kv_dim // key_size)
     w.add_key_length(key_size)
     w.add_value_length(key_size)
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_rms_eps(grok1.RMS_EPS)
     w.add_expert_count(n_exp)
     w.add_expert_used_count(2)
-    w.add_rope_freq_base(10000.0)
+    w.add_rope_freq_base(grok1.ROPE_BASE)
     if our_constants:
-        w.add_float32(f"{arch}.embedding_scale", 78.38367176906169)
-        w.add_float32(f"{arch}.output_scale", 0.5773502691896257)
-        w.add_float32(f"{arch}.attention.output_multiplier", 0.08838834764831845)
-        w.add_float32(f"{arch}.attn_logit_softcapping", 30.0)
+        w.add_float32(f"{arch}.embedding_scale", grok1.EMBEDDING_MULTIPLIER)
+        w.add_float32(f"{arch}.output_scale", grok1.OUTPUT_MULTIPLIER)
+        w.add_float32(f"{arch}.attention.output_multiplier", grok1.ATTN_OUTPUT_MULTIPLIER)
+        w.add_float32(f"{arch}.attn_logit_softcapping", grok1.ATTN_LOGIT_CAP)
     if vocab:  # a minimal SentencePiece-style vocabulary so that llama.cpp can load the file
         tokens = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + [f"<0x{b:02X}>" for b in range(256)]
         tokens += [f"tok{i}" for i in range(len(tokens), n_vocab)]

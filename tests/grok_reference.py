@@ -19,15 +19,16 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from edge.convert.grok1 import (
+    ATTN_LOGIT_CAP,
+    ATTN_OUTPUT_MULTIPLIER,
+    EMBEDDING_MULTIPLIER,
+    N_SELECTED_EXPERTS,
+    OUTPUT_MULTIPLIER,
+    RMS_EPS,
+    ROPE_BASE,
+)
 from edge.convert.release import DEFAULT_KEY_SIZE, dequantize, open_checkpoint
-
-EMBEDDING_MULTIPLIER = 78.38367176906169
-OUTPUT_MULTIPLIER = 0.5773502691896257
-ATTN_OUTPUT_MULTIPLIER = 0.08838834764831845
-ATTN_LOGIT_CAP = 30.0
-RMS_EPS = 1e-5
-ROPE_BASE = 10000.0
-N_SELECTED_EXPERTS = 2
 
 
 @dataclass(frozen=True)

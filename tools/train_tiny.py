@@ -46,12 +46,14 @@ from pathlib import Path
 import numpy as np
 
 # Constants of the official model (run.py / model.py), kept as they are.
-EMBEDDING_MULTIPLIER = 78.38367176906169
-OUTPUT_MULTIPLIER = 0.5773502691896257
-ATTN_OUTPUT_MULTIPLIER = 0.08838834764831845
-ATTN_LOGIT_CAP = 30.0
-RMS_EPS = 1e-5
-ROPE_BASE = 10000.0
+from edge.convert.grok1 import (
+    ATTN_LOGIT_CAP,
+    ATTN_OUTPUT_MULTIPLIER,
+    EMBEDDING_MULTIPLIER,
+    OUTPUT_MULTIPLIER,
+    RMS_EPS,
+    ROPE_BASE,
+)
 
 
 @dataclass(frozen=True)
