@@ -96,6 +96,8 @@ def reference_bound(qtype: T, raw: np.ndarray, w: np.ndarray, x: np.ndarray) -> 
 
 def cases(qtype: T) -> list[tuple[int, int, int]]:
     shapes = SHAPES_256 if gq.GGML_QUANT_SIZES.get(qtype, (1,))[0] == 256 else SHAPES_32
+    if qtype in (T.F32, T.F16, T.BF16):
+        shapes = [*shapes, (3, 37)]  # float rows of any length: the SIMD kernels' scalar tail
     return [(r, c, t) for (r, c) in shapes for t in N_TOK]
 
 
