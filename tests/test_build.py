@@ -4,13 +4,14 @@ edge_cuda_compiled() == 0. Build directories are cached under build/ (test-cuda-
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from native_build import cmake_build, cmake_exe, library_path
+from native_build import ROOT, cmake_build, cmake_exe, library_path
 
 # One architecture keeps the CUDA compile short; which one does not matter for this check.
 CUDA_ARCH = "80"
@@ -78,3 +79,35 @@ def _gpus_listed_by_driver() -> int:
     return (
         sum(line.startswith("GPU ") for line in listed.stdout.splitlines()) if listed.returncode == 0 else 0
     )
+
+
+def test_auto_build_without_a_cuda_compiler(tmp_path: Path) -> None:
+    """EDGE_CUDA=AUTO on a machine without nvcc: CMake finds no CUDA compiler and the build still succeeds."""
+    cmake = cmake_exe()
+    assert cmake is not None
+    path_dirs = os.environ.get("PATH", "").split(os.pathsep)
+    hidden = [d for d in path_dirs if d and not (Path(d) / "nvcc").exists()]
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDA_PATH", "CUDAToolkit_ROOT")}
+    env["PATH"] = os.pathsep.join(hidden)
+    build = tmp_path / "auto"
+    configure = subprocess.run(
+        [cmake, "-S", str(ROOT), "-B", str(build), "-DEDGE_CUDA=AUTO"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    # the check is only meaningful if CMake really found no CUDA compiler
+    assert "Looking for a CUDA compiler - NOTFOUND" in configure.stdout, configure.stdout
+    assert "CUDA backend OFF" in configure.stdout
+    built = subprocess.run(
+        [cmake, "--build", str(build), "--target", "edge", "--parallel", str(os.cpu_count() or 2)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert built.returncode == 0, built.stdout[-6000:] + built.stderr[-6000:]
+    compiled, devices = _cuda_state(library_path(build))
+    assert compiled == 0 and devices == 0
