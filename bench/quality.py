@@ -32,32 +32,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edge.convert.recipe import FILE_TYPES, LLAMA_PURE_FTYPES
 
-# single quant types: (our converter's type, llama.cpp ftype whose `pure` quantization gives that type)
-SINGLE_TYPES: dict[str, str] = {
-    "F16": "LLAMA_FTYPE_MOSTLY_F16",
-    "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
-    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
-    "Q5_K": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "Q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
-    "Q4_K": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-    "IQ4_NL": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
-    "IQ4_XS": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
-    "Q3_K": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
-    "Q2_K": "LLAMA_FTYPE_MOSTLY_Q2_K",
-}
-# converter presets and llama.cpp's ftype of the same name (its own per-tensor recipe)
-PRESETS: dict[str, str] = {
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
-    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "iq4_xs": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
-    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
-    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
-}
+# single quant types (llama.cpp's ftype whose `pure` quantization gives that type: LLAMA_PURE_FTYPES)
+SINGLE_TYPES = (
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K",
+    "Q5_0",
+    "Q4_K",
+    "Q4_0",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q3_K",
+    "Q2_K",
+)
+# converter presets, each compared with llama.cpp's ftype of the same name (its own per-tensor recipe)
+PRESETS = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "iq4_xs", "q3_k_m", "q2_k")
 NOT_QUANTIZED_CLASSES = ("norm", "ffn_gate_inp")  # F32 in every recipe, ours and llama.cpp's
 
 
@@ -123,7 +116,7 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def make_llama(f32_gguf: Path, out_dir: Path, ftype_name: str, *, pure: bool, name: str) -> Path:
+def make_llama(f32_gguf: Path, out_dir: Path, ftype: int, *, pure: bool, name: str) -> Path:
     """llama.cpp's quantizer (llama_model_quantize) on our F32 GGUF."""
     import llama_cpp
 
@@ -131,13 +124,13 @@ def make_llama(f32_gguf: Path, out_dir: Path, ftype_name: str, *, pure: bool, na
     if out.exists() and out.stat().st_mtime >= f32_gguf.stat().st_mtime:
         return out
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, ftype_name)
+    params.ftype = ftype
     params.pure = pure
     params.nthread = 2
     with _quiet_stderr():  # llama.cpp logs every tensor to fd 2
         rc = llama_cpp.llama_model_quantize(str(f32_gguf).encode(), str(out).encode(), ctypes.byref(params))
     if rc != 0:
-        raise RuntimeError(f"llama_model_quantize({f32_gguf} -> {out}, {ftype_name}) failed: {rc}")
+        raise RuntimeError(f"llama_model_quantize({f32_gguf} -> {out}, ftype {ftype}) failed: {rc}")
     return out
 
 
@@ -242,14 +235,16 @@ def measure(
     for qtype in types:
         row = {"ours": score_file(make_ours(out_dir, qtype=qtype), windows, engine, ref)[0]}
         if with_llama:
-            lp = make_llama(f32_path, out_dir, SINGLE_TYPES[qtype], pure=True, name=f"type-{qtype.lower()}")
+            lp = make_llama(
+                f32_path, out_dir, LLAMA_PURE_FTYPES[qtype], pure=True, name=f"type-{qtype.lower()}"
+            )
             row["llama.cpp"] = score_file(lp, windows, engine, ref)[0]
         res.types[qtype] = row
         progress(f"{qtype}: " + ", ".join(f"{k} KL {v.kl:.5f}" for k, v in row.items()))
     for preset in presets:
         row = {"ours": score_file(make_ours(out_dir, preset=preset), windows, engine, ref)[0]}
         if with_llama:
-            lp = make_llama(f32_path, out_dir, PRESETS[preset], pure=False, name=f"preset-{preset}")
+            lp = make_llama(f32_path, out_dir, FILE_TYPES[preset], pure=False, name=f"preset-{preset}")
             row["llama.cpp"] = score_file(lp, windows, engine, ref)[0]
         res.presets[preset] = row
         progress(f"{preset}: " + ", ".join(f"{k} KL {v.kl:.5f}" for k, v in row.items()))

@@ -26,26 +26,11 @@ from pathlib import Path
 import gguf
 import ml_dtypes
 import numpy as np
+from edge.convert.recipe import LLAMA_PURE_FTYPES
 
 from edge import quant
 
-LLAMA_FTYPE = {
-    "F32": 0,
-    "F16": 1,
-    "Q4_0": 2,
-    "Q4_1": 3,
-    "Q8_0": 7,
-    "Q5_0": 8,
-    "Q5_1": 9,
-    "Q2_K": 10,
-    "Q3_K": 12,
-    "Q4_K": 15,
-    "Q5_K": 17,
-    "Q6_K": 18,
-    "IQ4_NL": 25,
-    "IQ4_XS": 30,
-    "BF16": 32,
-}
+LLAMA_FTYPE = LLAMA_PURE_FTYPES
 
 
 def grok_like_weights(scale: float, seed: int = 0) -> dict[str, np.ndarray]:

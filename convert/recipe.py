@@ -34,6 +34,26 @@ FILE_TYPES = {
     "bf16": 32,
 }
 
+# llama.cpp's llama_ftype whose quantization with `pure` set gives every 2-D tensor this one type
+# (used to compare our quantizers with llama_model_quantize on the same tensors)
+LLAMA_PURE_FTYPES = {
+    "F32": 0,  # ALL_F32
+    "F16": 1,  # MOSTLY_F16
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 7,
+    "Q5_0": 8,
+    "Q5_1": 9,
+    "Q2_K": 10,
+    "Q3_K": 12,  # MOSTLY_Q3_K_M
+    "Q4_K": 15,  # MOSTLY_Q4_K_M
+    "Q5_K": 17,  # MOSTLY_Q5_K_M
+    "Q6_K": 18,
+    "IQ4_NL": 25,
+    "IQ4_XS": 30,
+    "BF16": 32,
+}
+
 BLOCK_SIZES = {
     "F32": 1,
     "F16": 1,

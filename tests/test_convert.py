@@ -275,3 +275,23 @@ def test_make_synthetic_command_writes_the_release_layout(tmp_path, capsys) -> N
     assert ckpt.shape.n_layers == 12 and ckpt.shape.vocab_size == 256
     assert len(list(out.iterdir())) == 2 + 12 * 12
     assert main(["make-synthetic", str(out), "--quiet"]) == 1  # refuses a non-empty directory
+
+
+def test_llama_ftype_numbers_match_llama_cpp() -> None:
+    """general.file_type per preset and the `pure` ftype per single type are llama.cpp's own enum values."""
+    from edge.convert.recipe import LLAMA_PURE_FTYPES
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    preset_names = {
+        "f32": "ALL_F32",
+        "q5_k_m": "MOSTLY_Q5_K_M",
+        "q4_k_m": "MOSTLY_Q4_K_M",
+        "q3_k_m": "MOSTLY_Q3_K_M",
+    }
+    for preset, value in FILE_TYPES.items():
+        name = preset_names.get(preset, f"MOSTLY_{preset.upper()}")
+        assert getattr(llama_cpp, f"LLAMA_FTYPE_{name}") == value, preset
+    type_names = {"F32": "ALL_F32", "Q3_K": "MOSTLY_Q3_K_M", "Q4_K": "MOSTLY_Q4_K_M", "Q5_K": "MOSTLY_Q5_K_M"}
+    for qtype, value in LLAMA_PURE_FTYPES.items():
+        name = type_names.get(qtype, f"MOSTLY_{qtype}")
+        assert getattr(llama_cpp, f"LLAMA_FTYPE_{name}") == value, qtype

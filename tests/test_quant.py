@@ -13,6 +13,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from edge.convert.recipe import LLAMA_PURE_FTYPES
 
 from edge import quant
 from edge._native import EdgeArgumentError, EdgeError, EdgeUnsupportedError, ffi, lib
@@ -23,23 +24,7 @@ GGUF_NUMPY_EXACT = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"
 # Types for which llama.cpp uses an imatrix (quantize_*_impl paths).
 IMATRIX_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
 # llama_model_quantize's ftype for each target (with params.pure every 2-D tensor gets that type).
-LLAMA_FTYPE = {
-    "F32": 0,
-    "F16": 1,
-    "Q4_0": 2,
-    "Q4_1": 3,
-    "Q8_0": 7,
-    "Q5_0": 8,
-    "Q5_1": 9,
-    "Q2_K": 10,
-    "Q3_K": 12,
-    "Q4_K": 15,
-    "Q5_K": 17,
-    "Q6_K": 18,
-    "IQ4_NL": 25,
-    "IQ4_XS": 30,
-    "BF16": 32,
-}
+LLAMA_FTYPE = LLAMA_PURE_FTYPES
 
 
 def hard_rows(n_cols: int = 512, seed: int = 0) -> np.ndarray:
