@@ -14,7 +14,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +21,7 @@ from functools import partial
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import quants as gq
+from membw import read_bandwidth  # bench/membw.py (the script directory is on sys.path)
 
 from edge.kernels import ThreadPool, isa_supported, matmul
 
@@ -43,24 +43,6 @@ def random_rows(qtype: T, n_rows: int, n_cols: int, rng: np.random.Generator) ->
     for off in F16_FIELDS[qtype]:
         raw[:, off : off + 2] = np.full(n_blocks, 0.01, np.float16).view(np.uint8).reshape(n_blocks, 2)
     return raw.reshape(n_rows, -1)
-
-
-def read_bandwidth(n_threads: int, nbytes: int = 1 << 30, reps: int = 5) -> float:
-    """Best-of streaming read of a 1 GiB buffer (numpy dot of it with itself: SIMD BLAS, releases the
-    GIL) split over n_threads threads, GB/s. (numpy's max would hold the GIL: no parallel read.)"""
-    buf = np.ones(nbytes // 8, dtype=np.float64)
-    best = 0.0
-    # n_threads and 1 thread (one core nearly saturates DRAM here, and the n-thread figure drops
-    # first when other jobs share the cores): the best of both is the machine's figure.
-    for parts in [np.array_split(buf, n_threads), [buf]] * reps:
-        threads = [threading.Thread(target=np.dot, args=(p, p)) for p in parts]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 def time_best(fn: Callable[[], object], reps: int) -> float:
