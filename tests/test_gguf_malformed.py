@@ -5,11 +5,11 @@ test_sanitizers.py and seeds the fuzzer in tests/fuzz/)."""
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 from pathlib import Path
 
 import gguf
 import pytest
+from ggml_witness import ggml_base_library
 from gguf_cases import TRUNCATION_WORDS, Malformed, base_file, malformed_cases, section_bounds, truncations
 
 from edge._native import EdgeError, EdgeFormatError
@@ -67,14 +67,8 @@ def test_every_truncation_is_rejected(tmp_path: Path) -> None:
 GGML_ACCEPTS = {"n_dims_0", "size_past_end"}
 
 
-def _ggml_gguf_parser() -> ctypes.CDLL | None:
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or spec.origin is None:
-        return None
-    libs = sorted((Path(spec.origin).parent / "lib").glob("libggml-base.so*"))
-    if not libs:
-        return None
-    ggml = ctypes.CDLL(str(libs[0]))
+def _ggml_gguf_parser() -> ctypes.CDLL:
+    ggml = ggml_base_library()
     ggml.gguf_init_from_file.restype = ctypes.c_void_p
     ggml.gguf_init_from_file.argtypes = [ctypes.c_char_p, _GGUFInitParams]
     ggml.gguf_free.argtypes = [ctypes.c_void_p]
@@ -88,8 +82,6 @@ class _GGUFInitParams(ctypes.Structure):
 def test_llama_cpp_parser_agrees(tmp_path: Path) -> None:
     """The second witness: llama.cpp's GGUF parser accepts the base file and rejects the malformed ones."""
     ggml = _ggml_gguf_parser()
-    if ggml is None:
-        pytest.skip("llama-cpp-python (the test extra) is not installed: no ggml to compare with")
 
     def accepts(data: bytes) -> bool:
         path = tmp_path / "witness.gguf"

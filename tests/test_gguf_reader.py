@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib.util
 import sys
 import weakref
 from pathlib import Path
@@ -14,6 +13,7 @@ import gguf
 import ml_dtypes
 import numpy as np
 import pytest
+from ggml_witness import ggml_base_library
 from gguf_cases import (
     GGUF_PY_TYPE_SIZE_BUGS,
     T_F32,
@@ -52,15 +52,9 @@ def versioned(
     return path
 
 
-def _ggml_type_sizes() -> dict[str, tuple[int, int]] | None:
+def _ggml_type_sizes() -> dict[str, tuple[int, int]]:
     """(block elements, block bytes) per type from llama.cpp's ggml (the llama-cpp-python wheel)."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or spec.origin is None:
-        return None
-    libs = sorted((Path(spec.origin).parent / "lib").glob("libggml-base.so*"))
-    if not libs:
-        return None
-    ggml = ctypes.CDLL(str(libs[0]))
+    ggml = ggml_base_library()
     ggml.ggml_type_size.restype = ctypes.c_size_t
     ggml.ggml_blck_size.restype = ctypes.c_int64
     qt = gguf.GGMLQuantizationType
@@ -69,8 +63,6 @@ def _ggml_type_sizes() -> dict[str, tuple[int, int]] | None:
 
 def test_type_sizes_match_ggml() -> None:
     sizes = _ggml_type_sizes()
-    if sizes is None:
-        pytest.skip("llama-cpp-python (the test extra) is not installed: no ggml to compare with")
     for name, (block, nbytes) in sizes.items():
         t = int(gguf.GGMLQuantizationType[name])
         assert type_block(t) == (block, nbytes), name

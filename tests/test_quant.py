@@ -14,6 +14,7 @@ import gguf
 import numpy as np
 import pytest
 from edge.convert.recipe import LLAMA_PURE_FTYPES
+from ggml_witness import ggml_base_library
 
 from edge import quant
 from edge._native import EdgeArgumentError, EdgeError, EdgeUnsupportedError, ffi, lib
@@ -170,12 +171,7 @@ def test_quality_at_least_llama_cpp(
 def _ggml_quantize_chunk(qtype: str, x: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     """llama.cpp's own ggml_quantize_chunk (libggml-base, shipped with llama-cpp-python), which takes an
     imatrix directly (llama_model_quantize only takes one through a C++ map)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    candidates = sorted(lib_dir.glob("libggml-base.*")) or sorted(lib_dir.glob("libggml.*"))
-    if not candidates:
-        pytest.skip(f"no libggml-base in {lib_dir}")
-    ggml = ctypes.CDLL(str(candidates[0]))
+    ggml = ggml_base_library()
     ggml.ggml_quantize_chunk.restype = ctypes.c_size_t
     ggml.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     ggml.ggml_quantize_chunk.argtypes += [ctypes.c_int64] * 3 + [ctypes.c_void_p]
