@@ -225,15 +225,14 @@ ALWAYS_INLINE void zmm_q6_k_body(int64_t n, const void *w, size_t ws, const void
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[r * EDGE_DOT_MAX_TOK + t] = hsum512_ps(acc[r][t]);
 }
 
+/* One row (R = 1) writes only out[0 .. nt-1]: straight into the caller's array (no copy, no memcpy call). */
 static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {
-    float o[2 * EDGE_DOT_MAX_TOK];
     switch (nt) {
-    case 1: zmm_q6_k_body(n, w, 0, x, xs, 1, o, 1); break;
-    case 2: zmm_q6_k_body(n, w, 0, x, xs, 2, o, 1); break;
-    case 3: zmm_q6_k_body(n, w, 0, x, xs, 3, o, 1); break;
-    default: zmm_q6_k_body(n, w, 0, x, xs, 4, o, 1); break;
+    case 1: zmm_q6_k_body(n, w, 0, x, xs, 1, out, 1); break;
+    case 2: zmm_q6_k_body(n, w, 0, x, xs, 2, out, 1); break;
+    case 3: zmm_q6_k_body(n, w, 0, x, xs, 3, out, 1); break;
+    default: zmm_q6_k_body(n, w, 0, x, xs, 4, out, 1); break;
     }
-    for (int t = 0; t < nt; t++) out[t] = o[t];
 }
 
 static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) {
@@ -295,15 +294,14 @@ ALWAYS_INLINE void zmm_q8_0_body(int64_t n, const void *w, size_t ws, const void
     }
 }
 
+/* One row (R = 1) writes only out[0 .. nt-1]: straight into the caller's array (no copy, no memcpy call). */
 static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {
-    float o[2 * EDGE_DOT_MAX_TOK];
     switch (nt) {
-    case 1: zmm_q8_0_body(n, w, 0, x, xs, 1, o, 1); break;
-    case 2: zmm_q8_0_body(n, w, 0, x, xs, 2, o, 1); break;
-    case 3: zmm_q8_0_body(n, w, 0, x, xs, 3, o, 1); break;
-    default: zmm_q8_0_body(n, w, 0, x, xs, 4, o, 1); break;
+    case 1: zmm_q8_0_body(n, w, 0, x, xs, 1, out, 1); break;
+    case 2: zmm_q8_0_body(n, w, 0, x, xs, 2, out, 1); break;
+    case 3: zmm_q8_0_body(n, w, 0, x, xs, 3, out, 1); break;
+    default: zmm_q8_0_body(n, w, 0, x, xs, 4, out, 1); break;
     }
-    for (int t = 0; t < nt; t++) out[t] = o[t];
 }
 
 static void zmm_dot2_q8_0(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) {
