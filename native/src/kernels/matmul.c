@@ -13,6 +13,10 @@
 #include "kernels_impl.h"
 
 #define SCRATCH_ALIGN 64
+/* Decode (one token) streams every weight byte once from DRAM: each row is prefetched this far ahead
+ * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s in 5 of 6 paired runs;
+ * 2 KiB and 16 KiB no better). */
+#define PF_BYTES 4096
 /* Activation values converted per claimed unit when conversion runs on several threads. */
 #define QUNIT_ELEMS 2048
 /* Tokens per tile: the activation rows of one tile stay in L2 while the row block streams through. */
@@ -151,6 +155,10 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
             }
         }
         for (; r < r1; r++) {
+            if (job->n_tok == 1) { /* decode: fetch the weight row PF_BYTES ahead (each byte is read once) */
+                const char *p = job->w + (size_t)r * job->row_stride + PF_BYTES;
+                for (size_t o = 0; o < job->row_stride; o += 64) __builtin_prefetch(p + o, 0, 3);
+            }
             job->dot(job->n_cols, job->w + (size_t)r * job->row_stride, xt, job->xq_stride, nt, out);
             for (int i = 0; i < nt; i++) job->y[(t + i) * job->n_rows + r] = out[i];
         }
@@ -245,8 +253,9 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
 
     const int nth = edge_threadpool_size(pool);
     job.n_tok_tiles = (n_tok + TOKEN_TILE - 1) / TOKEN_TILE;
-    /* About 8 chunks per thread per token tile for load balance, at least 4 rows each. */
-    int64_t rpc = n_rows / ((int64_t)nth * 8);
+    /* About 8 chunks per thread per token tile for load balance (4 in decode: each new chunk restarts the
+     * DRAM stream), at least 4 rows each. */
+    int64_t rpc = n_rows / ((int64_t)nth * (n_tok <= EDGE_DOT_MAX_TOK ? 4 : 8));
     /* Several token groups: the chunk's weight rows are read once per group, so keep them in L2. */
     if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
         rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
