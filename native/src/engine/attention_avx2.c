@@ -5,6 +5,7 @@
 
 #include "blocks.h"
 #include "engine/engine.h"
+#include "engine/exp_avx2.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -62,25 +63,6 @@ void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n) 
     for (; j < n; j++) acc[j] += p * v[j];
 }
 
-/* e^z for 8 lanes: range reduction 2^n · e^r (|r| <= ln2/2) and Cephes' degree-6 polynomial, ~2 ulps;
- * z is clamped to [-87, 87]. */
-static inline __m256 exp256(__m256 z) {
-    z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), z);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
-}
-
 /* tanh for 8 lanes as Cephes' tanhf: an odd polynomial for |x| < 0.625 (no cancellation near 0),
  * 1 - 2 / (e^{2|x|} + 1) with the sign restored above; ~2 ulps. */
 static inline __m256 tanh256(__m256 x) {
@@ -93,7 +75,7 @@ static inline __m256 tanh256(__m256 x) {
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
     p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
     const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
-    const __m256 e = exp256(_mm256_add_ps(ax, ax));
+    const __m256 e = edge_exp256(_mm256_add_ps(ax, ax));
     __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
     big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
     return _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
@@ -132,7 +114,7 @@ float edge_attn_exp_avx2(float *s, int64_t n, float max) {
     int64_t t = 0;
     for (; t + 8 <= n; t += 8) {
         const __m256 v = _mm256_loadu_ps(s + t);
-        const __m256 e = _mm256_blendv_ps(exp256(_mm256_sub_ps(v, vmax)), zero, _mm256_cmp_ps(v, ninf, _CMP_EQ_OQ));
+        const __m256 e = _mm256_blendv_ps(edge_exp256(_mm256_sub_ps(v, vmax)), zero, _mm256_cmp_ps(v, ninf, _CMP_EQ_OQ));
         _mm256_storeu_ps(s + t, e);
         acc = _mm256_add_ps(acc, e);
     }

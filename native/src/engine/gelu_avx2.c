@@ -9,23 +9,7 @@
 #include <math.h>
 
 #include "engine/engine.h"
-
-static inline __m256 exp_avx2(__m256 z) {
-    z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), z); /* ln2 split hi + lo (Cephes) */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
-}
+#include "engine/exp_avx2.h"
 
 void edge_gelu_mul_avx2(float *h, const float *u, int64_t n) {
     const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
@@ -34,7 +18,7 @@ void edge_gelu_mul_avx2(float *h, const float *u, int64_t n) {
     for (; i + 8 <= n; i += 8) {
         const __m256 x = _mm256_loadu_ps(h + i);
         const __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, x), _mm256_mul_ps(x, x), x));
-        const __m256 g = _mm256_div_ps(x, _mm256_add_ps(one, exp_avx2(_mm256_mul_ps(minus_two, y))));
+        const __m256 g = _mm256_div_ps(x, _mm256_add_ps(one, edge_exp256(_mm256_mul_ps(minus_two, y))));
         _mm256_storeu_ps(h + i, _mm256_mul_ps(g, _mm256_loadu_ps(u + i)));
     }
     for (; i < n; i++) {
