@@ -31,6 +31,18 @@ static inline int q_min_i(int a, int b) { return a < b ? a : b; }
 static inline int q_max_i(int a, int b) { return a > b ? a : b; }
 static inline int q_clamp_i(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+/* Largest-magnitude value of a block, with its sign (the first one on ties). */
+static inline float q_signed_absmax(const float *x, int n) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < n; ++j) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
 /* Round to nearest, ties to even, as ggml's nearest_int (the 1.5*2^23 trick), but total: NaN gives 0
  * and values beyond the trick's range saturate instead of wrapping. */
 static inline int q_nearest_int(float v) {

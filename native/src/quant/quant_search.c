@@ -12,14 +12,7 @@ static inline float rmse_weight(int rmse_type, float x) {
 }
 
 float q_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    const float max = q_signed_absmax(x, n), amax = fabsf(max);
     if (amax < Q_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;
@@ -68,14 +61,7 @@ float q_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type
 }
 
 float q_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    const float max = q_signed_absmax(x, n), amax = fabsf(max);
     if (amax < Q_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;

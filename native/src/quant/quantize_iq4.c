@@ -29,14 +29,7 @@ static inline int iq4_index(float x) {
 static float iq4_block_scale(const float *xb, const float *w, uint8_t *L) {
     const float *values = k_iq4_values;
     const int ntry = 7;
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j) {
-        const float ax = fabsf(xb[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = xb[j];
-        }
-    }
+    const float max = q_signed_absmax(xb, 32), amax = fabsf(max);
     if (amax < Q_GROUP_MAX_EPS) {
         memset(L, 0, 32);
         return 0.0f;

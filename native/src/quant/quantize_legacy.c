@@ -33,17 +33,6 @@ static void imatrix_weights(const float *xb, const float *qw, float sigma2, int 
     for (int j = 0; j < n; ++j) w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
 }
 
-/* Largest-magnitude value of a block, with its sign (the first one on ties). */
-static float signed_absmax(const float *x, int n) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < n; ++j) {
-        if (amax < fabsf(x[j])) {
-            amax = fabsf(x[j]);
-            max = x[j];
-        }
-    }
-    return max;
-}
 
 /* --- Q4_0: x = d * (q - 8) ------------------------------------------------------------------------ */
 
@@ -55,7 +44,7 @@ void q_quantize_row_q4_0(const float *x, void *dst, int64_t n, const float *imat
         for (int64_t i = 0; i < nb; ++i) {
             const float *xb = x + i * QK4_0;
             /* d = max / -8 maps the extreme value to level 0 exactly; the other side gets 7 levels. */
-            const float d = signed_absmax(xb, QK4_0) / -8;
+            const float d = q_signed_absmax(xb, QK4_0) / -8;
             const float id = d ? 1.0f / d : 0.0f;
             y[i].d = edge_f32_to_f16(d);
             for (int j = 0; j < QK4_0; ++j) L[j] = (uint8_t)q_min_i(15, (int)(xb[j] * id + 8.5f));
@@ -148,7 +137,7 @@ void q_quantize_row_q5_0(const float *x, void *dst, int64_t n, const float *imat
     if (!imatrix) {
         for (int64_t i = 0; i < nb; ++i) {
             const float *xb = x + i * QK5_0;
-            const float d = signed_absmax(xb, QK5_0) / -16;
+            const float d = q_signed_absmax(xb, QK5_0) / -16;
             const float id = d ? 1.0f / d : 0.0f;
             y[i].d = edge_f32_to_f16(d);
             for (int j = 0; j < QK5_0; ++j) L[j] = (uint8_t)q_min_i(31, (int)(xb[j] * id + 16.5f));
