@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gguf
@@ -146,6 +147,43 @@ def _as_str(value: int | bytes) -> str:
         raise _WireError(f"invalid UTF-8 in a string field ({e.reason})") from None
 
 
+def _as_charsmap(value: int | bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise _WireError("precompiled_charsmap is not bytes")
+    return value
+
+
+# field number -> (key, decoder) of TrainerSpec and NormalizerSpec fields this reader uses
+_TRAINER_FIELDS = {
+    3: ("model_type", _as_int32),
+    35: ("byte_fallback", _as_bool),
+    40: ("unk", _as_int32),
+    41: ("bos", _as_int32),
+    42: ("eos", _as_int32),
+    43: ("pad", _as_int32),
+    24: ("suffix", _as_bool),
+}
+_NORMALIZER_FIELDS = {
+    1: ("name", _as_str),
+    2: ("charsmap", _as_charsmap),
+    3: ("dummy", _as_bool),
+    4: ("extra_ws", _as_bool),
+    5: ("escape", _as_bool),
+}
+
+
+def _read_fields(
+    fields: list[tuple[int, int, int | bytes]],
+    out: dict[str, object],
+    table: dict[int, tuple[str, Callable[[int | bytes], object]]],
+) -> None:
+    """Decode the fields of `table` present in a message into `out` (the last occurrence wins)."""
+    for number, _wire, value in fields:
+        if number in table:
+            key, decode = table[number]
+            out[key] = decode(value)
+
+
 def _parse(data: bytes) -> SentencePieceVocab:
     pieces: list[str] = []
     scores: list[float] = []
@@ -180,38 +218,20 @@ def _parse(data: bytes) -> SentencePieceVocab:
                 raise _WireError("normalizer_spec is not a message")
             normalizer = _fields(value)
 
-    # proto2 defaults (sentencepiece_model.proto)
-    t = {"model_type": 1, "byte_fallback": False, "unk": 0, "bos": 1, "eos": 2, "pad": -1, "suffix": False}
-    for number, _wire, value in trainer:
-        if number == 3:
-            t["model_type"] = _as_int32(value)
-        elif number == 35:
-            t["byte_fallback"] = _as_bool(value)
-        elif number == 40:
-            t["unk"] = _as_int32(value)
-        elif number == 41:
-            t["bos"] = _as_int32(value)
-        elif number == 42:
-            t["eos"] = _as_int32(value)
-        elif number == 43:
-            t["pad"] = _as_int32(value)
-        elif number == 24:
-            t["suffix"] = _as_bool(value)
-    norm = {"name": "", "charsmap": b"", "dummy": True, "extra_ws": True, "escape": True}
+    # proto2 defaults (sentencepiece_model.proto), then the fields present, by field number
+    t: dict[str, object] = {
+        "model_type": 1,
+        "byte_fallback": False,
+        "unk": 0,
+        "bos": 1,
+        "eos": 2,
+        "pad": -1,
+        "suffix": False,
+    }
+    _read_fields(trainer, t, _TRAINER_FIELDS)
+    norm: dict[str, object] = {"name": "", "charsmap": b"", "dummy": True, "extra_ws": True, "escape": True}
     if normalizer is not None:
-        for number, _wire, value in normalizer:
-            if number == 1:
-                norm["name"] = _as_str(value)
-            elif number == 2:
-                if not isinstance(value, bytes):
-                    raise _WireError("precompiled_charsmap is not bytes")
-                norm["charsmap"] = value
-            elif number == 3:
-                norm["dummy"] = _as_bool(value)
-            elif number == 4:
-                norm["extra_ws"] = _as_bool(value)
-            elif number == 5:
-                norm["escape"] = _as_bool(value)
+        _read_fields(normalizer, norm, _NORMALIZER_FIELDS)
 
     if not pieces:
         raise _WireError("no pieces")
