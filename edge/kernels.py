@@ -15,7 +15,8 @@ from edge._native import EdgeArgumentError, check, ffi, lib
 ISAS: dict[str, int] = {"auto": -1, "scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
 
 
-def _isa_code(isa: str) -> int:
+def isa_code(isa: str) -> int:
+    """edge_isa code of a kernel path name (auto, scalar, avx2, avx512, neon)."""
     try:
         return ISAS[isa]
     except KeyError:
@@ -27,7 +28,7 @@ def _isa_code(isa: str) -> int:
 def isa_supported(name: str) -> bool:
     """Whether the kernel path ``name`` is compiled in and runs on this CPU."""
     out = ffi.new("int *")
-    check(lib.edge_isa_supported(_isa_code(name), out))
+    check(lib.edge_isa_supported(isa_code(name), out))
     return bool(out[0])
 
 
@@ -96,7 +97,7 @@ def matmul(
     check(
         lib.edge_matmul(
             pool.handle if pool is not None else ffi.NULL,
-            _isa_code(isa),
+            isa_code(isa),
             qtype,
             ffi.from_buffer(w),
             int(n_rows),

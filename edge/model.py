@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
+from edge.kernels import isa_code
 
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
-ISAS: dict[str, int] = {"auto": -1, "scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
 
 
 @dataclass
@@ -101,8 +101,7 @@ class Model:
             raise EdgeArgumentError(
                 "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
             )
-        if isa.lower() not in ISAS:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"isa {isa!r}: use one of {sorted(ISAS)}")
+        isa_value = isa_code(isa.lower())  # EdgeArgumentError for an unknown name
         if n_threads is not None and n_threads < 0:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
         if not Path(self.path).is_file():
@@ -120,7 +119,7 @@ class Model:
             params.n_batch = max(1, int(n_batch))
             params.n_threads = int(n_threads or 0)
             params.kv_type = KV_TYPES[kv_type.lower()]
-            params.isa = ISAS[isa.lower()]
+            params.isa = isa_value
             ctx = ffi.new("edge_context **")
             check(lib.edge_context_create(self._model, params, ctx))
             self._ctx = ctx[0]

@@ -27,6 +27,7 @@ from engine_gguf import params_from_gguf, write_grok_gguf
 
 import edge
 from edge._native import EdgeArgumentError, EdgeFormatError, EdgeRangeError, EdgeUnsupportedError
+from edge.kernels import isa_code
 
 FLOAT_PRESETS = ["f32", "f16", "bf16"]
 QUANT_PRESETS = ["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k", "iq4_xs"]
@@ -99,7 +100,7 @@ def test_every_cpu_path_matches_the_reference(
     from edge._native import ffi, lib
 
     ok = ffi.new("int *")
-    lib.edge_isa_supported(edge.model.ISAS[isa], ok)
+    lib.edge_isa_supported(isa_code(isa), ok)
     if not ok[0]:
         pytest.skip(f"{isa} is not compiled in or not supported by this CPU")
     with edge.Model(converted("f32"), n_ctx=64, n_threads=1, kv_type="f32", isa=isa) as model:
