@@ -34,7 +34,7 @@ ACT_BLOCK = {t: (256 if gq.GGML_QUANT_SIZES[t][0] == 256 else 32) for t in F16_F
 # (n_rows, n_cols): odd row counts; column counts that are and are not multiples of 256.
 SHAPES_256 = [(7, 256), (33, 512), (5, 2048)]
 SHAPES_32 = [(7, 96), (33, 512), (5, 2048)]
-N_TOK = [1, 3, 8, 17]
+N_TOK = [1, 3, 8, 17, 37]
 U = 2.0**-24  # unit roundoff of float32
 
 

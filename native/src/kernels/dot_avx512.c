@@ -26,6 +26,8 @@ static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, si
 #define EDGE_SIMD_DOT2_Q5_K zmm_dot2_q5_k
 static void zmm_dot2_q4_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot2_q5_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
+#define EDGE_SIMD_GEMM4_Q4_K zmm_gemm4_q4_k
+static void zmm_gemm4_q4_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
 
 #include "dot_simd_x86.h"
 
@@ -163,6 +165,117 @@ ALWAYS_INLINE void zmm_k4_dot2_body(int64_t n, const void *w, size_t ws, const v
     }
 MULTI_TOKEN2(zmm_dot2_q4_k, 0)
 MULTI_TOKEN2(zmm_dot2_q5_k, 1)
+
+/* ---------------------------------------------------------------- interleaved activations (block_q8_Kx4) */
+
+/* Lane k (128 bits) of the result: bytes 4k .. 4k+3 of the lane's 16 source bytes, four times (one per
+ * token of the quad): with the 16 weight bytes broadcast to every lane, the weights of values
+ * 4k .. 4k+3 meet each token's activations of the same values. */
+ALWAYS_INLINE __m512i quad_replicate(const uint8_t *p) {
+    const __m512i idx = _mm512_set_epi32(0x0f0e0d0c, 0x0f0e0d0c, 0x0f0e0d0c, 0x0f0e0d0c, 0x0b0a0908, 0x0b0a0908,
+                                         0x0b0a0908, 0x0b0a0908, 0x07060504, 0x07060504, 0x07060504, 0x07060504,
+                                         0x03020100, 0x03020100, 0x03020100, 0x03020100);
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p)), idx);
+}
+
+/* Int32 lane k of v in every slot of 128-bit lane k (per-lane values of a quad result: 4 tokens each). */
+ALWAYS_INLINE __m512i quad_lanes(__m128i v) {
+    return _mm512_permutexvar_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                    _mm512_castsi128_si512(v));
+}
+
+/* Two sub-block sums (int32 lanes, each within int16) as one int16 pair per lane: a low, b high; one
+ * vpdpwssd then applies both sub-blocks' scales. */
+ALWAYS_INLINE __m512i pair16(__m512i a, __m512i b) {
+    return _mm512_mask_blend_epi16(0xAAAAAAAA, a, _mm512_slli_epi32(b, 16));
+}
+
+/* Token t's part of a quad accumulator: the sum of slot t over the four 128-bit lanes. */
+ALWAYS_INLINE __m128 quad_sum(__m512 v) {
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Q4_K: in chunk j (values 64j .. 64j+63), sub-block 2j is the low nibbles of qs[32j ..], 2j+1 the high
+ * ones. Per 16 values, one vpdpbusd for 4 tokens; two of them make a sub-block's sums (<= 8 * 15 * 127
+ * per lane, an int16), paired with the other sub-block's and scaled by one vpdpwssd. The mins: the sums
+ * of 16 (bs, in pairs: one 32-value sub-block per int32 lane) times (m, m) per lane. */
+ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                       const int R, const int Q) {
+    const block_q4_K *rows[2] = {(const block_q4_K *)w, (const block_q4_K *)((const char *)w + ws)};
+    __m512 acc[2][EDGE_GEMM4_MAX_Q];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint32_t scp[2][4]; /* chunk j: scale of sub-block 2j (low int16), of 2j+1 (high) */
+        __m128i mp[2][2];   /* (m, m) of sub-blocks 0..3, 4..7 */
+        __m512 dw[2], dmw[2];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            uint8_t sm[16];
+            k4_scales_mins(rows[r][i].scales, sm);
+            const __m128i v = _mm_loadu_si128((const __m128i *)sm);
+            _mm_storeu_si128((__m128i *)scp[r], _mm_cvtepu8_epi16(v));
+            const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+            mp[r][0] = _mm_unpacklo_epi16(m16, m16);
+            mp[r][1] = _mm_unpackhi_epi16(m16, m16);
+            dw[r] = _mm512_set1_ps(f16(rows[r][i].d));
+            dmw[r] = _mm512_set1_ps(f16(rows[r][i].dmin));
+        }
+        __m512i sumi[2][EDGE_GEMM4_MAX_Q];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) sumi[r][q] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {
+            __m512i wa0[2], wa1[2], wb0[2], wb1[2];
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m512i r0 = quad_replicate(rows[r][i].qs + 32 * j);
+                const __m512i r1 = quad_replicate(rows[r][i].qs + 32 * j + 16);
+                wa0[r] = _mm512_and_si512(r0, m4);
+                wa1[r] = _mm512_and_si512(r1, m4);
+                wb0[r] = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
+                wb1[r] = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
+            }
+            _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+                const int8_t *xq = XROW(block_q8_Kx4, q)[i].qs + 256 * j;
+                const __m512i xa0 = _mm512_load_si512((const void *)xq), xa1 = _mm512_load_si512((const void *)(xq + 64));
+                const __m512i xb0 = _mm512_load_si512((const void *)(xq + 128));
+                const __m512i xb1 = _mm512_load_si512((const void *)(xq + 192));
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                    const __m512i z = _mm512_setzero_si512();
+                    const __m512i sa = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, wa0[r], xa0), wa1[r], xa1);
+                    const __m512i sb = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, wb0[r], xb0), wb1[r], xb1);
+                    sumi[r][q] = _mm512_dpwssd_epi32(sumi[r][q], pair16(sa, sb), _mm512_set1_epi32((int)scp[r][j]));
+                }
+            }
+        }
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+            const block_q8_Kx4 *b = XROW(block_q8_Kx4, q) + i;
+            const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(b->d));
+            const __m512i bs0 = _mm512_load_si512((const void *)b->bs), bs1 = _mm512_load_si512((const void *)(b->bs + 32));
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m512i mins =
+                    _mm512_dpwssd_epi32(_mm512_madd_epi16(bs0, quad_lanes(mp[r][0])), bs1, quad_lanes(mp[r][1]));
+                acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r][q]), _mm512_mul_ps(dw[r], dx), acc[r][q]);
+                acc[r][q] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmw[r], dx), acc[r][q]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) _mm_storeu_ps(out + (r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD, quad_sum(acc[r][q]));
+}
+
+static void zmm_gemm4_q4_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out) {
+    switch (nr * 8 + nq) {
+    case 8 + 1: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 1); break;
+    case 8 + 2: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 2); break;
+    case 8 + 3: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 3); break;
+    case 8 + 4: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 4); break;
+    case 16 + 1: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 1); break;
+    case 16 + 2: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 2); break;
+    case 16 + 3: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 3); break;
+    default: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 4); break;
+    }
+}
 
 /* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
  * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of

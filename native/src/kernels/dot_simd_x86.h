@@ -595,6 +595,12 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT2_Q6_K,
         },
 #endif
+#ifdef EDGE_SIMD_GEMM4_Q4_K
+    .gemm4 =
+        {
+            [EDGE_TYPE_Q4_K] = EDGE_SIMD_GEMM4_Q4_K,
+        },
+#endif
     .quant_q8_0 = simd_quant_q8_0,
     .quant_q8_1 = simd_quant_q8_1,
     .quant_q8_k = simd_quant_q8_k,

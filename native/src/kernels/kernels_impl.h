@@ -75,11 +75,33 @@ typedef void (*edge_dot2_fn)(int64_t n, const void *w, size_t w_stride, const vo
  * format, in that row's part of the scratch (row). */
 typedef void (*edge_act_quant_fn)(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
 
+/* Prompt processing with interleaved activations (K-quants, AVX-512 VNNI): Q8_K values of 4 tokens
+ * ("a quad") interleaved 4 values at a time, so one 512-bit vpdpbusd multiplies 16 weights, replicated
+ * per token, with the 4 tokens at once; a sub-block's integer sums then stay per token in int32 lanes
+ * and are scaled once for all 4 tokens (the one-row kernels scale every 64 values of every token).
+ * The integers are the Q8_K ones of each token (same rounding), only their place in memory differs.
+ * A quad of fewer than 4 tokens is zero-padded. */
+#define EDGE_QUAD 4
+typedef struct {
+    int8_t qs[EDGE_QUAD * QK_K]; /* values 4g .. 4g+3 of token t at 16g + 4t */
+    int16_t bs[64];              /* sums of 16 values: blocks 2p and 2p+1 of token t at 8p + 2t and 8p + 2t + 1 */
+    float d[EDGE_QUAD];          /* token t's Q8_K scale */
+    uint8_t pad[48];             /* a 64-byte multiple: every qs load is aligned */
+} block_q8_Kx4;
+_Static_assert(sizeof(block_q8_Kx4) % 64 == 0, "q8_Kx4 alignment");
+
+/* nr (1..2) weight rows (w, w + w_stride) against nq (1..EDGE_GEMM4_MAX_Q) quads (x, x + x_stride),
+ * each x_stride bytes of n/256 block_q8_Kx4: out[(r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD + t]. */
+#define EDGE_GEMM4_MAX_Q 4
+typedef void (*edge_gemm4_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x, size_t x_stride,
+                              int nq, float *out);
+
 struct edge_kernels {
     int isa;
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
-    edge_dot2_fn dot2[EDGE_N_TYPES]; /* NULL: rows one at a time */
+    edge_dot2_fn dot2[EDGE_N_TYPES];   /* NULL: rows one at a time */
+    edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
     edge_act_quant_fn quant_q8_0, quant_q8_1, quant_q8_k;
 };
 
@@ -96,6 +118,9 @@ extern const struct edge_kernels edge_kernels_avx512;
 void edge_quant_act_q8_0(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
 void edge_quant_act_q8_1(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
 void edge_quant_act_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
+/* Blocks b0 .. b0+nb-1 of one token's row x, quantized with q8k (one of the Q8_K quantizers above),
+ * into slot `slot` of a row of block_q8_Kx4 (quad); x == NULL zeroes the slot (padding). */
+void edge_quant_act_q8_kx4(edge_act_quant_fn q8k, const float *x, void *quad, int slot, int64_t b0, int64_t nb);
 
 /* Unpackers shared by the scalar kernels: the 6-bit scale/min pairs of Q4_K/Q5_K and the 16
  * 6-bit scales of Q3_K. */

@@ -78,3 +78,21 @@ void edge_quant_act_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64
         y[i].d = 1.0f / iscale;
     }
 }
+
+void edge_quant_act_q8_kx4(edge_act_quant_fn q8k, const float *x, void *quad, int slot, int64_t b0, int64_t nb) {
+    block_q8_Kx4 *y = quad;
+    for (int64_t i = b0; i < b0 + nb; i++) {
+        block_q8_K b;
+        if (x) {
+            q8k(x + i * QK_K, &b, QK_K, 0, 1);
+        } else {
+            memset(&b, 0, sizeof b);
+        }
+        for (int g = 0; g < QK_K / 4; g++) memcpy(y[i].qs + 16 * g + 4 * slot, b.qs + 4 * g, 4);
+        for (int p = 0; p < QK_K / 32; p++) {
+            y[i].bs[8 * p + 2 * slot] = b.bsums[2 * p];
+            y[i].bs[8 * p + 2 * slot + 1] = b.bsums[2 * p + 1];
+        }
+        y[i].d[slot] = b.d;
+    }
+}
