@@ -27,7 +27,11 @@ static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, si
 static void zmm_dot2_q4_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot2_q5_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 #define EDGE_SIMD_GEMM4_Q4_K zmm_gemm4_q4_k
+#define EDGE_SIMD_GEMM4_Q5_K zmm_gemm4_q5_k
+#define EDGE_SIMD_GEMM4_Q6_K zmm_gemm4_q6_k
 static void zmm_gemm4_q4_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
+static void zmm_gemm4_q5_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
+static void zmm_gemm4_q6_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
 
 #include "dot_simd_x86.h"
 
@@ -196,31 +200,43 @@ ALWAYS_INLINE __m128 quad_sum(__m512 v) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* Q4_K: in chunk j (values 64j .. 64j+63), sub-block 2j is the low nibbles of qs[32j ..], 2j+1 the high
- * ones. Per 16 values, one vpdpbusd for 4 tokens; two of them make a sub-block's sums (<= 8 * 15 * 127
- * per lane, an int16), paired with the other sub-block's and scaled by one vpdpwssd. The mins: the sums
- * of 16 (bs, in pairs: one 32-value sub-block per int32 lane) times (m, m) per lane. */
-ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
-                                       const int R, const int Q) {
-    const block_q4_K *rows[2] = {(const block_q4_K *)w, (const block_q4_K *)((const char *)w + ws)};
+/* Q4_K / Q5_K: in chunk j (values 64j .. 64j+63), sub-block 2j is the low nibbles of qs[32j ..], 2j+1 the
+ * high ones (Q5_K: plus bit 2j / 2j+1 of qh[l] as bit 4). Per 16 values, one vpdpbusd for 4 tokens; two
+ * of them make a sub-block's sums (<= 8 * 31 * 127 per lane, an int16), paired with the other sub-block's
+ * and scaled by one vpdpwssd. The mins: the sums of 16 (bs, in pairs: one 32-value sub-block per int32
+ * lane) times (m, m). Field offsets in a block: d 0, dmin 2, scales 4..15, then qs (Q4_K) or qh + qs. */
+ALWAYS_INLINE void zmm_gemm4_k4_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                     const int R, const int Q, const int q5) {
+    const size_t bb = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const uint8_t *rows[2] = {(const uint8_t *)w, (const uint8_t *)w + ws};
     __m512 acc[2][EDGE_GEMM4_MAX_Q];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint32_t scp[2][4]; /* chunk j: scale of sub-block 2j (low int16), of 2j+1 (high) */
         __m128i mp[2][2];   /* (m, m) of sub-blocks 0..3, 4..7 */
         __m512 dw[2], dmw[2];
+        __m512i qh[2][2];   /* Q5_K: qh[0..15], qh[16..31] replicated like the values */
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            const uint8_t *blk = rows[r] + (size_t)i * bb;
             uint8_t sm[16];
-            k4_scales_mins(rows[r][i].scales, sm);
+            k4_scales_mins(blk + 4, sm);
             const __m128i v = _mm_loadu_si128((const __m128i *)sm);
             _mm_storeu_si128((__m128i *)scp[r], _mm_cvtepu8_epi16(v));
             const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
             mp[r][0] = _mm_unpacklo_epi16(m16, m16);
             mp[r][1] = _mm_unpackhi_epi16(m16, m16);
-            dw[r] = _mm512_set1_ps(f16(rows[r][i].d));
-            dmw[r] = _mm512_set1_ps(f16(rows[r][i].dmin));
+            uint16_t d16, dm16;
+            memcpy(&d16, blk, 2);
+            memcpy(&dm16, blk + 2, 2);
+            dw[r] = _mm512_set1_ps(f16(d16));
+            dmw[r] = _mm512_set1_ps(f16(dm16));
+            if (q5) {
+                qh[r][0] = quad_replicate(blk + 16);
+                qh[r][1] = quad_replicate(blk + 32);
+            }
         }
         __m512i sumi[2][EDGE_GEMM4_MAX_Q];
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
@@ -228,12 +244,22 @@ ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, cons
         _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {
             __m512i wa0[2], wa1[2], wb0[2], wb1[2];
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i r0 = quad_replicate(rows[r][i].qs + 32 * j);
-                const __m512i r1 = quad_replicate(rows[r][i].qs + 32 * j + 16);
+                const uint8_t *qs = rows[r] + (size_t)i * bb + qs_off + 32 * j;
+                const __m512i r0 = quad_replicate(qs), r1 = quad_replicate(qs + 16);
                 wa0[r] = _mm512_and_si512(r0, m4);
                 wa1[r] = _mm512_and_si512(r1, m4);
                 wb0[r] = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
                 wb1[r] = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
+                if (q5) { /* bit b of each qh byte to bit 4 (16-bit shifts: what crosses bytes is masked off) */
+                    const int ba = 2 * j, bb_ = 2 * j + 1;
+#define TO_BIT4(v, b) ((b) < 4 ? _mm512_slli_epi16(v, 4 - (b)) : (b) > 4 ? _mm512_srli_epi16(v, (b) - 4) : (v))
+                    /* u | (h & 0x10): vpternlog 0xF8 = A | (B & C) */
+                    wa0[r] = _mm512_ternarylogic_epi32(wa0[r], TO_BIT4(qh[r][0], ba), bit4, 0xF8);
+                    wa1[r] = _mm512_ternarylogic_epi32(wa1[r], TO_BIT4(qh[r][1], ba), bit4, 0xF8);
+                    wb0[r] = _mm512_ternarylogic_epi32(wb0[r], TO_BIT4(qh[r][0], bb_), bit4, 0xF8);
+                    wb1[r] = _mm512_ternarylogic_epi32(wb1[r], TO_BIT4(qh[r][1], bb_), bit4, 0xF8);
+#undef TO_BIT4
+                }
             }
             _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
                 const int8_t *xq = XROW(block_q8_Kx4, q)[i].qs + 256 * j;
@@ -261,21 +287,111 @@ ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, cons
         }
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) _mm_storeu_ps(out + (r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD, quad_sum(acc[r][q]));
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++)
+            _mm_storeu_ps(out + (r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD, quad_sum(acc[r][q]));
 }
 
-static void zmm_gemm4_q4_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out) {
-    switch (nr * 8 + nq) {
-    case 8 + 1: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 1); break;
-    case 8 + 2: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 2); break;
-    case 8 + 3: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 3); break;
-    case 8 + 4: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 1, 4); break;
-    case 16 + 1: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 1); break;
-    case 16 + 2: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 2); break;
-    case 16 + 3: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 3); break;
-    default: zmm_gemm4_q4_k_body(n, w, ws, x, xs, out, 2, 4); break;
+/* Q6_K: in half h and 16-value step lh, ql[64h + 16lh ..] holds groups 0 (low nibbles) and 2 (high),
+ * ql[64h + 32 + 16lh ..] groups 1 and 3, qh[32h + 16lh ..] the two high bits of all four (bits 2g, 2g+1);
+ * group g covers values 128h + 32g + 16lh .. +15, sub-block 8h + 2g + lh. One vpdpbusd per sub-block of
+ * 16 and quad (<= 4 * 63 * 127 per lane, an int16): groups 0/1 and 2/3 are paired for vpdpwssd with
+ * their signed scales. The stored values are q + 32: 32 * sum(scale * sums of 16) is taken off. */
+ALWAYS_INLINE void zmm_gemm4_q6_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                       const int R, const int Q) {
+    const block_q6_K *rows[2] = {(const block_q6_K *)w, (const block_q6_K *)((const char *)w + ws)};
+    __m512 acc[2][EDGE_GEMM4_MAX_Q];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int16_t sc[2][16];
+        __m128i scl[2][2]; /* (scale 2p, scale 2p+1) of pairs p = 0..3, 4..7 */
+        __m512 dw[2];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)rows[r][i].scales));
+            _mm256_storeu_si256((__m256i *)sc[r], s16);
+            scl[r][0] = _mm256_castsi256_si128(s16);
+            scl[r][1] = _mm256_extracti128_si256(s16, 1);
+            dw[r] = _mm512_set1_ps(f16(rows[r][i].d));
+        }
+        __m512i sumi[2][EDGE_GEMM4_MAX_Q];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) sumi[r][q] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
+            _Pragma("GCC unroll 8") for (int lh = 0; lh < 2; lh++) {
+                __m512i u[2][4];
+                int32_t s01[2], s23[2];
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                    const __m512i la = quad_replicate(rows[r][i].ql + 64 * h + 16 * lh);
+                    const __m512i lb = quad_replicate(rows[r][i].ql + 64 * h + 32 + 16 * lh);
+                    const __m512i hi = quad_replicate(rows[r][i].qh + 32 * h + 16 * lh);
+                    /* (low 4 bits) | (2 high bits at bits 4..5): vpternlog 0xEA = (A & B) | C */
+                    u[r][0] = _mm512_ternarylogic_epi32(la, m4, _mm512_and_si512(_mm512_slli_epi16(hi, 4), m30), 0xEA);
+                    u[r][1] = _mm512_ternarylogic_epi32(lb, m4, _mm512_and_si512(_mm512_slli_epi16(hi, 2), m30), 0xEA);
+                    u[r][2] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(la, 4), m4, _mm512_and_si512(hi, m30), 0xEA);
+                    u[r][3] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(lb, 4), m4,
+                                                        _mm512_and_si512(_mm512_srli_epi16(hi, 2), m30), 0xEA);
+                    const int s0 = 8 * h + lh;
+                    s01[r] = (int32_t)((uint16_t)sc[r][s0] | (uint32_t)(uint16_t)sc[r][s0 + 2] << 16);
+                    s23[r] = (int32_t)((uint16_t)sc[r][s0 + 4] | (uint32_t)(uint16_t)sc[r][s0 + 6] << 16);
+                }
+                _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+                    const int8_t *xq = XROW(block_q8_Kx4, q)[i].qs + 4 * (128 * h + 16 * lh);
+                    __m512i xv[4];
+                    _Pragma("GCC unroll 8") for (int g = 0; g < 4; g++) xv[g] = _mm512_load_si512((const void *)(xq + 128 * g));
+                    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                        const __m512i z = _mm512_setzero_si512();
+                        const __m512i p01 = pair16(_mm512_dpbusd_epi32(z, u[r][0], xv[0]), _mm512_dpbusd_epi32(z, u[r][1], xv[1]));
+                        const __m512i p23 = pair16(_mm512_dpbusd_epi32(z, u[r][2], xv[2]), _mm512_dpbusd_epi32(z, u[r][3], xv[3]));
+                        sumi[r][q] = _mm512_dpwssd_epi32(sumi[r][q], p01, _mm512_set1_epi32(s01[r]));
+                        sumi[r][q] = _mm512_dpwssd_epi32(sumi[r][q], p23, _mm512_set1_epi32(s23[r]));
+                    }
+                }
+            }
+        }
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+            const block_q8_Kx4 *b = XROW(block_q8_Kx4, q) + i;
+            const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(b->d));
+            const __m512i bs0 = _mm512_load_si512((const void *)b->bs), bs1 = _mm512_load_si512((const void *)(b->bs + 32));
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m512i corr =
+                    _mm512_dpwssd_epi32(_mm512_madd_epi16(bs0, quad_lanes(scl[r][0])), bs1, quad_lanes(scl[r][1]));
+                const __m512i tot = _mm512_sub_epi32(sumi[r][q], _mm512_slli_epi32(corr, 5));
+                acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dw[r], dx), acc[r][q]);
+            }
+        }
     }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++)
+            _mm_storeu_ps(out + (r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD, quad_sum(acc[r][q]));
 }
+
+ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                       const int R, const int Q) {
+    zmm_gemm4_k4_body(n, w, ws, x, xs, out, R, Q, 0);
+}
+ALWAYS_INLINE void zmm_gemm4_q5_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                       const int R, const int Q) {
+    zmm_gemm4_k4_body(n, w, ws, x, xs, out, R, Q, 1);
+}
+
+/* Constant row and quad counts for the bodies above (the accumulators stay in registers). */
+#define GEMM4_DISPATCH(name)                                                                               \
+    static void name(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out) { \
+        switch (nr * 8 + nq) {                                                                             \
+        case 8 + 1: name##_body(n, w, ws, x, xs, out, 1, 1); break;                                        \
+        case 8 + 2: name##_body(n, w, ws, x, xs, out, 1, 2); break;                                        \
+        case 8 + 3: name##_body(n, w, ws, x, xs, out, 1, 3); break;                                        \
+        case 8 + 4: name##_body(n, w, ws, x, xs, out, 1, 4); break;                                        \
+        case 16 + 1: name##_body(n, w, ws, x, xs, out, 2, 1); break;                                       \
+        case 16 + 2: name##_body(n, w, ws, x, xs, out, 2, 2); break;                                       \
+        case 16 + 3: name##_body(n, w, ws, x, xs, out, 2, 3); break;                                       \
+        default: name##_body(n, w, ws, x, xs, out, 2, 4); break;                                           \
+        }                                                                                                  \
+    }
+GEMM4_DISPATCH(zmm_gemm4_q4_k)
+GEMM4_DISPATCH(zmm_gemm4_q5_k)
+GEMM4_DISPATCH(zmm_gemm4_q6_k)
 
 /* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
  * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of

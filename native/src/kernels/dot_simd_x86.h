@@ -599,6 +599,8 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
     .gemm4 =
         {
             [EDGE_TYPE_Q4_K] = EDGE_SIMD_GEMM4_Q4_K,
+            [EDGE_TYPE_Q5_K] = EDGE_SIMD_GEMM4_Q5_K,
+            [EDGE_TYPE_Q6_K] = EDGE_SIMD_GEMM4_Q6_K,
         },
 #endif
     .quant_q8_0 = simd_quant_q8_0,
