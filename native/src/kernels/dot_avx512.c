@@ -8,6 +8,8 @@
 #define EDGE_SIMD_DOT_Q4_K zmm_dot_q4_k
 #define EDGE_SIMD_DOT_Q5_K zmm_dot_q5_k
 #define EDGE_SIMD_DOT_Q6_K zmm_dot_q6_k
+/* these three fetch ahead themselves when given one token */
+#define EDGE_SIMD_DOT_PREFETCHES (1u << EDGE_TYPE_Q4_K | 1u << EDGE_TYPE_Q5_K | 1u << EDGE_TYPE_Q6_K)
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -54,10 +56,14 @@ ALWAYS_INLINE __m512i cat256(__m256i a, __m256i b) { return _mm512_inserti64x4(_
         const __m512i m4 = _mm512_set1_epi8(0x0F);                                                      \
         const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));                 \
         for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
-            uint8_t sm[16];                                                                             \
-            k4_scales_mins(a[i].scales, sm);                                                            \
-            const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)sm))); \
-            const __m256i mins32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));    \
+            if (nt == 1) { /* decode: every weight byte is read once, from DRAM: fetch ahead */           \
+                const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH;                           \
+                _mm_prefetch(pf, _MM_HINT_T0);                                                          \
+                _mm_prefetch(pf + 64, _MM_HINT_T0);                                                     \
+                _mm_prefetch(pf + 128, _MM_HINT_T0);                                                    \
+            }                                                                                           \
+            const __m128i smv = k4_scales_mins(a[i].scales);                                            \
+            const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv));                    \
             __m512i sumi[4];                                                                            \
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();                              \
             __m512i qh = _mm512_setzero_si512();                                                        \
@@ -81,7 +87,7 @@ ALWAYS_INLINE __m512i cat256(__m256i a, __m256i b) { return _mm512_inserti64x4(_
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
                 const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_set1_ps(dw * b->d), acc[t]); \
-                accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_min_terms(b->bsums, mins32)),           \
+                accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_min_terms(b->bsums, smv)),              \
                                           _mm256_set1_ps(dmw * b->d), accm[t]);                         \
             }                                                                                           \
         }                                                                                               \
@@ -106,14 +112,12 @@ ALWAYS_INLINE void zmm_k4_dot2_body(int64_t n, const void *w, size_t ws, const v
     const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));
     for (int64_t i = 0; i < n / QK_K; i++) {
         __m512i sc16[2], qh[2];
-        __m256i mins32[2];
+        __m128i smv[2];
         float dw[2], dmw[2];
         _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
             const uint8_t *blk = rows[r] + (size_t)i * bb;
-            uint8_t sm[16];
-            k4_scales_mins(blk + 4, sm);
-            sc16[r] = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)sm)));
-            mins32[r] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+            smv[r] = k4_scales_mins(blk + 4);
+            sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv[r]));
             qh[r] = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16))) : _mm512_setzero_si512();
             uint16_t d16, dm16;
             memcpy(&d16, blk, 2);
@@ -145,10 +149,8 @@ ALWAYS_INLINE void zmm_k4_dot2_body(int64_t n, const void *w, size_t ws, const v
         }
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
-            const __m256i pairs =
-                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), _mm256_set1_epi16(1));
             _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
-                const __m256 mt = _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mins32[r]));
+                const __m256 mt = _mm256_cvtepi32_ps(k4_min_terms(b->bsums, smv[r]));
                 acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r][t]), _mm512_set1_ps(dw[r] * b->d), acc[r][t]);
                 acc[r][t] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(mt), _mm512_set1_ps(dmw[r] * b->d), acc[r][t]);
             }
@@ -221,9 +223,7 @@ ALWAYS_INLINE void zmm_gemm4_k4_body(int64_t n, const void *w, size_t ws, const 
         __m512i qh[2][2];   /* Q5_K: qh[0..15], qh[16..31] replicated like the values */
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             const uint8_t *blk = rows[r] + (size_t)i * bb;
-            uint8_t sm[16];
-            k4_scales_mins(blk + 4, sm);
-            const __m128i v = _mm_loadu_si128((const __m128i *)sm);
+            const __m128i v = k4_scales_mins(blk + 4);
             _mm_storeu_si128((__m128i *)scp[r], _mm_cvtepu8_epi16(v));
             const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
             mp[r][0] = _mm_unpacklo_epi16(m16, m16);
@@ -402,10 +402,16 @@ ALWAYS_INLINE void zmm_q6_k_body(int64_t n, const void *w, size_t ws, const void
     __m512 acc[2][4];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
-    const __m512i sh01 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
-    const __m512i sh23 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    /* the two high bits of groups 0 / 1 (qh bits 0..1 / 2..3) and 2 / 3 (bits 4..5 / 6..7) to bits 4..5
+     * (16-bit shifts: what crosses into the other byte is masked off) */
+    const __m512i shl01 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(2));
+    const __m512i shr23 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
     for (int64_t i = 0; i < n / QK_K; i++) {
+        if (nt == 1 && R == 1) { /* decode: fetch ahead (a block spans at most 4 lines) */
+            const char *pf = (const char *)&rows[0][i] + EDGE_DECODE_PREFETCH;
+            _Pragma("GCC unroll 4") for (int o = 0; o < 256; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        }
         __m256i sc16y[2];
         __m512i sumi[2][4];
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
@@ -418,10 +424,10 @@ ALWAYS_INLINE void zmm_q6_k_body(int64_t n, const void *w, size_t ws, const void
                 const __m512i ql = _mm512_loadu_si512((const void *)(rows[r][i].ql + 64 * h));
                 const __m512i qh =
                     _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(rows[r][i].qh + 32 * h)));
-                u[r][0] = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh01), m3), 4));
-                u[r][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m3), 4));
+                /* (low 4 bits) | (2 high bits at bits 4..5): vpternlog 0xEA = (A & B) | C */
+                u[r][0] = _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30), 0xEA);
+                u[r][1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4,
+                                                    _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30), 0xEA);
             }
             _Pragma("GCC unroll 8") for (int p = 0; p < 2; p++) {
                 const int k0 = 8 * h + 4 * p;

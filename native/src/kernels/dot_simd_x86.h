@@ -203,23 +203,27 @@ MIN32_DOT(simd_dot_q5_1, block_q5_1, UNPACK_Q5_1)
 
 /* ------------------------------------------------------------------ K-quants (x in Q8_K) */
 
-/* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block (ggml's trick). */
-ALWAYS_INLINE void k4_scales_mins(const uint8_t *scales, uint8_t out[16]) {
-    uint32_t u[4];
-    memcpy(u, scales, 12);
-    const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
-    const uint32_t mins_lo = u[1] & kmask1;
-    u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
-    u[2] = mins_lo;
-    u[0] &= kmask1;
-    memcpy(out, u, 16);
+/* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block, in a vector (ggml's
+ * scalar trick on 32-bit lanes: a store and reload of the scalar result stalls store forwarding, which
+ * cost a fifth of the one-token kernel's time). u0, u1, u2 = scale bytes 0..3, 4..7, 8..11:
+ *   scales 0..3 = u0 & 63          scales 4..7 = (u2 & 15) | (u0 >> 6) << 4
+ *   mins 0..3   = u1 & 63          mins 4..7   = (u2 >> 4 & 15) | (u1 >> 6) << 4
+ * Reads 16 bytes at `scales` (the 12 scale bytes and 4 bytes of the block's quants). */
+ALWAYS_INLINE __m128i k4_scales_mins(const uint8_t *scales) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)scales);
+    __m128i a = _mm_shuffle_epi32(v, 0x98); /* u0, u2, u1, u2 */
+    a = _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4));
+    a = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i b = _mm_shuffle_epi32(v, 0x50); /* u0, u0, u1, u1: bits 6..7 of each byte to 4..5 */
+    b = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(a, b);
 }
 
-/* sum_k mins[k] * (bsums[2k] + bsums[2k+1]) for the 8 sub-blocks of 32, as int32 lanes. */
-ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i mins32) {
-    const __m256i pairs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), _mm256_set1_epi16(1));
-    return _mm256_mullo_epi32(pairs, mins32);
+/* sum_k mins[k] * (bsums[2k] + bsums[2k+1]) for the 8 sub-blocks of 32, as int32 lanes: one madd of the
+ * sums of 16 with each min twice (sm: k4_scales_mins). */
+ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m128i sm) {
+    const __m128i m8 = _mm_srli_si128(sm, 8);
+    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)));
 }
 
 /* Q4_K / Q5_K: 8 sub-blocks of 32, w = d * sc * u - dmin * m, u in 0..15 (0..31 for Q5_K);
@@ -232,9 +236,9 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i mins32) {
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
         const __m256i m4 = _mm256_set1_epi8(0x0F);                                                      \
         for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
+            const __m128i smv = k4_scales_mins(a[i].scales);                                            \
             uint8_t sm[16];                                                                             \
-            k4_scales_mins(a[i].scales, sm);                                                            \
-            const __m256i mins32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 8)));    \
+            _mm_storeu_si128((__m128i *)sm, smv);                                                       \
             __m256i sumi[4];                                                                            \
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();                              \
             __m256i hb = _mm256_setzero_si256();                                                        \
@@ -255,7 +259,7 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i mins32) {
             const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
                 const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
-                const __m256i mt = k4_min_terms(b->bsums, mins32);                                      \
+                const __m256i mt = k4_min_terms(b->bsums, smv);                                         \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]); \
                 acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_set1_ps(dmw * b->d), acc[t]);  \
             }                                                                                           \
@@ -594,6 +598,9 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q8_0] = EDGE_SIMD_DOT2_Q8_0,
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT2_Q6_K,
         },
+#endif
+#ifdef EDGE_SIMD_DOT_PREFETCHES
+    .dot_prefetches = EDGE_SIMD_DOT_PREFETCHES,
 #endif
 #ifdef EDGE_SIMD_GEMM4_Q4_K
     .gemm4 =

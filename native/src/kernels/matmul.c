@@ -13,10 +13,6 @@
 #include "kernels_impl.h"
 
 #define SCRATCH_ALIGN 64
-/* Decode (one token) streams every weight byte once from DRAM: each row is prefetched this far ahead
- * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s in 5 of 6 paired runs;
- * 2 KiB and 16 KiB no better). */
-#define PF_BYTES 4096
 /* Activation values converted per claimed unit when conversion runs on several threads. */
 #define QUNIT_ELEMS 2048
 /* Tokens per tile: the activation rows of one tile stay in L2 while the row block streams through. */
@@ -124,7 +120,8 @@ typedef struct mm_job {
     int64_t blk_elems; /* activation block (quantized formats) */
     int64_t blk_bytes;
     int64_t rows_per_chunk, n_row_chunks, n_tok_tiles, n_chunks;
-    int group; /* tokens per dot call (gemm4: quads per call) */
+    int group;    /* tokens per dot call (gemm4: quads per call) */
+    int prefetch; /* decode: fetch each weight row ahead before its dot product */
     _Atomic int64_t next_chunk;
     _Atomic int64_t next_qunit, qunits_done; /* activation conversion, claimed unit by unit */
 } mm_job;
@@ -201,8 +198,8 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
             }
         }
         for (; r < r1; r++) {
-            if (job->n_tok == 1) { /* decode: fetch the weight row PF_BYTES ahead (each byte is read once) */
-                const char *p = job->w + (size_t)r * job->row_stride + PF_BYTES;
+            if (job->n_tok == 1 && job->prefetch) { /* decode: each weight byte is read once, from DRAM */
+                const char *p = job->w + (size_t)r * job->row_stride + EDGE_DECODE_PREFETCH;
                 for (size_t o = 0; o < job->row_stride; o += 64) __builtin_prefetch(p + o, 0, 3);
             }
             job->dot(job->n_cols, job->w + (size_t)r * job->row_stride, xt, job->xq_stride, nt, out);
@@ -278,6 +275,9 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     job.x = x;
     job.y = y;
     job.n_conv = n_tok;
+    /* decode prefetch here, unless the one-token kernel fetches ahead itself (interleaved with its
+     * arithmetic: no loop of its own; Q4_K one thread 26.5 -> 28.5 GB/s) */
+    job.prefetch = !(k->dot[type] && (k->dot_prefetches >> type & 1u));
     /* Prompts (4 tokens or more): the interleaved-activation kernel where the ISA has one. */
     if (k->dot[type] && k->gemm4[type] && f == EDGE_ACT_Q8_K && n_tok >= EDGE_QUAD) {
         job.gemm4 = k->gemm4[type];
