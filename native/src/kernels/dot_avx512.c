@@ -8,8 +8,8 @@
 #define EDGE_SIMD_DOT_Q4_K zmm_dot_q4_k
 #define EDGE_SIMD_DOT_Q5_K zmm_dot_q5_k
 #define EDGE_SIMD_DOT_Q6_K zmm_dot_q6_k
-/* these three fetch ahead themselves when given one token */
-#define EDGE_SIMD_DOT_PREFETCHES (1u << EDGE_TYPE_Q4_K | 1u << EDGE_TYPE_Q5_K | 1u << EDGE_TYPE_Q6_K)
+/* these fetch ahead themselves when given one token */
+#define EDGE_SIMD_DOT_PREFETCHES (1u << EDGE_TYPE_Q4_K | 1u << EDGE_TYPE_Q5_K | 1u << EDGE_TYPE_Q6_K | 1u << EDGE_TYPE_Q8_0)
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -494,6 +494,11 @@ ALWAYS_INLINE void zmm_q8_0_body(int64_t n, const void *w, size_t ws, const void
     const __m512i idx01 = cat256(_mm256_setzero_si256(), _mm256_set1_epi32(1));
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
+        if (nt == 1 && R == 1) { /* decode: fetch ahead (two blocks span at most 3 lines) */
+            const char *pf = (const char *)&rows[0][i] + EDGE_DECODE_PREFETCH;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+        }
         __m512i wv[2], negc[2];
         __m512 dwv[2];
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
