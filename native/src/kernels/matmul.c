@@ -5,7 +5,10 @@
  * activation format (kernels_impl.h) in the caller's scratch; (2) a barrier; (3) workers take
  * chunks of (row block × token tile) from an atomic counter and compute each row of the block
  * against up to EDGE_DOT_MAX_TOK tokens at a time, so a weight row loaded once serves several
- * tokens (prompt processing) while decode (one token) is a plain row split. */
+ * tokens (prompt processing) while decode (one token) is a plain row split. Where the ISA has a
+ * gemm4 kernel for the type (AVX-512 K-quants), prompts of 4 tokens or more convert the activations
+ * into quads of interleaved tokens instead (block_q8_Kx4) and run two rows against up to four quads
+ * per call. */
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
