@@ -202,6 +202,19 @@ ALWAYS_INLINE __m128 quad_sum(__m512 v) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
+/* Per token slot, the sums of 16 of a quad block (b->bs) times int16 factors, summed over the lanes: the
+ * int32 lane p of f03 / f47 holds the factor pair (f[2p], f[2p+1]) of pairs p = 0..3 / 4..7. */
+ALWAYS_INLINE __m512i quad_bsums_dot(const block_q8_Kx4 *b, __m128i f03, __m128i f47) {
+    const __m512i bs0 = _mm512_load_si512((const void *)b->bs), bs1 = _mm512_load_si512((const void *)(b->bs + 32));
+    return _mm512_dpwssd_epi32(_mm512_madd_epi16(bs0, quad_lanes(f03)), bs1, quad_lanes(f47));
+}
+
+/* out[(r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD + t]: token t of quad q against row r. */
+#define QUAD_STORE(out, acc, R, Q)                                                                      \
+    _Pragma("GCC unroll 8") for (int r_ = 0; r_ < (R); r_++)                                             \
+        _Pragma("GCC unroll 8") for (int q_ = 0; q_ < (Q); q_++)                                         \
+            _mm_storeu_ps((out) + (r_ * EDGE_GEMM4_MAX_Q + q_) * EDGE_QUAD, quad_sum((acc)[r_][q_]))
+
 /* Q4_K / Q5_K: in chunk j (values 64j .. 64j+63), sub-block 2j is the low nibbles of qs[32j ..], 2j+1 the
  * high ones (Q5_K: plus bit 2j / 2j+1 of qh[l] as bit 4). Per 16 values, one vpdpbusd for 4 tokens; two
  * of them make a sub-block's sums (<= 8 * 31 * 127 per lane, an int16), paired with the other sub-block's
@@ -277,18 +290,14 @@ ALWAYS_INLINE void zmm_gemm4_k4_body(int64_t n, const void *w, size_t ws, const 
         _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
             const block_q8_Kx4 *b = XROW(block_q8_Kx4, q) + i;
             const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(b->d));
-            const __m512i bs0 = _mm512_load_si512((const void *)b->bs), bs1 = _mm512_load_si512((const void *)(b->bs + 32));
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i mins =
-                    _mm512_dpwssd_epi32(_mm512_madd_epi16(bs0, quad_lanes(mp[r][0])), bs1, quad_lanes(mp[r][1]));
+                const __m512i mins = quad_bsums_dot(b, mp[r][0], mp[r][1]);
                 acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r][q]), _mm512_mul_ps(dw[r], dx), acc[r][q]);
                 acc[r][q] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmw[r], dx), acc[r][q]);
             }
         }
     }
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++)
-            _mm_storeu_ps(out + (r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD, quad_sum(acc[r][q]));
+    QUAD_STORE(out, acc, R, Q);
 }
 
 /* Q6_K: in half h and 16-value step lh, ql[64h + 16lh ..] holds groups 0 (low nibbles) and 2 (high),
@@ -352,18 +361,14 @@ ALWAYS_INLINE void zmm_gemm4_q6_k_body(int64_t n, const void *w, size_t ws, cons
         _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
             const block_q8_Kx4 *b = XROW(block_q8_Kx4, q) + i;
             const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(b->d));
-            const __m512i bs0 = _mm512_load_si512((const void *)b->bs), bs1 = _mm512_load_si512((const void *)(b->bs + 32));
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i corr =
-                    _mm512_dpwssd_epi32(_mm512_madd_epi16(bs0, quad_lanes(scl[r][0])), bs1, quad_lanes(scl[r][1]));
+                const __m512i corr = quad_bsums_dot(b, scl[r][0], scl[r][1]);
                 const __m512i tot = _mm512_sub_epi32(sumi[r][q], _mm512_slli_epi32(corr, 5));
                 acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(dw[r], dx), acc[r][q]);
             }
         }
     }
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++)
-            _mm_storeu_ps(out + (r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD, quad_sum(acc[r][q]));
+    QUAD_STORE(out, acc, R, Q);
 }
 
 ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
