@@ -31,9 +31,11 @@ static void zmm_dot2_q5_k(int64_t n, const void *w, size_t ws, const void *x, si
 #define EDGE_SIMD_GEMM4_Q4_K zmm_gemm4_q4_k
 #define EDGE_SIMD_GEMM4_Q5_K zmm_gemm4_q5_k
 #define EDGE_SIMD_GEMM4_Q6_K zmm_gemm4_q6_k
+#define EDGE_SIMD_GEMM4_Q8_0 zmm_gemm4_q8_0
 static void zmm_gemm4_q4_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
 static void zmm_gemm4_q5_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
 static void zmm_gemm4_q6_k(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
+static void zmm_gemm4_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out);
 
 #include "dot_simd_x86.h"
 
@@ -371,6 +373,40 @@ ALWAYS_INLINE void zmm_gemm4_q6_k_body(int64_t n, const void *w, size_t ws, cons
     QUAD_STORE(out, acc, R, Q);
 }
 
+/* Q8_0: per block of 32 and row, the weights replicated per token (two vectors of 16 values); the
+ * quad's values are stored plus 128, so each vpdpbusd sum carries 128 * (the 4 weights' sum), taken off
+ * by starting the block's accumulator at -128 * that sum (once per row, for every quad). */
+ALWAYS_INLINE void zmm_gemm4_q8_0_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                       const int R, const int Q) {
+    const block_q8_0 *rows[2] = {(const block_q8_0 *)w, (const block_q8_0 *)((const char *)w + ws)};
+    __m512 acc[2][EDGE_GEMM4_MAX_Q];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        __m512i w0[2], w1[2], negc[2];
+        __m512 dw[2];
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            w0[r] = quad_replicate((const uint8_t *)rows[r][i].qs);
+            w1[r] = quad_replicate((const uint8_t *)rows[r][i].qs + 16);
+            const __m512i c = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, w0[r]), off, w1[r]);
+            negc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), c);
+            dw[r] = _mm512_set1_ps(f16(rows[r][i].d));
+        }
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+            const void *xq = XROW(char, q);
+            const uint8_t *v = edge_q8q_qs(xq) + (size_t)i * QK8_0 * EDGE_QUAD;
+            const __m512i xa = _mm512_loadu_si512((const void *)v), xb = _mm512_loadu_si512((const void *)(v + 64));
+            const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(edge_q8q_d(xq, n) + i * EDGE_QUAD));
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(negc[r], xa, w0[r]), xb, w1[r]);
+                acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][q]);
+            }
+        }
+    }
+    QUAD_STORE(out, acc, R, Q);
+}
+
 ALWAYS_INLINE void zmm_gemm4_q4_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
                                        const int R, const int Q) {
     zmm_gemm4_k4_body(n, w, ws, x, xs, out, R, Q, 0);
@@ -397,6 +433,7 @@ ALWAYS_INLINE void zmm_gemm4_q5_k_body(int64_t n, const void *w, size_t ws, cons
 GEMM4_DISPATCH(zmm_gemm4_q4_k)
 GEMM4_DISPATCH(zmm_gemm4_q5_k)
 GEMM4_DISPATCH(zmm_gemm4_q6_k)
+GEMM4_DISPATCH(zmm_gemm4_q8_0)
 
 /* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
  * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of

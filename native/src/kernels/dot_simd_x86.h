@@ -608,6 +608,7 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q4_K] = EDGE_SIMD_GEMM4_Q4_K,
             [EDGE_TYPE_Q5_K] = EDGE_SIMD_GEMM4_Q5_K,
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_GEMM4_Q6_K,
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_GEMM4_Q8_0,
         },
 #endif
     .quant_q8_0 = simd_quant_q8_0,

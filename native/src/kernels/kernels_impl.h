@@ -94,6 +94,15 @@ typedef struct {
 } block_q8_Kx4;
 _Static_assert(sizeof(block_q8_Kx4) % 64 == 0, "q8_Kx4 alignment");
 
+/* The Q8_0 quads (for Q8_0 weights): a quad row of n values is n * 4 bytes of values, interleaved as in
+ * block_q8_Kx4 and stored plus 128 (unsigned: vpdpbusd's unsigned side, the weights being signed), then
+ * n / 32 times the 4 tokens' f32 scales. */
+#define EDGE_Q8Q_ROW_BYTES(n) ((size_t)(n) * EDGE_QUAD + (size_t)(n) / QK8_0 * EDGE_QUAD * sizeof(float))
+static inline const uint8_t *edge_q8q_qs(const void *quad) { return (const uint8_t *)quad; }
+static inline const float *edge_q8q_d(const void *quad, int64_t n) {
+    return (const float *)((const char *)quad + (size_t)n * EDGE_QUAD);
+}
+
 /* nr (1..2) weight rows (w, w + w_stride) against nq (1..EDGE_GEMM4_MAX_Q) quads (x, x + x_stride),
  * each x_stride bytes of n/256 block_q8_Kx4: out[(r * EDGE_GEMM4_MAX_Q + q) * EDGE_QUAD + t]. */
 #define EDGE_GEMM4_MAX_Q 4
@@ -126,6 +135,9 @@ void edge_quant_act_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64
 /* Blocks b0 .. b0+nb-1 of one token's row x, quantized with q8k (one of the Q8_K quantizers above),
  * into slot `slot` of a row of block_q8_Kx4 (quad); x == NULL zeroes the slot (padding). */
 void edge_quant_act_q8_kx4(edge_act_quant_fn q8k, const float *x, void *quad, int slot, int64_t b0, int64_t nb);
+/* The same for the Q8_0 quads (q80: one of the Q8_0 quantizers; n: the row's length). */
+void edge_quant_act_q8_0x4(edge_act_quant_fn q80, const float *x, void *quad, int slot, int64_t n, int64_t b0,
+                           int64_t nb);
 
 /* Unpackers shared by the scalar kernels: the 6-bit scale/min pairs of Q4_K/Q5_K and the 16
  * 6-bit scales of Q3_K. */

@@ -65,11 +65,12 @@ size_t edge_matmul_scratch_bytes(int type, int64_t n_cols, int64_t n_tok) {
     int64_t be, bb;
     act_block(f, &be, &bb);
     size_t rows = (size_t)((n_cols + be - 1) / be) * (size_t)bb * (size_t)n_tok;
-    if (f == EDGE_ACT_Q8_K) { /* or whole quads of interleaved tokens (gemm4 kernels), whichever is larger */
-        const size_t quads = (size_t)((n_cols + QK_K - 1) / QK_K) * sizeof(block_q8_Kx4) *
-                             (size_t)((n_tok + EDGE_QUAD - 1) / EDGE_QUAD);
-        if (quads > rows) rows = quads;
-    }
+    /* or whole quads of interleaved tokens (gemm4 kernels), whichever is larger */
+    const size_t n_quads = (size_t)((n_tok + EDGE_QUAD - 1) / EDGE_QUAD);
+    size_t quads = 0;
+    if (f == EDGE_ACT_Q8_K) quads = (size_t)((n_cols + QK_K - 1) / QK_K) * sizeof(block_q8_Kx4) * n_quads;
+    if (f == EDGE_ACT_Q8_0) quads = EDGE_Q8Q_ROW_BYTES((n_cols + QK8_0 - 1) / QK8_0 * QK8_0) * n_quads;
+    if (quads > rows) rows = quads;
     return rows + SCRATCH_ALIGN;
 }
 
@@ -133,8 +134,12 @@ typedef struct mm_job {
  * n_tok are the quad's zero padding). */
 static void mm_quantize_row(const mm_job *job, int64_t t, int64_t b, int64_t nb) {
     if (job->gemm4) {
-        edge_quant_act_q8_kx4(job->quant, t < job->n_tok ? job->x + t * job->n_cols : NULL,
-                              job->xq + (size_t)(t / EDGE_QUAD) * job->xq_stride, (int)(t % EDGE_QUAD), b, nb);
+        const float *x = t < job->n_tok ? job->x + t * job->n_cols : NULL;
+        char *quad = job->xq + (size_t)(t / EDGE_QUAD) * job->xq_stride;
+        if (job->blk_elems == QK_K)
+            edge_quant_act_q8_kx4(job->quant, x, quad, (int)(t % EDGE_QUAD), b, nb);
+        else
+            edge_quant_act_q8_0x4(job->quant, x, quad, (int)(t % EDGE_QUAD), job->n_cols, b, nb);
     } else {
         job->quant(job->x + t * job->n_cols, job->xq + (size_t)t * job->xq_stride, job->n_cols, b, nb);
     }
@@ -282,7 +287,7 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
      * arithmetic: no loop of its own; Q4_K one thread 26.5 -> 28.5 GB/s) */
     job.prefetch = !(k->dot[type] && (k->dot_prefetches >> type & 1u));
     /* Prompts (4 tokens or more): the interleaved-activation kernel where the ISA has one. */
-    if (k->dot[type] && k->gemm4[type] && f == EDGE_ACT_Q8_K && n_tok >= EDGE_QUAD) {
+    if (k->dot[type] && k->gemm4[type] && (f == EDGE_ACT_Q8_K || f == EDGE_ACT_Q8_0) && n_tok >= EDGE_QUAD) {
         job.gemm4 = k->gemm4[type];
         job.n_conv = (n_tok + EDGE_QUAD - 1) / EDGE_QUAD * EDGE_QUAD;
     }
@@ -298,7 +303,8 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
         job.quant = q ? q : fallback;
         job.xq = (char *)(((uintptr_t)scratch + SCRATCH_ALIGN - 1) & ~(uintptr_t)(SCRATCH_ALIGN - 1));
         job.xq_stride = (size_t)(n_cols / act_elems) * (size_t)act_bytes;
-        if (job.gemm4) job.xq_stride = (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4);
+        if (job.gemm4)
+            job.xq_stride = f == EDGE_ACT_Q8_K ? (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4) : EDGE_Q8Q_ROW_BYTES(n_cols);
         job.blk_elems = act_elems;
         job.blk_bytes = act_bytes;
     }

@@ -96,3 +96,20 @@ void edge_quant_act_q8_kx4(edge_act_quant_fn q8k, const float *x, void *quad, in
         y[i].d[slot] = b.d;
     }
 }
+
+void edge_quant_act_q8_0x4(edge_act_quant_fn q80, const float *x, void *quad, int slot, int64_t n, int64_t b0,
+                           int64_t nb) {
+    uint8_t *qs = quad;
+    float *d = (float *)((char *)quad + (size_t)n * EDGE_QUAD);
+    for (int64_t i = b0; i < b0 + nb; i++) {
+        int8_t b[EDGE_Q8S_BLOCK_BYTES]; /* one block as a row of 32: the values, then the scale */
+        if (x) {
+            q80(x + i * QK8_0, b, QK8_0, 0, 1);
+        } else {
+            memset(b, 0, sizeof b);
+        }
+        for (int g = 0; g < QK8_0 / 4; g++)
+            for (int k = 0; k < 4; k++) qs[(size_t)i * QK8_0 * EDGE_QUAD + 16 * g + 4 * slot + k] = (uint8_t)(b[4 * g + k] + 128);
+        memcpy(&d[i * EDGE_QUAD + slot], b + QK8_0, sizeof(float));
+    }
+}
