@@ -302,22 +302,18 @@ def test_prompt_batches_and_incremental_decode_agree(converted, parity_tokens):
     assert rel_rms(steps, whole) < 1e-6
 
 
-def test_threads_agree(converted, parity_tokens):
-    # Work split over 3 threads (matmul rows, attention heads, the GELU) vs one: rounding level at most.
-    # F32 cache: the prompt (4+ tokens: interleaved-token kernels) and one-token paths sum in different
-    # orders, so k may differ in its last bit; an F16 cache can round such a k to the neighbouring f16,
-    # and on this untrained model one such flip tips a later routing choice (measured with F16: after a
-    # 4-token prompt one byte of layer 0's cache differs, then whole later layers): a 5e-2 jump, not rounding.
-    path = converted("q8_0")
-    with (
-        edge.Model(path, n_ctx=64, n_threads=1, kv_type="f32") as one,
-        edge.Model(path, n_ctx=64, n_threads=3, kv_type="f32") as three,
-    ):
+@pytest.mark.parametrize("preset", ["q8_0", "q4_k_m"])
+def test_threads_and_batching_give_the_same_bits(converted, parity_tokens, preset):
+    # Work split over 3 threads (matmul rows, attention heads, the GELU) vs one, and one token at a time vs
+    # the whole prompt (quad kernels, experts on their token groups): every value is computed by the same
+    # operations in the same order, so the logits are identical, not merely close.
+    path = converted(preset)
+    with edge.Model(path, n_ctx=64, n_threads=1) as one, edge.Model(path, n_ctx=64, n_threads=3) as three:
         a, b = one.logits(parity_tokens), three.logits(parity_tokens)
         three.reset()
-        steps = np.stack([three.eval([t]) for t in parity_tokens[:4]])
-    assert rel_rms(b, a) < 1e-6
-    assert rel_rms(steps, a[:4]) < 1e-5
+        steps = np.stack([three.eval([t]) for t in parity_tokens])
+    np.testing.assert_array_equal(b, a)
+    np.testing.assert_array_equal(steps, a)
 
 
 def test_long_prompt_batches_with_expert_tiles(converted):
@@ -332,11 +328,9 @@ def test_long_prompt_batches_with_expert_tiles(converted):
 
 
 def test_truncate_and_re_eval(converted, parity_tokens):
-    # F32 cache: the 6 re-evaluated tokens and the fresh 12 go through the quad kernels in other groupings
-    # (per expert too), so their sums may differ in the last bit (see test_threads_agree).
     path = converted("q8_0")
     other = [t + 1 for t in parity_tokens[6:]]
-    with edge.Model(path, n_ctx=64, n_threads=1, kv_type="f32") as model:
+    with edge.Model(path, n_ctx=64, n_threads=1) as model:
         model.eval(parity_tokens)
         model.truncate(6)
         assert model.n_past == 6

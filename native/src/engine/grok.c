@@ -161,10 +161,14 @@ typedef struct {
     int64_t n;
 } gelu_job;
 
-/* h = gelu(h) ⊙ u over the worker's share (tanh is the costliest element-wise step: split it too). */
+/* h = gelu(h) ⊙ u over the worker's share (tanh is the costliest element-wise step: split it too). Shares
+ * are whole multiples of 16 values (n_ff is a whole number of 32-value blocks), so every value takes the
+ * SIMD path, not a share's scalar tail, whatever the thread count and batch: a token's result depends on
+ * neither. */
 static void gelu_mul_worker(void *arg, int ith, int nth) {
     const gelu_job *job = arg;
-    const int64_t per = (job->n + nth - 1) / nth, lo = per * ith, hi = lo + per < job->n ? lo + per : job->n;
+    const int64_t per = ((job->n + nth - 1) / nth + 15) / 16 * 16;
+    const int64_t lo = per * ith < job->n ? per * ith : job->n, hi = lo + per < job->n ? lo + per : job->n;
     if (hi > lo) job->fn(job->h + lo, job->u + lo, hi - lo);
 }
 

@@ -19,15 +19,7 @@ static void zmm_dot_q4_k(int64_t n, const void *w, const void *x, size_t xs, int
 static void zmm_dot_q5_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 #define EDGE_SIMD_DOT_Q8_0 zmm_dot_q8_0
-#define EDGE_SIMD_DOT2_Q8_0 zmm_dot2_q8_0
 static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
-static void zmm_dot2_q8_0(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
-#define EDGE_SIMD_DOT2_Q6_K zmm_dot2_q6_k
-static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
-#define EDGE_SIMD_DOT2_Q4_K zmm_dot2_q4_k
-#define EDGE_SIMD_DOT2_Q5_K zmm_dot2_q5_k
-static void zmm_dot2_q4_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
-static void zmm_dot2_q5_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out);
 #define EDGE_SIMD_GEMM4_Q4_K zmm_gemm4_q4_k
 #define EDGE_SIMD_GEMM4_Q5_K zmm_gemm4_q5_k
 #define EDGE_SIMD_GEMM4_Q6_K zmm_gemm4_q6_k
@@ -39,140 +31,8 @@ static void zmm_gemm4_q8_0(int64_t n, const void *w, size_t ws, int nr, const vo
 
 #include "dot_simd_x86.h"
 
-ALWAYS_INLINE float hsum512_ps(__m512 v) {
-    return hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
-}
-
 /* [a (256 bits) | b (256 bits)] */
 ALWAYS_INLINE __m512i cat256(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
-
-/* Q4_K / Q5_K, 512-bit: chunk j (elements 64j .. 64j+63) = sub-block 2j (low nibbles of qs[32j..])
- * then sub-block 2j+1 (high nibbles), exactly the order of the activations. */
-#define ZMM_K4_DOT(name, btype, Q5)                                                                     \
-    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
-                                   float *out) {                                                       \
-        const btype *a = w;                                                                             \
-        __m512 acc[4];                                                                                  \
-        __m256 accm[4];                                                                                 \
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps(), accm[t] = _mm256_setzero_ps();       \
-        const __m512i m4 = _mm512_set1_epi8(0x0F);                                                      \
-        const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));                 \
-        for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
-            if (nt == 1) { /* decode: every weight byte is read once, from DRAM: fetch ahead */           \
-                const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH;                           \
-                _mm_prefetch(pf, _MM_HINT_T0);                                                          \
-                _mm_prefetch(pf + 64, _MM_HINT_T0);                                                     \
-                _mm_prefetch(pf + 128, _MM_HINT_T0);                                                    \
-            }                                                                                           \
-            const __m128i smv = k4_scales_mins(a[i].scales);                                            \
-            const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv));                    \
-            __m512i sumi[4];                                                                            \
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();                              \
-            __m512i qh = _mm512_setzero_si512();                                                        \
-            if (Q5) qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)&a[i])->qh)); \
-            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                                               \
-                const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j))); \
-                __m512i u = _mm512_and_si512(_mm512_srlv_epi16(q, nib_shift), m4);                      \
-                if (Q5) {                                                                               \
-                    const __m512i hs = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1))); \
-                    const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(qh, hs), _mm512_set1_epi8(1));  \
-                    u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 4));                                   \
-                }                                                                                       \
-                const __m512i idx = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1))); \
-                const __m512i sc = _mm512_permutexvar_epi16(idx, sc16);                                 \
-                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                          \
-                    const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 64 * j)); \
-                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u, xq), sc);             \
-                }                                                                                       \
-            }                                                                                           \
-            const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                                              \
-                const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_set1_ps(dw * b->d), acc[t]); \
-                accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_min_terms(b->bsums, smv)),              \
-                                          _mm256_set1_ps(dmw * b->d), accm[t]);                         \
-            }                                                                                           \
-        }                                                                                               \
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum512_ps(acc[t]) - hsum_ps(accm[t]);                    \
-    }                                                                                                   \
-    MULTI_TOKEN(name)
-
-ZMM_K4_DOT(zmm_dot_q4_k, block_q4_K, 0)
-ZMM_K4_DOT(zmm_dot_q5_k, block_q5_K, 1)
-
-/* Q4_K / Q5_K, two rows at a time: each activation load and its token's bsums serve both rows.
- * Field offsets in a block: d 0, dmin 2, scales 4..15, then qs (Q4_K) or qh + qs (Q5_K). */
-ALWAYS_INLINE void zmm_k4_dot2_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const int nt,
-                                    float *out, const int q5) {
-    const size_t bb = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
-    const uint8_t *rows[2] = {(const uint8_t *)w, (const uint8_t *)w + ws};
-    __m512 acc[2][4];
-    _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        __m512i sc16[2], qh[2];
-        __m128i smv[2];
-        float dw[2], dmw[2];
-        _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
-            const uint8_t *blk = rows[r] + (size_t)i * bb;
-            smv[r] = k4_scales_mins(blk + 4);
-            sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv[r]));
-            qh[r] = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16))) : _mm512_setzero_si512();
-            uint16_t d16, dm16;
-            memcpy(&d16, blk, 2);
-            memcpy(&dm16, blk + 2, 2);
-            dw[r] = f16(d16);
-            dmw[r] = f16(dm16);
-        }
-        __m512i sumi[2][4];
-        _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[r][t] = _mm512_setzero_si512();
-        _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {
-            const __m512i idx = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1)));
-            __m512i u[2], sc[2];
-            _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
-                const uint8_t *qs = rows[r] + (size_t)i * bb + qs_off + 32 * j;
-                const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qs));
-                u[r] = _mm512_and_si512(_mm512_srlv_epi16(q, nib_shift), m4);
-                if (q5) {
-                    const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(qh[r], idx), _mm512_set1_epi8(1));
-                    u[r] = _mm512_or_si512(u[r], _mm512_slli_epi16(hb, 4));
-                }
-                sc[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
-            }
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-                const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 64 * j));
-                _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
-                    sumi[r][t] = _mm512_dpwssd_epi32(sumi[r][t], _mm512_maddubs_epi16(u[r], xq), sc[r]);
-            }
-        }
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-            const block_q8_K *b = XROW(block_q8_K, t) + i;
-            _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++) {
-                const __m256 mt = _mm256_cvtepi32_ps(k4_min_terms(b->bsums, smv[r]));
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[r][t]), _mm512_set1_ps(dw[r] * b->d), acc[r][t]);
-                acc[r][t] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(mt), _mm512_set1_ps(dmw[r] * b->d), acc[r][t]);
-            }
-        }
-    }
-    _Pragma("GCC unroll 8") for (int r = 0; r < 2; r++)
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[r * EDGE_DOT_MAX_TOK + t] = hsum512_ps(acc[r][t]);
-}
-
-#define MULTI_TOKEN2(name, Q5)                                                                           \
-    static void name(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) { \
-        switch (nt) {                                                                                     \
-        case 1: zmm_k4_dot2_body(n, w, ws, x, xs, 1, out, Q5); break;                                     \
-        case 2: zmm_k4_dot2_body(n, w, ws, x, xs, 2, out, Q5); break;                                     \
-        case 3: zmm_k4_dot2_body(n, w, ws, x, xs, 3, out, Q5); break;                                     \
-        default: zmm_k4_dot2_body(n, w, ws, x, xs, 4, out, Q5); break;                                    \
-        }                                                                                                 \
-    }
-MULTI_TOKEN2(zmm_dot2_q4_k, 0)
-MULTI_TOKEN2(zmm_dot2_q5_k, 1)
 
 /* ---------------------------------------------------------------- interleaved activations (block_q8_Kx4) */
 
@@ -379,31 +239,44 @@ ALWAYS_INLINE void zmm_gemm4_q6_k_body(int64_t n, const void *w, size_t ws, cons
 ALWAYS_INLINE void zmm_gemm4_q8_0_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
                                        const int R, const int Q) {
     const block_q8_0 *rows[2] = {(const block_q8_0 *)w, (const block_q8_0 *)((const char *)w + ws)};
-    __m512 acc[2][EDGE_GEMM4_MAX_Q];
+    /* even and odd blocks in two accumulators (two dependency chains; the one-token kernel does the same) */
+    __m512 acc[2][EDGE_GEMM4_MAX_Q], acc_odd[2][EDGE_GEMM4_MAX_Q];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = acc_odd[r][q] = _mm512_setzero_ps();
     const __m512i off = _mm512_set1_epi8((char)0x80);
-    for (int64_t i = 0; i < n / QK8_0; i++) {
-        __m512i w0[2], w1[2], negc[2];
-        __m512 dw[2];
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-            w0[r] = quad_replicate((const uint8_t *)rows[r][i].qs);
-            w1[r] = quad_replicate((const uint8_t *)rows[r][i].qs + 16);
-            const __m512i c = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, w0[r]), off, w1[r]);
-            negc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), c);
-            dw[r] = _mm512_set1_ps(f16(rows[r][i].d));
-        }
-        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
-            const void *xq = XROW(char, q);
-            const uint8_t *v = edge_q8q_qs(xq) + (size_t)i * QK8_0 * EDGE_QUAD;
-            const __m512i xa = _mm512_loadu_si512((const void *)v), xb = _mm512_loadu_si512((const void *)(v + 64));
-            const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(edge_q8q_d(xq, n) + i * EDGE_QUAD));
+    const int64_t nb = n / QK8_0;
+    for (int64_t i0 = 0; i0 < nb; i0 += 2) {
+        _Pragma("GCC unroll 2") for (int odd = 0; odd < 2; odd++) {
+            const int64_t i = i0 + odd;
+            if (i >= nb) break;
+            __m512i w0[2], w1[2], negc[2];
+            __m512 dw[2];
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(negc[r], xa, w0[r]), xb, w1[r]);
-                acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][q]);
+                w0[r] = quad_replicate((const uint8_t *)rows[r][i].qs);
+                w1[r] = quad_replicate((const uint8_t *)rows[r][i].qs + 16);
+                const __m512i c =
+                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, w0[r]), off, w1[r]);
+                negc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), c);
+                dw[r] = _mm512_set1_ps(f16(rows[r][i].d));
+            }
+            _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+                const void *xq = XROW(char, q);
+                const uint8_t *v = edge_q8q_qs(xq) + (size_t)i * QK8_0 * EDGE_QUAD;
+                const __m512i xa = _mm512_loadu_si512((const void *)v), xb = _mm512_loadu_si512((const void *)(v + 64));
+                const __m512 dx = _mm512_broadcast_f32x4(_mm_loadu_ps(edge_q8q_d(xq, n) + i * EDGE_QUAD));
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                    const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(negc[r], xa, w0[r]), xb, w1[r]);
+                    const __m512 prod = _mm512_mul_ps(dw[r], dx);
+                    if (odd)
+                        acc_odd[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), prod, acc_odd[r][q]);
+                    else
+                        acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), prod, acc[r][q]);
+                }
             }
         }
     }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) acc[r][q] = _mm512_add_ps(acc[r][q], acc_odd[r][q]);
     QUAD_STORE(out, acc, R, Q);
 }
 
@@ -435,42 +308,108 @@ GEMM4_DISPATCH(zmm_gemm4_q5_k)
 GEMM4_DISPATCH(zmm_gemm4_q6_k)
 GEMM4_DISPATCH(zmm_gemm4_q8_0)
 
-/* Q6_K, 512-bit: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
- * nibbles); u01 = elements 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of
- * 16, so the scale vector holds four scales. */
-ALWAYS_INLINE void zmm_q6_k_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const int nt,
-                                 float *out, const int R) {
-    const block_q6_K *rows[2] = {(const block_q6_K *)w, (const block_q6_K *)((const char *)w + ws)};
-    __m512 acc[2][4];
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
+/* ---------------------------------------------------------------- one token (decode), the quad kernels' sums
+ *
+ * A token's result must not depend on the batch it came in (prompt reuse, incremental evaluation and a
+ * fresh batch give the same bits), so the one-token kernels of the types above compute exactly what the
+ * quad kernels compute for one slot: the same integer sums per lane k (the values 4k..4k+3 of every 16),
+ * converted and accumulated per block in the same order, and the four lanes summed as quad_sum does. */
+
+/* The int32 lanes of v summed by lane mod 4 (lane 4m + k covers values 4k .. 4k+3 of a 16-value group). */
+ALWAYS_INLINE __m128i fold_lanes16(__m512i v) {
+    const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+ALWAYS_INLINE __m128i fold_lanes8(__m256i v) {
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+/* (a0 + a2) + (a1 + a3): quad_sum's order for one token. */
+ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
+    const __m128 t = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+/* Q4_K / Q5_K: chunk j (values 64j .. 64j+63) = sub-block 2j (low nibbles of qs[32j..]) then 2j+1 (high
+ * nibbles); one maddubs + vpdpwssd per chunk leaves lane m with values 64j + 4m .. +3, scaled. */
+#define ZMM_K4_DOT(name, btype, Q5)                                                                     \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
+                                   float *out) {                                                       \
+        const btype *a = w;                                                                             \
+        __m128 acc[4];                                                                                  \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();                \
+        const __m512i m4 = _mm512_set1_epi8(0x0F);                                                      \
+        const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));                 \
+        for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
+            if (nt == 1) { /* decode: every weight byte is read once, from DRAM: fetch ahead */           \
+                const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH;                           \
+                _mm_prefetch(pf, _MM_HINT_T0);                                                          \
+                _mm_prefetch(pf + 64, _MM_HINT_T0);                                                     \
+                _mm_prefetch(pf + 128, _MM_HINT_T0);                                                    \
+            }                                                                                           \
+            const __m128i smv = k4_scales_mins(a[i].scales);                                            \
+            const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv));                    \
+            __m512i sumi[4];                                                                            \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();     \
+            __m512i qh = _mm512_setzero_si512();                                                        \
+            if (Q5) qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)&a[i])->qh)); \
+            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                      \
+                const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j))); \
+                __m512i u = _mm512_and_si512(_mm512_srlv_epi16(q, nib_shift), m4);                      \
+                const __m512i idx = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1))); \
+                if (Q5) {                                                                               \
+                    const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(qh, idx), _mm512_set1_epi8(1)); \
+                    u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 4));                                   \
+                }                                                                                       \
+                const __m512i sc = _mm512_permutexvar_epi16(idx, sc16);                                 \
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                 \
+                    const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 64 * j)); \
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u, xq), sc);             \
+                }                                                                                       \
+            }                                                                                           \
+            const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                     \
+                const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
+                const __m128i mins = fold_lanes8(k4_min_terms(b->bsums, smv));                          \
+                acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes16(sumi[t])), _mm_set1_ps(dw * b->d), acc[t]); \
+                acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(mins), _mm_set1_ps(dmw * b->d), acc[t]);          \
+            }                                                                                           \
+        }                                                                                               \
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(acc[t]);          \
+    }                                                                                                   \
+    MULTI_TOKEN(name)
+
+ZMM_K4_DOT(zmm_dot_q4_k, block_q4_K, 0)
+ZMM_K4_DOT(zmm_dot_q5_k, block_q5_K, 1)
+
+/* Q6_K: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high nibbles);
+ * u01 = values 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of 16, so the
+ * scale vector holds four scales. */
+ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
+    const block_q6_K *a = w;
+    __m128 acc[4];
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     /* the two high bits of groups 0 / 1 (qh bits 0..1 / 2..3) and 2 / 3 (bits 4..5 / 6..7) to bits 4..5
      * (16-bit shifts: what crosses into the other byte is masked off) */
     const __m512i shl01 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(2));
     const __m512i shr23 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
     for (int64_t i = 0; i < n / QK_K; i++) {
-        if (nt == 1 && R == 1) { /* decode: fetch ahead (a block spans at most 4 lines) */
-            const char *pf = (const char *)&rows[0][i] + EDGE_DECODE_PREFETCH;
+        if (nt == 1) { /* decode: fetch ahead (a block spans at most 4 lines) */
+            const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH;
             _Pragma("GCC unroll 4") for (int o = 0; o < 256; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
         }
-        __m256i sc16y[2];
-        __m512i sumi[2][4];
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-            sc16y[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)rows[r][i].scales));
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[r][t] = _mm512_setzero_si512();
-        }
+        const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        __m512i sumi[4];
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();
         _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
-            __m512i u[2][2];
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i ql = _mm512_loadu_si512((const void *)(rows[r][i].ql + 64 * h));
-                const __m512i qh =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(rows[r][i].qh + 32 * h)));
-                /* (low 4 bits) | (2 high bits at bits 4..5): vpternlog 0xEA = (A & B) | C */
-                u[r][0] = _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30), 0xEA);
-                u[r][1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4,
-                                                    _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30), 0xEA);
-            }
+            const __m512i ql = _mm512_loadu_si512((const void *)(a[i].ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h)));
+            /* (low 4 bits) | (2 high bits at bits 4..5): vpternlog 0xEA = (A & B) | C */
+            const __m512i u[2] = {
+                _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30), 0xEA),
+                _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4,
+                                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30), 0xEA)};
             _Pragma("GCC unroll 8") for (int p = 0; p < 2; p++) {
                 const int k0 = 8 * h + 4 * p;
                 const __m512i idx = _mm512_inserti32x4(
@@ -478,119 +417,57 @@ ALWAYS_INLINE void zmm_q6_k_body(int64_t n, const void *w, size_t ws, const void
                                                           _mm_set1_epi16((short)(k0 + 1)), 1),
                                        _mm_set1_epi16((short)(k0 + 2)), 2),
                     _mm_set1_epi16((short)(k0 + 3)), 3);
-                __m512i sc[2];
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-                    sc[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16y[r]));
+                const __m512i sc = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16y));
                 _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                     const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 128 * h + 64 * p));
-                    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-                        sumi[r][t] = _mm512_dpwssd_epi32(sumi[r][t], _mm512_maddubs_epi16(u[r][p], xq), sc[r]);
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u[p], xq), sc);
                 }
             }
         }
+        const float dw = f16(a[i].d);
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
             const block_q8_K *b = XROW(block_q8_K, t) + i;
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)b->bsums);
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16y[r]), 5);
-                const __m512i tot = _mm512_sub_epi32(sumi[r][t], _mm512_inserti64x4(_mm512_setzero_si512(), corr, 0));
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_set1_ps(f16(rows[r][i].d) * b->d), acc[r][t]);
-            }
+            /* 32 * sum(scale * sums of 16), lane k: the sub-block pairs k and 4 + k */
+            const __m128i corr = fold_lanes8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), sc16y));
+            const __m128i tot = _mm_sub_epi32(fold_lanes16(sumi[t]), _mm_slli_epi32(corr, 5));
+            acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(tot), _mm_set1_ps(dw * b->d), acc[t]);
         }
     }
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[r * EDGE_DOT_MAX_TOK + t] = hsum512_ps(acc[r][t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(acc[t]);
 }
+MULTI_TOKEN(zmm_dot_q6_k)
 
-/* One row (R = 1) writes only out[0 .. nt-1]: straight into the caller's array (no copy, no memcpy call). */
-static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {
-    switch (nt) {
-    case 1: zmm_q6_k_body(n, w, 0, x, xs, 1, out, 1); break;
-    case 2: zmm_q6_k_body(n, w, 0, x, xs, 2, out, 1); break;
-    case 3: zmm_q6_k_body(n, w, 0, x, xs, 3, out, 1); break;
-    default: zmm_q6_k_body(n, w, 0, x, xs, 4, out, 1); break;
-    }
-}
-
-static void zmm_dot2_q6_k(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) {
-    switch (nt) {
-    case 1: zmm_q6_k_body(n, w, ws, x, xs, 1, out, 2); break;
-    case 2: zmm_q6_k_body(n, w, ws, x, xs, 2, out, 2); break;
-    case 3: zmm_q6_k_body(n, w, ws, x, xs, 3, out, 2); break;
-    default: zmm_q6_k_body(n, w, ws, x, xs, 4, out, 2); break;
-    }
-}
-
-/* Q8_0, two blocks per 512-bit vector, R (1 or 2) rows. vpdpbusd wants unsigned x signed bytes:
- * the activations are offset by 128 (xor 0x80) and the accumulator starts at -128 * sum(w), which
- * leaves exactly sum(x * w) per 4 bytes. The activation scales of both blocks come from one
- * 8-byte load (they are stored as an f32 array after the row). */
-ALWAYS_INLINE void zmm_q8_0_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const int nt,
-                                 float *out, const int R) {
-    const block_q8_0 *rows[2] = {(const block_q8_0 *)w, (const block_q8_0 *)((const char *)w + ws)};
+/* Q8_0, one block per 256-bit vector: |w| times x with w's sign (x is never -128), lane m = values
+ * 4m .. 4m+3, so lanes m and m + 4 are the quad kernel's lane m. */
+ALWAYS_INLINE void zmm_dot_q8_0_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
+    const block_q8_0 *a = w;
+    __m128 acc[4], acc_odd[4]; /* even and odd blocks, as the quad kernel */
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = acc_odd[t] = _mm_setzero_ps();
     const int64_t nb = n / QK8_0;
-    __m512 acc[2][4];
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
-    const __m512i off = _mm512_set1_epi8((char)0x80);
-    const __m512i idx01 = cat256(_mm256_setzero_si256(), _mm256_set1_epi32(1));
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        if (nt == 1 && R == 1) { /* decode: fetch ahead (two blocks span at most 3 lines) */
-            const char *pf = (const char *)&rows[0][i] + EDGE_DECODE_PREFETCH;
+    for (int64_t i0 = 0; i0 < nb; i0 += 2) {
+        if (nt == 1) { /* decode: fetch ahead (two blocks span at most 3 lines) */
+            const char *pf = (const char *)&a[i0] + EDGE_DECODE_PREFETCH;
             _mm_prefetch(pf, _MM_HINT_T0);
             _mm_prefetch(pf + 64, _MM_HINT_T0);
         }
-        __m512i wv[2], negc[2];
-        __m512 dwv[2];
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-            wv[r] = cat256(_mm256_loadu_si256((const __m256i *)rows[r][i].qs),
-                           _mm256_loadu_si256((const __m256i *)rows[r][i + 1].qs));
-            negc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, wv[r]));
-            dwv[r] = _mm512_permutexvar_ps(
-                idx01, _mm512_castps128_ps512(_mm_setr_ps(f16(rows[r][i].d), f16(rows[r][i + 1].d), 0.0f, 0.0f)));
-        }
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-            const void *xt = XROW(char, t);
-            const __m512i xu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(edge_q8s_qs(xt) + 32 * i)), off);
-            const __m512 dxv = _mm512_permutexvar_ps(
-                idx01, _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(edge_q8s_d(xt, n) + i)))));
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                const __m512i p = _mm512_dpbusd_epi32(negc[r], xu, wv[r]);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dwv[r], dxv), acc[r][t]);
-            }
-        }
-    }
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-            float s = hsum512_ps(acc[r][t]);
-            if (i < nb) { /* an odd last block */
+        _Pragma("GCC unroll 2") for (int odd = 0; odd < 2; odd++) {
+            const int64_t i = i0 + odd;
+            if (i >= nb) break;
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)a[i].qs);
+            const __m256i aw = _mm256_abs_epi8(wv);
+            const float dw = f16(a[i].d);
+            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                 const void *xt = XROW(char, t);
-                const __m256i v = _mm256_loadu_si256((const __m256i *)rows[r][i].qs);
-                const __m256i p = dot_ss8(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), v,
-                                          _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(xt) + 32 * i)));
-                s += hsum_ps(_mm256_cvtepi32_ps(p)) * (f16(rows[r][i].d) * edge_q8s_d(xt, n)[i]);
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(xt) + 32 * i));
+                const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(xv, wv));
+                const __m128 v = _mm_cvtepi32_ps(fold_lanes8(p)), prod = _mm_set1_ps(dw * edge_q8s_d(xt, n)[i]);
+                if (odd)
+                    acc_odd[t] = _mm_fmadd_ps(v, prod, acc_odd[t]);
+                else
+                    acc[t] = _mm_fmadd_ps(v, prod, acc[t]);
             }
-            out[r * EDGE_DOT_MAX_TOK + t] = s;
         }
     }
+    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(_mm_add_ps(acc[t], acc_odd[t]));
 }
-
-/* One row (R = 1) writes only out[0 .. nt-1]: straight into the caller's array (no copy, no memcpy call). */
-static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out) {
-    switch (nt) {
-    case 1: zmm_q8_0_body(n, w, 0, x, xs, 1, out, 1); break;
-    case 2: zmm_q8_0_body(n, w, 0, x, xs, 2, out, 1); break;
-    case 3: zmm_q8_0_body(n, w, 0, x, xs, 3, out, 1); break;
-    default: zmm_q8_0_body(n, w, 0, x, xs, 4, out, 1); break;
-    }
-}
-
-static void zmm_dot2_q8_0(int64_t n, const void *w, size_t ws, const void *x, size_t xs, int nt, float *out) {
-    switch (nt) {
-    case 1: zmm_q8_0_body(n, w, ws, x, xs, 1, out, 2); break;
-    case 2: zmm_q8_0_body(n, w, ws, x, xs, 2, out, 2); break;
-    case 3: zmm_q8_0_body(n, w, ws, x, xs, 3, out, 2); break;
-    default: zmm_q8_0_body(n, w, ws, x, xs, 4, out, 2); break;
-    }
-}
+MULTI_TOKEN(zmm_dot_q8_0)

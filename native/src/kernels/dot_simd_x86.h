@@ -590,15 +590,6 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT_Q6_K,
             [EDGE_TYPE_IQ4_XS] = simd_dot_iq4_xs,
         },
-#ifdef EDGE_SIMD_DOT2_Q4_K
-    .dot2 =
-        {
-            [EDGE_TYPE_Q4_K] = EDGE_SIMD_DOT2_Q4_K,
-            [EDGE_TYPE_Q5_K] = EDGE_SIMD_DOT2_Q5_K,
-            [EDGE_TYPE_Q8_0] = EDGE_SIMD_DOT2_Q8_0,
-            [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT2_Q6_K,
-        },
-#endif
 #ifdef EDGE_SIMD_DOT_PREFETCHES
     .dot_prefetches = EDGE_SIMD_DOT_PREFETCHES,
 #endif

@@ -70,11 +70,6 @@ typedef enum edge_act_format {
 #define EDGE_DECODE_PREFETCH 4096
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
-/* Two weight rows (w and w + w_stride) against nt tokens: out[r * EDGE_DOT_MAX_TOK + t]. Optional;
- * sharing each activation load between two rows is worth it for the most used types. */
-typedef void (*edge_dot2_fn)(int64_t n, const void *w, size_t w_stride, const void *x, size_t x_stride, int nt,
-                             float *out);
-
 /* Convert blocks b0 .. b0+nb-1 of one activation row (x: the row's n floats) into the activation
  * format, in that row's part of the scratch (row). */
 typedef void (*edge_act_quant_fn)(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
@@ -113,7 +108,6 @@ struct edge_kernels {
     int isa;
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
-    edge_dot2_fn dot2[EDGE_N_TYPES];   /* NULL: rows one at a time */
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
     uint32_t dot_prefetches;           /* bit t: dot[t] with one token fetches EDGE_DECODE_PREFETCH ahead itself */
     edge_act_quant_fn quant_q8_0, quant_q8_1, quant_q8_k;

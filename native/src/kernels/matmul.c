@@ -6,9 +6,9 @@
  * chunks of (row block × token tile) from an atomic counter and compute each row of the block
  * against up to EDGE_DOT_MAX_TOK tokens at a time, so a weight row loaded once serves several
  * tokens (prompt processing) while decode (one token) is a plain row split. Where the ISA has a
- * gemm4 kernel for the type (AVX-512 K-quants), prompts of 4 tokens or more convert the activations
- * into quads of interleaved tokens instead (block_q8_Kx4) and run two rows against up to four quads
- * per call. */
+ * gemm4 kernel for the type (AVX-512: K-quants, Q8_0), two tokens or more convert the activations
+ * into quads of interleaved tokens instead (block_q8_Kx4, Q8_0 quads) and run two rows against up to
+ * four quads per call. */
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -110,7 +110,6 @@ EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
 
 typedef struct mm_job {
     edge_dot_fn dot;
-    edge_dot2_fn dot2;
     edge_gemm4_fn gemm4;     /* set: activations in quads of interleaved tokens (block_q8_Kx4) */
     edge_act_quant_fn quant; /* NULL: x is used as is */
     const char *w;
@@ -151,7 +150,7 @@ static void mm_quantize_all(const mm_job *job) {
 }
 
 /* Rows r0 .. r1-1 against tokens t0 .. t1-1 (t0 a multiple of 4) with the interleaved-activation kernel:
- * two rows against two quads per call. */
+ * two rows against up to EDGE_GEMM4_MAX_Q quads per call. */
 static void mm_chunk_gemm4(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
     float out[2 * EDGE_GEMM4_MAX_Q * EDGE_QUAD];
     const int64_t per_call = (int64_t)job->group * EDGE_QUAD; /* job->group: quads per call */
@@ -194,17 +193,6 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
         const int nt = (int)(t1 - t < job->group ? t1 - t : job->group);
         const char *xt = job->xq + (size_t)t * job->xq_stride;
         int64_t r = r0;
-        if (job->dot2 && nt > 1) { /* prompt: two rows share each activation load */
-            float out2[2 * EDGE_DOT_MAX_TOK];
-            for (; r + 1 < r1; r += 2) {
-                job->dot2(job->n_cols, job->w + (size_t)r * job->row_stride, job->row_stride, xt, job->xq_stride, nt,
-                          out2);
-                for (int i = 0; i < nt; i++) {
-                    job->y[(t + i) * job->n_rows + r] = out2[i];
-                    job->y[(t + i) * job->n_rows + r + 1] = out2[EDGE_DOT_MAX_TOK + i];
-                }
-            }
-        }
         for (; r < r1; r++) {
             if (job->n_tok == 1 && job->prefetch) { /* decode: each weight byte is read once, from DRAM */
                 const char *p = job->w + (size_t)r * job->row_stride + EDGE_DECODE_PREFETCH;
@@ -274,7 +262,6 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
 
     mm_job job = {0};
     job.dot = k->dot[type] ? k->dot[type] : edge_kernels_scalar.dot[type];
-    job.dot2 = k->dot[type] ? k->dot2[type] : NULL;
     job.w = w;
     job.row_stride = row_stride;
     job.n_rows = n_rows;
@@ -286,8 +273,10 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     /* decode prefetch here, unless the one-token kernel fetches ahead itself (interleaved with its
      * arithmetic: no loop of its own; Q4_K one thread 26.5 -> 28.5 GB/s) */
     job.prefetch = !(k->dot[type] && (k->dot_prefetches >> type & 1u));
-    /* Prompts (4 tokens or more): the interleaved-activation kernel where the ISA has one. */
-    if (k->dot[type] && k->gemm4[type] && (f == EDGE_ACT_Q8_K || f == EDGE_ACT_Q8_0) && n_tok >= EDGE_QUAD) {
+    /* Two tokens or more: the interleaved-activation kernel where the ISA has one (a quad of 2 or 3 tokens
+     * is padded). Its one-token kernel computes the same per-token sums, so a token's result never depends
+     * on the batch it is in. */
+    if (k->dot[type] && k->gemm4[type] && (f == EDGE_ACT_Q8_K || f == EDGE_ACT_Q8_0) && n_tok >= 2) {
         job.gemm4 = k->gemm4[type];
         job.n_conv = (n_tok + EDGE_QUAD - 1) / EDGE_QUAD * EDGE_QUAD;
     }
@@ -325,7 +314,7 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
         rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
     if (rpc < 4) rpc = 4;
-    rpc += rpc & 1; /* whole row pairs for the two-row kernels */
+    rpc += rpc & 1; /* whole row pairs for the gemm4 kernels */
     job.rows_per_chunk = rpc;
     job.n_row_chunks = (n_rows + rpc - 1) / rpc;
     job.n_chunks = job.n_row_chunks * job.n_tok_tiles;
