@@ -173,14 +173,8 @@ static void mm_chunk_gemm4(const mm_job *job, int64_t r0, int64_t r1, int64_t t0
     }
 }
 
-static void mm_chunk(const mm_job *job, int64_t chunk) {
-    const int64_t rc = chunk % job->n_row_chunks, tc = chunk / job->n_row_chunks;
-    const int64_t r0 = rc * job->rows_per_chunk;
-    int64_t r1 = r0 + job->rows_per_chunk;
-    if (r1 > job->n_rows) r1 = job->n_rows;
-    const int64_t t0 = tc * TOKEN_TILE;
-    int64_t t1 = t0 + TOKEN_TILE;
-    if (t1 > job->n_tok) t1 = job->n_tok;
+/* Rows r0 .. r1-1 against tokens t0 .. t1-1. */
+static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
     if (job->gemm4) {
         mm_chunk_gemm4(job, r0, r1, t0, t1);
         return;
@@ -224,9 +218,38 @@ static void mm_quantize_dynamic(mm_job *job) {
         edge_wait_step(i, t0);
 }
 
+static void mm_chunk(const mm_job *job, int64_t chunk) {
+    const int64_t rc = chunk % job->n_row_chunks, tc = chunk / job->n_row_chunks;
+    const int64_t r0 = rc * job->rows_per_chunk, t0 = tc * TOKEN_TILE;
+    const int64_t r1 = r0 + job->rows_per_chunk < job->n_rows ? r0 + job->rows_per_chunk : job->n_rows;
+    const int64_t t1 = t0 + TOKEN_TILE < job->n_tok ? t0 + TOKEN_TILE : job->n_tok;
+    mm_rows(job, r0, r1, t0, t1);
+}
+
+/* Decode: runs of rows claimed from next_chunk (a row counter here), each a share of what is left, down to
+ * rows_per_chunk: long runs keep each thread's DRAM stream going, the short last ones keep the threads
+ * from waiting on each other's last run at the end. */
+static void mm_rows_guided(mm_job *job, int nth) {
+    int64_t r0 = atomic_load_explicit(&job->next_chunk, memory_order_relaxed);
+    while (r0 < job->n_rows) {
+        int64_t take = (job->n_rows - r0) / (2 * (int64_t)nth);
+        if (take < job->rows_per_chunk) take = job->rows_per_chunk;
+        if (atomic_compare_exchange_weak_explicit(&job->next_chunk, &r0, r0 + take, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            mm_rows(job, r0, r0 + take < job->n_rows ? r0 + take : job->n_rows, 0, 1);
+            r0 = atomic_load_explicit(&job->next_chunk, memory_order_relaxed);
+        }
+    }
+}
+
 static void mm_worker(void *ctx, int ith, int nth) {
     mm_job *job = ctx;
+    (void)ith;
     if (job->quant) mm_quantize_dynamic(job);
+    if (job->n_tok == 1) {
+        mm_rows_guided(job, nth);
+        return;
+    }
     /* Every chunk from the shared counter (none reserved per thread): a worker the OS has not
      * scheduled yet costs no waiting for "its" chunk; the others take them. */
     for (int64_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed); c < job->n_chunks;
@@ -314,6 +337,8 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
         rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
     if (rpc < 4) rpc = 4;
+    /* Decode claims shrinking runs of rows (mm_rows_guided) down to 16 KiB of weights. */
+    if (n_tok == 1) rpc = (int64_t)(16384 / row_bytes) > 4 ? (int64_t)(16384 / row_bytes) : 4;
     rpc += rpc & 1; /* whole row pairs for the gemm4 kernels */
     job.rows_per_chunk = rpc;
     job.n_row_chunks = (n_rows + rpc - 1) / rpc;
