@@ -1,15 +1,18 @@
 /* dot_avx512.c — AVX-512 (BW + VL + VNNI) kernels. The kernels of dot_simd_x86.h compiled with
- * vpdpbusd/vpdpwssd for the u8·s8 products, plus 512-bit kernels for the K-quants that dominate a
- * Q4_K_M file (Q4_K, Q5_K experts and projections, Q6_K output head and ffn_down): one 64-byte
- * vector holds a whole 64-element chunk of a super-block (two sub-blocks of 32, or four of 16) so
- * each activation load, maddubs and vpdpwssd does twice the work of the 256-bit kernels. */
+ * vpdpbusd/vpdpwssd for the u8·s8 products, plus, for the types that dominate Grok files (Q4_K, Q5_K,
+ * Q6_K, Q8_0): quad kernels for 2+ tokens (activations of 4 tokens interleaved: one vpdpbusd for 16
+ * weights × 4 tokens), one-token kernels that sum exactly as the quad kernels do for one token (so a
+ * token's result never depends on its batch), and matvec wrappers that run those over a run of rows
+ * in decode. */
 #define EDGE_SIMD_VNNI 1
 #define EDGE_SIMD_TABLE edge_kernels_avx512
 #define EDGE_SIMD_DOT_Q4_K zmm_dot_q4_k
 #define EDGE_SIMD_DOT_Q5_K zmm_dot_q5_k
 #define EDGE_SIMD_DOT_Q6_K zmm_dot_q6_k
-/* these fetch ahead themselves when given one token */
-#define EDGE_SIMD_DOT_PREFETCHES (1u << EDGE_TYPE_Q4_K | 1u << EDGE_TYPE_Q5_K | 1u << EDGE_TYPE_Q6_K | 1u << EDGE_TYPE_Q8_0)
+#define EDGE_SIMD_MATVEC_Q4_K zmm_matvec_q4_k
+#define EDGE_SIMD_MATVEC_Q5_K zmm_matvec_q5_k
+#define EDGE_SIMD_MATVEC_Q6_K zmm_matvec_q6_k
+#define EDGE_SIMD_MATVEC_Q8_0 zmm_matvec_q8_0
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -20,6 +23,10 @@ static void zmm_dot_q5_k(int64_t n, const void *w, const void *x, size_t xs, int
 static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 #define EDGE_SIMD_DOT_Q8_0 zmm_dot_q8_0
 static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
+static void zmm_matvec_q4_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
+static void zmm_matvec_q5_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
+static void zmm_matvec_q6_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
+static void zmm_matvec_q8_0(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
 #define EDGE_SIMD_GEMM4_Q4_K zmm_gemm4_q4_k
 #define EDGE_SIMD_GEMM4_Q5_K zmm_gemm4_q5_k
 #define EDGE_SIMD_GEMM4_Q6_K zmm_gemm4_q6_k
@@ -471,3 +478,13 @@ ALWAYS_INLINE void zmm_dot_q8_0_body(int64_t n, const void *w, const void *x, si
     _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(_mm_add_ps(acc[t], acc_odd[t]));
 }
 MULTI_TOKEN(zmm_dot_q8_0)
+
+/* Decode: the one-token bodies above (they fetch ahead themselves) over a run of rows, one call per run. */
+#define ZMM_MATVEC(name, body)                                                                          \
+    static void name(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {         \
+        for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, 0, 1, y + r);      \
+    }
+ZMM_MATVEC(zmm_matvec_q4_k, zmm_dot_q4_k_body)
+ZMM_MATVEC(zmm_matvec_q5_k, zmm_dot_q5_k_body)
+ZMM_MATVEC(zmm_matvec_q6_k, zmm_dot_q6_k_body)
+ZMM_MATVEC(zmm_matvec_q8_0, zmm_dot_q8_0_body)

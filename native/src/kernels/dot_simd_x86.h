@@ -590,8 +590,14 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_DOT_Q6_K,
             [EDGE_TYPE_IQ4_XS] = simd_dot_iq4_xs,
         },
-#ifdef EDGE_SIMD_DOT_PREFETCHES
-    .dot_prefetches = EDGE_SIMD_DOT_PREFETCHES,
+#ifdef EDGE_SIMD_MATVEC_Q4_K
+    .matvec =
+        {
+            [EDGE_TYPE_Q4_K] = EDGE_SIMD_MATVEC_Q4_K,
+            [EDGE_TYPE_Q5_K] = EDGE_SIMD_MATVEC_Q5_K,
+            [EDGE_TYPE_Q6_K] = EDGE_SIMD_MATVEC_Q6_K,
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_MATVEC_Q8_0,
+        },
 #endif
 #ifdef EDGE_SIMD_GEMM4_Q4_K
     .gemm4 =

@@ -66,7 +66,7 @@ typedef enum edge_act_format {
 #define EDGE_DOT_MAX_TOK 4
 /* Decode (one token) streams every weight byte once from DRAM: the weights are fetched this far ahead
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
- * A kernel that fetches ahead itself says so in its table's dot_prefetches; the driver does it for the others. */
+ * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
@@ -104,12 +104,16 @@ static inline const float *edge_q8q_d(const void *quad, int64_t n) {
 typedef void (*edge_gemm4_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x, size_t x_stride,
                               int nq, float *out);
 
+/* One token against n_rows rows (w, w + w_stride, ...): y[r] = row r · x, bit for bit dot's result; fetches
+ * the weights EDGE_DECODE_PREFETCH ahead itself. Optional: saves the per-row call in decode. */
+typedef void (*edge_matvec_fn)(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *x, float *y);
+
 struct edge_kernels {
     int isa;
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
-    uint32_t dot_prefetches;           /* bit t: dot[t] with one token fetches EDGE_DECODE_PREFETCH ahead itself */
+    edge_matvec_fn matvec[EDGE_N_TYPES]; /* NULL: one token row by row through dot[], the driver fetching ahead */
     edge_act_quant_fn quant_q8_0, quant_q8_1, quant_q8_k;
 };
 

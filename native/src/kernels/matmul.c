@@ -124,7 +124,7 @@ typedef struct mm_job {
     int64_t blk_bytes;
     int64_t rows_per_chunk, n_row_chunks, n_tok_tiles, n_chunks;
     int group;    /* tokens per dot call (gemm4: quads per call) */
-    int prefetch; /* decode: fetch each weight row ahead before its dot product */
+    edge_matvec_fn matvec; /* decode: a run of rows per call */
     _Atomic int64_t next_chunk;
     _Atomic int64_t next_qunit, qunits_done; /* activation conversion, claimed unit by unit */
 } mm_job;
@@ -175,6 +175,10 @@ static void mm_chunk_gemm4(const mm_job *job, int64_t r0, int64_t r1, int64_t t0
 
 /* Rows r0 .. r1-1 against tokens t0 .. t1-1. */
 static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    if (job->matvec) {
+        job->matvec(job->n_cols, job->w + (size_t)r0 * job->row_stride, job->row_stride, r1 - r0, job->xq, job->y + r0);
+        return;
+    }
     if (job->gemm4) {
         mm_chunk_gemm4(job, r0, r1, t0, t1);
         return;
@@ -188,7 +192,7 @@ static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64
         const char *xt = job->xq + (size_t)t * job->xq_stride;
         int64_t r = r0;
         for (; r < r1; r++) {
-            if (job->n_tok == 1 && job->prefetch) { /* decode: each weight byte is read once, from DRAM */
+            if (job->n_tok == 1) { /* decode: each weight byte is read once, from DRAM */
                 const char *p = job->w + (size_t)r * job->row_stride + EDGE_DECODE_PREFETCH;
                 for (size_t o = 0; o < job->row_stride; o += 64) __builtin_prefetch(p + o, 0, 3);
             }
@@ -293,9 +297,9 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     job.x = x;
     job.y = y;
     job.n_conv = n_tok;
-    /* decode prefetch here, unless the one-token kernel fetches ahead itself (interleaved with its
-     * arithmetic: no loop of its own; Q4_K one thread 26.5 -> 28.5 GB/s) */
-    job.prefetch = !(k->dot[type] && (k->dot_prefetches >> type & 1u));
+    /* Decode: a matvec kernel takes a whole run of rows and fetches ahead inside its block loop (interleaved
+     * with its arithmetic; Q4_K one thread 26.5 -> 28.5 GB/s against this driver's per-row prefetch loop). */
+    job.matvec = n_tok == 1 && k->dot[type] ? k->matvec[type] : NULL;
     /* Two tokens or more: the interleaved-activation kernel where the ISA has one (a quad of 2 or 3 tokens
      * is padded). Its one-token kernel computes the same per-token sums, so a token's result never depends
      * on the batch it is in. */
