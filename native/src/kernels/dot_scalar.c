@@ -1,5 +1,7 @@
 /* dot_scalar.c — the scalar reference kernels: one weight row · one converted activation row, for
  * every weight type. Integer sums are exact; they define what every SIMD path must reproduce. */
+#include <stddef.h>
+
 #include "kernels_impl.h"
 
 /* ---- float weights (x in F32) */
@@ -174,50 +176,46 @@ static float dot_q3_k(int64_t n, const void *w, const void *x) {
     return s;
 }
 
-static float dot_q4_k(int64_t n, const void *w, const void *x) {
-    const block_q4_K *a = w;
+/* Q4_K / Q5_K: sub-block k (elements 32k .. 32k+31) is the low (k even) or high (k odd) nibbles of
+ * qs[32 * (k / 2) ..]; Q5_K adds bit k of qh[l] as the fifth bit (qh NULL for Q4_K). Both blocks start
+ * with d, dmin and the 12 scale bytes. */
+_Static_assert(offsetof(block_q4_K, dmin) == 2 && offsetof(block_q5_K, dmin) == 2 &&
+                   offsetof(block_q4_K, scales) == offsetof(block_q5_K, scales),
+               "Q4_K and Q5_K blocks share their first fields");
+static float dot_k4(int64_t n, const uint8_t *w, size_t block_bytes, size_t qs_off, int has_qh, const void *x) {
     const block_q8_K *b = x;
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *blk = w + (size_t)i * block_bytes;
+        const uint8_t *qh = has_qh ? blk + offsetof(block_q5_K, qh) : NULL;
+        uint16_t d, dmin;
+        memcpy(&d, blk, 2);
+        memcpy(&dmin, blk + 2, 2);
         int sum_q = 0, sum_m = 0;
-        for (int k = 0; k < QK_K / 32; k++) { /* sub-block k: elements 32k .. 32k+31 */
+        for (int k = 0; k < QK_K / 32; k++) {
             uint8_t sc, m;
-            edge_k4_scale_min(k, a[i].scales, &sc, &m);
-            const uint8_t *qs = a[i].qs + (k / 2) * 32;
+            edge_k4_scale_min(k, blk + offsetof(block_q4_K, scales), &sc, &m);
+            const uint8_t *qs = blk + qs_off + (k / 2) * 32;
             int sumi = 0;
             for (int l = 0; l < 32; l++) {
                 int q = (k & 1) ? (qs[l] >> 4) : (qs[l] & 0xF);
+                if (qh) q |= ((qh[l] >> k) & 1) << 4;
                 sumi += q * b[i].qs[k * 32 + l];
             }
             sum_q += sc * sumi;
             sum_m += m * (b[i].bsums[2 * k] + b[i].bsums[2 * k + 1]);
         }
-        s += b[i].d * (edge_f16_to_f32(a[i].d) * (float)sum_q - edge_f16_to_f32(a[i].dmin) * (float)sum_m);
+        s += b[i].d * (edge_f16_to_f32(d) * (float)sum_q - edge_f16_to_f32(dmin) * (float)sum_m);
     }
     return s;
 }
 
+static float dot_q4_k(int64_t n, const void *w, const void *x) {
+    return dot_k4(n, w, sizeof(block_q4_K), offsetof(block_q4_K, qs), 0, x);
+}
+
 static float dot_q5_k(int64_t n, const void *w, const void *x) {
-    const block_q5_K *a = w;
-    const block_q8_K *b = x;
-    float s = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        int sum_q = 0, sum_m = 0;
-        for (int k = 0; k < QK_K / 32; k++) {
-            uint8_t sc, m;
-            edge_k4_scale_min(k, a[i].scales, &sc, &m);
-            const uint8_t *qs = a[i].qs + (k / 2) * 32;
-            int sumi = 0;
-            for (int l = 0; l < 32; l++) {
-                int q = ((k & 1) ? (qs[l] >> 4) : (qs[l] & 0xF)) | (((a[i].qh[l] >> k) & 1) << 4);
-                sumi += q * b[i].qs[k * 32 + l];
-            }
-            sum_q += sc * sumi;
-            sum_m += m * (b[i].bsums[2 * k] + b[i].bsums[2 * k + 1]);
-        }
-        s += b[i].d * (edge_f16_to_f32(a[i].d) * (float)sum_q - edge_f16_to_f32(a[i].dmin) * (float)sum_m);
-    }
-    return s;
+    return dot_k4(n, w, sizeof(block_q5_K), offsetof(block_q5_K, qs), 1, x);
 }
 
 static float dot_q6_k(int64_t n, const void *w, const void *x) {
