@@ -91,22 +91,16 @@ SANITIZER_ENV = {
 SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: ")
 
 
-def asan_test_program_direct() -> Path:
-    """edge_test_gguf with the GGUF reader and the core it needs, compiled by cc with ASan + UBSan."""
+def c_compiler() -> str:
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    assert cc is not None, "neither cmake nor a C compiler is available"
+    assert cc is not None, "no C compiler"
+    return cc
+
+
+def asan_cflags() -> list[str]:
+    """cc flags for native/ sources built directly (no CMake) with ASan + UBSan."""
     native = ROOT / "native"
-    sources = [
-        native / "src" / "core" / "status.c",
-        native / "src" / "core" / "types.c",
-        *sorted((native / "src" / "gguf").glob("*.c")),
-        native / "tests" / "test_gguf.c",
-    ]
-    out_dir = BUILD_ROOT / "asan-direct"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    program = out_dir / "edge_test_gguf"
-    cmd = [
-        cc,
+    return [
         "-std=c11",
         "-D_GNU_SOURCE",
         "-g",
@@ -117,11 +111,22 @@ def asan_test_program_direct() -> Path:
         f"-I{native / 'include'}",
         f"-I{native / 'src' / 'core'}",
         f"-I{native / 'src'}",
-        *map(str, sources),
-        "-o",
-        str(program),
-        "-lm",
     ]
+
+
+def asan_test_program_direct() -> Path:
+    """edge_test_gguf with the GGUF reader and the core it needs, compiled by cc with ASan + UBSan."""
+    native = ROOT / "native"
+    sources = [
+        native / "src" / "core" / "status.c",
+        native / "src" / "core" / "types.c",
+        *sorted((native / "src" / "gguf").glob("*.c")),
+        native / "tests" / "test_gguf.c",
+    ]
+    out_dir = BUILD_ROOT / "asan-direct"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    program = out_dir / "edge_test_gguf"
+    cmd = [c_compiler(), *asan_cflags(), *map(str, sources), "-o", str(program), "-lm"]
     built = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stdout + built.stderr
     return program

@@ -556,26 +556,14 @@ def test_peak_rss_is_the_mapped_file_plus_kv_cache(larger_gguf):
 
 def _asan_engine_driver() -> Path:
     """tests/engine_asan_driver.c linked with every native source, built with ASan + UBSan."""
-    import os
-    import shutil
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
-    native = root / "native"
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    assert cc is not None, "no C compiler"
-    out = root / "build" / "engine-asan"
+    from native_build import BUILD_ROOT, ROOT, asan_cflags, c_compiler
+
+    native = ROOT / "native"
+    cc, common = c_compiler(), asan_cflags()
+    out = BUILD_ROOT / "engine-asan"
     out.mkdir(parents=True, exist_ok=True)
-    common = [
-        "-std=c11",
-        "-D_GNU_SOURCE",
-        "-g",
-        "-O1",
-        "-fsanitize=address,undefined",
-        "-fno-omit-frame-pointer",
-    ]
-    common += ["-fno-sanitize-recover=all", f"-I{native / 'include'}", f"-I{native / 'src' / 'core'}"]
-    common += [f"-I{native / 'src'}"]
     isa_flags = {
         "_avx2.c": ["-mavx2", "-mfma", "-mf16c"],
         "_avx512.c": [
