@@ -114,20 +114,6 @@ class Tokenizer:
     # -- construction ----------------------------------------------------------------------------------
 
     @classmethod
-    def from_vocab(
-        cls,
-        pieces: Sequence[str],
-        scores: Sequence[float],
-        types: Sequence[int],
-        bos_id: int,
-        eos_id: int,
-        unk_id: int,
-        pad_id: int = -1,
-        add_space_prefix: bool = True,
-    ) -> Tokenizer:
-        return cls(pieces, scores, types, bos_id, eos_id, unk_id, pad_id, add_space_prefix)
-
-    @classmethod
     def from_gguf(cls, gguf_file: Any) -> Tokenizer:
         """From an ``edge.gguf.GGUFFile`` (or anything with a ``.metadata`` mapping, a plain mapping of
         GGUF keys, or a ``gguf.GGUFReader``). ValueError naming the file when keys are missing/wrong."""

@@ -519,7 +519,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _tokenizer_of(model: Path) -> Tokenizer:
     vocab = read_sentencepiece(model)
-    return Tokenizer.from_vocab(
+    return Tokenizer(
         vocab.pieces, vocab.scores, vocab.types, vocab.bos_id, vocab.eos_id, vocab.unk_id, vocab.pad_id,
         vocab.add_dummy_prefix,
     )  # fmt: skip
