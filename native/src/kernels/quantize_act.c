@@ -79,6 +79,13 @@ void edge_quant_act_q8_k(const float *x, void *row, int64_t n, int64_t b0, int64
     }
 }
 
+/* n values of one token into its slot of a quad: values 4g .. 4g+3 at 16g + 4 * slot, plus bias (128 makes
+ * the Q8_0 quads' values unsigned). */
+static void quad_scatter(uint8_t *dst, const int8_t *src, int n, int slot, int bias) {
+    for (int g = 0; g < n / 4; g++)
+        for (int k = 0; k < 4; k++) dst[16 * g + 4 * slot + k] = (uint8_t)(src[4 * g + k] + bias);
+}
+
 void edge_quant_act_q8_kx4(edge_act_quant_fn q8k, const float *x, void *quad, int slot, int64_t b0, int64_t nb) {
     block_q8_Kx4 *y = quad;
     for (int64_t i = b0; i < b0 + nb; i++) {
@@ -88,7 +95,7 @@ void edge_quant_act_q8_kx4(edge_act_quant_fn q8k, const float *x, void *quad, in
         } else {
             memset(&b, 0, sizeof b);
         }
-        for (int g = 0; g < QK_K / 4; g++) memcpy(y[i].qs + 16 * g + 4 * slot, b.qs + 4 * g, 4);
+        quad_scatter((uint8_t *)y[i].qs, b.qs, QK_K, slot, 0);
         for (int p = 0; p < QK_K / 32; p++) {
             y[i].bs[8 * p + 2 * slot] = b.bsums[2 * p];
             y[i].bs[8 * p + 2 * slot + 1] = b.bsums[2 * p + 1];
@@ -108,8 +115,7 @@ void edge_quant_act_q8_0x4(edge_act_quant_fn q80, const float *x, void *quad, in
         } else {
             memset(b, 0, sizeof b);
         }
-        for (int g = 0; g < QK8_0 / 4; g++)
-            for (int k = 0; k < 4; k++) qs[(size_t)i * QK8_0 * EDGE_QUAD + 16 * g + 4 * slot + k] = (uint8_t)(b[4 * g + k] + 128);
+        quad_scatter(qs + (size_t)i * QK8_0 * EDGE_QUAD, b, QK8_0, slot, 128);
         memcpy(&d[i * EDGE_QUAD + slot], b + QK8_0, sizeof(float));
     }
 }
