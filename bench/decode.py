@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,25 @@ def cpu_seconds() -> float:
 Timing = tuple[float, float, float, float]  # prompt tok/s, decode tok/s, prompt tok/cpu-s, decode tok/cpu-s
 
 
+def timed_run(
+    reset: Callable[[], None],
+    last_logits: Callable[[list[int]], np.ndarray],
+    prompt: list[int],
+    n_decode: int,
+) -> Timing:
+    """One prompt evaluation, then n_decode greedy single-token steps; the same steps for either engine."""
+    reset()
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    tok = int(np.argmax(last_logits(prompt)))
+    pp, ppc = len(prompt) / (time.perf_counter() - t0), len(prompt) / (cpu_seconds() - c0)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for _ in range(n_decode):
+        tok = int(np.argmax(last_logits([tok])))
+    return pp, n_decode / (time.perf_counter() - t0), ppc, n_decode / (cpu_seconds() - c0)
+
+
 class EdgeRunner:
-    """grok-edge (edge.Model): one prompt evaluation then single-token decode steps per run."""
+    """grok-edge (edge.Model)."""
 
     def __init__(self, path: Path, threads: int, n_ctx: int, n_batch: int) -> None:
         from edge.model import Model
@@ -96,23 +114,14 @@ class EdgeRunner:
         self.model = Model(path, n_threads=threads, n_ctx=n_ctx, n_batch=n_batch)
 
     def run(self, prompt: list[int], n_decode: int) -> Timing:
-        m = self.model
-        m.reset()
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        logits = m.eval(prompt)
-        pp, ppc = len(prompt) / (time.perf_counter() - t0), len(prompt) / (cpu_seconds() - c0)
-        tok = int(np.argmax(logits))
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        for _ in range(n_decode):
-            tok = int(np.argmax(m.eval([tok])))
-        return pp, n_decode / (time.perf_counter() - t0), ppc, n_decode / (cpu_seconds() - c0)
+        return timed_run(self.model.reset, self.model.eval, prompt, n_decode)
 
     def close(self) -> None:
         self.model.close()
 
 
 class LlamaRunner:
-    """llama.cpp through llama-cpp-python, the same steps."""
+    """llama.cpp through llama-cpp-python."""
 
     def __init__(self, path: Path, threads: int, n_ctx: int, n_batch: int) -> None:
         from llama_cpp import Llama
@@ -126,18 +135,12 @@ class LlamaRunner:
             verbose=False,
         )
 
+    def _last_logits(self, tokens: list[int]) -> np.ndarray:
+        self.llm.eval(tokens)
+        return self.llm.scores[self.llm.n_tokens - 1]
+
     def run(self, prompt: list[int], n_decode: int) -> Timing:
-        llm = self.llm
-        llm.reset()
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        llm.eval(prompt)
-        pp, ppc = len(prompt) / (time.perf_counter() - t0), len(prompt) / (cpu_seconds() - c0)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        for _ in range(n_decode):
-            llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        return pp, n_decode / (time.perf_counter() - t0), ppc, n_decode / (cpu_seconds() - c0)
+        return timed_run(self.llm.reset, self._last_logits, prompt, n_decode)
 
     def close(self) -> None:
         self.llm.close()
