@@ -121,8 +121,7 @@ typedef struct mm_job {
     size_t xq_stride;  /* bytes per activation row (gemm4: per quad) as the kernel reads it */
     int64_t n_conv;    /* activation rows to convert: n_tok, or 4 per quad with gemm4 (zero padding) */
     int64_t blk_elems; /* activation block (quantized formats) */
-    int64_t blk_bytes;
-    int64_t rows_per_chunk, n_row_chunks, n_tok_tiles, n_chunks;
+    int64_t rows_per_chunk, n_row_chunks, n_chunks;
     int group;    /* tokens per dot call (gemm4: quads per call) */
     edge_matvec_fn matvec; /* decode: a run of rows per call */
     _Atomic int64_t next_chunk;
@@ -190,8 +189,7 @@ static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64
     for (int64_t t = t0; t < t1; t += job->group) {
         const int nt = (int)(t1 - t < job->group ? t1 - t : job->group);
         const char *xt = job->xq + (size_t)t * job->xq_stride;
-        int64_t r = r0;
-        for (; r < r1; r++) {
+        for (int64_t r = r0; r < r1; r++) {
             if (job->n_tok == 1) { /* decode: each weight byte is read once, from DRAM */
                 const char *p = job->w + (size_t)r * job->row_stride + EDGE_DECODE_PREFETCH;
                 for (size_t o = 0; o < job->row_stride; o += 64) __builtin_prefetch(p + o, 0, 3);
@@ -322,7 +320,6 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
         if (job.gemm4)
             job.xq_stride = f == EDGE_ACT_Q8_K ? (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4) : EDGE_Q8Q_ROW_BYTES(n_cols);
         job.blk_elems = act_elems;
-        job.blk_bytes = act_bytes;
     }
 
     /* Tokens per dot call: up to EDGE_DOT_MAX_TOK, fewer when their activations would not fit in L2. */
@@ -333,20 +330,22 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     if (job.gemm4) job.group = EDGE_GEMM4_MAX_Q;
 
     const int nth = edge_threadpool_size(pool);
-    job.n_tok_tiles = (n_tok + TOKEN_TILE - 1) / TOKEN_TILE;
-    /* About 8 chunks per thread per token tile for load balance (4 in decode: each new chunk restarts the
-     * DRAM stream), at least 4 rows each. */
-    int64_t rpc = n_rows / ((int64_t)nth * (n_tok <= EDGE_DOT_MAX_TOK ? 4 : 8));
-    /* Several token groups: the chunk's weight rows are read once per group, so keep them in L2. */
-    if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
-        rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
+    int64_t rpc;
+    if (n_tok == 1) {
+        /* Decode claims shrinking runs of rows (mm_rows_guided), down to 16 KiB of weights. */
+        rpc = (int64_t)(16384 / row_bytes);
+    } else {
+        /* About 8 chunks per thread per token tile for load balance (4 for up to 4 tokens). */
+        rpc = n_rows / ((int64_t)nth * (n_tok <= EDGE_DOT_MAX_TOK ? 4 : 8));
+        /* Several token groups: the chunk's weight rows are read once per group, so keep them in L2. */
+        if (n_tok > EDGE_DOT_MAX_TOK && rpc > (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes))
+            rpc = (int64_t)(CHUNK_WEIGHT_BYTES / row_bytes);
+    }
     if (rpc < 4) rpc = 4;
-    /* Decode claims shrinking runs of rows (mm_rows_guided) down to 16 KiB of weights. */
-    if (n_tok == 1) rpc = (int64_t)(16384 / row_bytes) > 4 ? (int64_t)(16384 / row_bytes) : 4;
     rpc += rpc & 1; /* whole row pairs for the gemm4 kernels */
     job.rows_per_chunk = rpc;
     job.n_row_chunks = (n_rows + rpc - 1) / rpc;
-    job.n_chunks = job.n_row_chunks * job.n_tok_tiles;
+    job.n_chunks = job.n_row_chunks * ((n_tok + TOKEN_TILE - 1) / TOKEN_TILE);
     atomic_init(&job.next_chunk, 0);
     atomic_init(&job.next_qunit, 0);
     atomic_init(&job.qunits_done, 0);
