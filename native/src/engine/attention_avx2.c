@@ -14,7 +14,7 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n) {
+static inline float dot_f16(const float *q, const void *k_row, int64_t n) {
     const uint16_t *k = k_row;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t j = 0;
@@ -30,17 +30,8 @@ float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n) {
     return sum;
 }
 
-void edge_attn_axpy_f16_avx2(float *acc, float p, const void *v_row, int64_t n) {
-    const uint16_t *v = v_row;
-    const __m256 pp = _mm256_set1_ps(p);
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(pp, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + j))),
-                                                  _mm256_loadu_ps(acc + j)));
-    for (; j < n; j++) acc[j] += p * edge_f16_to_f32(v[j]);
-}
 
-float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n) {
+static inline float dot_f32(const float *q, const void *k_row, int64_t n) {
     const float *k = k_row;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t j = 0;
@@ -54,14 +45,6 @@ float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n) {
     return sum;
 }
 
-void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n) {
-    const float *v = v_row;
-    const __m256 pp = _mm256_set1_ps(p);
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(pp, _mm256_loadu_ps(v + j), _mm256_loadu_ps(acc + j)));
-    for (; j < n; j++) acc[j] += p * v[j];
-}
 
 /* tanh for 8 lanes as Cephes' tanhf: an odd polynomial for |x| < 0.625 (no cancellation near 0),
  * 1 - 2 / (e^{2|x|} + 1) with the sign restored above; ~2 ulps. */
@@ -128,7 +111,7 @@ static inline __m256 q8_lanes(const int8_t *qs) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qs)));
 }
 
-float edge_attn_dot_q8_0_avx2(const float *q, const void *k_row, int64_t n) {
+static inline float dot_q8_0(const float *q, const void *k_row, int64_t n) {
     const block_q8_0 *b = k_row;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK8_0; i++, q += QK8_0) {
@@ -141,11 +124,58 @@ float edge_attn_dot_q8_0_avx2(const float *q, const void *k_row, int64_t n) {
     return hsum256(acc);
 }
 
-void edge_attn_axpy_q8_0_avx2(float *acc, float p, const void *v_row, int64_t n) {
-    const block_q8_0 *b = v_row;
-    for (int64_t i = 0; i < n / QK8_0; i++, acc += QK8_0) {
-        const __m256 pd = _mm256_set1_ps(p * _cvtsh_ss(b[i].d));
-        for (int j = 0; j < QK8_0; j += 8)
-            _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(pd, q8_lanes(b[i].qs + j), _mm256_loadu_ps(acc + j)));
+/* The whole-head loops: scores against n_keys cached rows (row t at k0 + t * stride), and the weighted sum
+ * of the value rows, which keeps up to 64 accumulators in registers across the keys (keys with p == 0
+ * add nothing and are skipped). */
+#define ATTN_SCORES(T)                                                                                    \
+    void edge_attn_scores_##T##_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys,  \
+                                      int64_t n, float *out) {                                           \
+        for (int64_t t = 0; t < n_keys; t++) out[t] = dot_##T(q, k0 + (size_t)t * stride, n);            \
     }
-}
+ATTN_SCORES(f16)
+ATTN_SCORES(f32)
+ATTN_SCORES(q8_0)
+
+/* Values c .. c + 8·NA - 1 of every key into NA accumulators (NA <= 8). */
+#define WSUM_PASS(NA, lanes)                                                                            \
+    do {                                                                                                \
+        __m256 a[8];                                                                                    \
+        for (int j = 0; j < (NA); j++) a[j] = _mm256_setzero_ps();                                      \
+        for (int64_t t = 0; t < n_keys; t++) {                                                          \
+            if (p[t] == 0.0f) continue;                                                                 \
+            const uint8_t *row = v0 + (size_t)t * stride;                                               \
+            for (int j = 0; j < (NA); j++) a[j] = _mm256_fmadd_ps(lanes(row, p[t], c + 8 * j), a[j]);  \
+        }                                                                                               \
+        for (int j = 0; j < (NA); j++) _mm256_storeu_ps(acc + c + 8 * j, a[j]);                         \
+    } while (0)
+
+/* p · v (8 values from i) as the two factors of the fma, per cache type: Q8_0 scales p by the block's d
+ * first. */
+#define F16_LANES(row, pt, i) _mm256_set1_ps(pt), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(const void *)(row) + (i))))
+#define F32_LANES(row, pt, i) _mm256_set1_ps(pt), _mm256_loadu_ps((const float *)(const void *)(row) + (i))
+#define Q8_0_LANES(row, pt, i)                                                                          \
+    _mm256_set1_ps((pt) * _cvtsh_ss(((const block_q8_0 *)(const void *)(row))[(i) / QK8_0].d)),         \
+        q8_lanes(((const block_q8_0 *)(const void *)(row))[(i) / QK8_0].qs + (i) % QK8_0)
+
+/* In passes of 64 values (8 accumulators), the last pass narrower; values past the last multiple of 8
+ * (F16/F32 only: Q8_0 rows are whole blocks) key by key in scalar. */
+#define ATTN_WSUM(T, LANES, scalar_at)                                                                  \
+    void edge_attn_wsum_##T##_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride,       \
+                                    int64_t n_keys, int64_t n) {                                        \
+        int64_t c = 0;                                                                                  \
+        for (; c + 64 <= n; c += 64) WSUM_PASS(8, LANES);                                               \
+        const int na = (int)((n - c) / 8);                                                              \
+        if (na > 0) WSUM_PASS(na, LANES);                                                               \
+        for (int64_t j = c + 8 * na; j < n; j++) {                                                      \
+            float sum = 0.0f;                                                                           \
+            for (int64_t t = 0; t < n_keys; t++)                                                        \
+                if (p[t] != 0.0f) sum += p[t] * scalar_at(v0 + (size_t)t * stride, j);                  \
+            acc[j] = sum;                                                                               \
+        }                                                                                               \
+    }
+#define F16_AT(row, j) edge_f16_to_f32(((const uint16_t *)(const void *)(row))[j])
+#define F32_AT(row, j) (((const float *)(const void *)(row))[j])
+#define Q8_0_AT(row, j) 0.0f /* never: n is a multiple of 32 */
+ATTN_WSUM(f16, F16_LANES, F16_AT)
+ATTN_WSUM(f32, F32_LANES, F32_AT)
+ATTN_WSUM(q8_0, Q8_0_LANES, Q8_0_AT)

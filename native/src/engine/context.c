@@ -24,26 +24,29 @@ static void *alloc_floats(int64_t n, bool *ok) {
 static void free_state(edge_run_state *s) {
     void *bufs[] = {s->x,      s->xb,     s->q,    s->k,    s->v,         s->att,  s->ob,       s->rope_cos,
                     s->rope_sin, s->scores, s->vacc, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
-                    s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch};
+                    s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch, s->tile_expert,
+                    s->tile_start};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
-/* The largest scratch any matrix product of a forward pass of up to n_tok tokens needs (experts run on
- * at most n_exp_tok rows at a time). */
-static size_t scratch_for(const edge_model *m, int64_t n_tok, int64_t n_exp_tok) {
+/* The largest scratch any matrix product of a forward pass of up to n_tok tokens needs: q, k and v in one
+ * run; experts in packs of up to n_tiles tiles holding n_exp_tok rows in all (grok.c, moe). */
+static size_t scratch_for(const edge_model *m, int64_t n_tok, int64_t n_exp_tok, int n_tiles) {
     size_t need = edge_matmul_scratch_bytes(m->output.type, m->output.n_cols, n_tok);
     for (int64_t l = 0; l < m->hp.n_layer; l++) {
         const edge_layer_weights *L = &m->layers[l];
-        const edge_matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->router};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
-            need = max_size(need, edge_matmul_scratch_bytes(mats[i]->type, mats[i]->n_cols, n_tok));
+        need = max_size(need, edge_matmul_scratch_bytes(L->wq.type, L->wq.n_cols, n_tok) +
+                                  edge_matmul_scratch_bytes(L->wk.type, L->wk.n_cols, n_tok) +
+                                  edge_matmul_scratch_bytes(L->wv.type, L->wv.n_cols, n_tok));
+        need = max_size(need, edge_matmul_scratch_bytes(L->wo.type, L->wo.n_cols, n_tok));
+        need = max_size(need, edge_matmul_scratch_bytes(L->router.type, L->router.n_cols, n_tok));
         for (int64_t e = 0; e < m->hp.n_expert; e++) {
-            need = max_size(need, edge_matmul_scratch_bytes(L->gate[e].type, L->gate[e].n_cols, n_exp_tok));
-            need = max_size(need, edge_matmul_scratch_bytes(L->up[e].type, L->up[e].n_cols, n_exp_tok));
-            need = max_size(need, edge_matmul_scratch_bytes(L->down[e].type, L->down[e].n_cols, n_exp_tok));
+            need = max_size(need, edge_matmul_split_scratch_bytes(L->gate[e].type, L->gate[e].n_cols, n_exp_tok, n_tiles) +
+                                      edge_matmul_split_scratch_bytes(L->up[e].type, L->up[e].n_cols, n_exp_tok, n_tiles));
+            need = max_size(need, edge_matmul_split_scratch_bytes(L->down[e].type, L->down[e].n_cols, n_exp_tok, n_tiles));
         }
     }
     return need;
@@ -103,15 +106,19 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->router = alloc_floats(B * hp->n_expert, &ok);
     s->sel = alloc_floats(B * hp->n_expert_used, &ok);
     s->sel_gate = alloc_floats(B * hp->n_expert_used, &ok);
-    s->rows = alloc_floats(B, &ok);
-    s->rows_gate = alloc_floats(B, &ok);
     s->moe_tile = B < EDGE_MOE_TILE ? B : EDGE_MOE_TILE;
+    s->rows = alloc_floats(s->moe_tile, &ok);
+    s->rows_gate = alloc_floats(s->moe_tile, &ok);
+    s->moe_max_tiles = hp->n_expert < EDGE_MM_MAX_PARTS / 2 ? hp->n_expert : EDGE_MM_MAX_PARTS / 2;
+    s->tile_expert = alloc_floats(s->moe_max_tiles, &ok);
+    s->tile_start = calloc((size_t)s->moe_max_tiles, sizeof(int64_t));
+    ok = ok && s->tile_start;
     s->xg = alloc_floats(s->moe_tile * d, &ok);
     s->hg = alloc_floats(s->moe_tile * hp->n_ff, &ok);
     s->hu = alloc_floats(s->moe_tile * hp->n_ff, &ok);
     s->yo = alloc_floats(s->moe_tile * d, &ok);
     s->moe = alloc_floats(B * d, &ok);
-    s->scratch_bytes = scratch_for(model, B, s->moe_tile);
+    s->scratch_bytes = scratch_for(model, B, s->moe_tile, (int)s->moe_max_tiles);
     s->scratch = malloc(s->scratch_bytes > 0 ? s->scratch_bytes : 1);
     ctx->f16_table = alloc_floats(65536, &ok);
     ctx->is_pad = calloc((size_t)p.n_ctx, 1);
@@ -129,14 +136,14 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         ctx->attn_softcap = edge_attn_softcap_avx2;
         ctx->attn_exp = edge_attn_exp_avx2;
         if (p.kv_type == EDGE_TYPE_F16) {
-            ctx->attn_dot = edge_attn_dot_f16_avx2;
-            ctx->attn_axpy = edge_attn_axpy_f16_avx2;
+            ctx->attn_scores = edge_attn_scores_f16_avx2;
+            ctx->attn_wsum = edge_attn_wsum_f16_avx2;
         } else if (p.kv_type == EDGE_TYPE_F32) {
-            ctx->attn_dot = edge_attn_dot_f32_avx2;
-            ctx->attn_axpy = edge_attn_axpy_f32_avx2;
+            ctx->attn_scores = edge_attn_scores_f32_avx2;
+            ctx->attn_wsum = edge_attn_wsum_f32_avx2;
         } else if (p.kv_type == EDGE_TYPE_Q8_0) { /* head_dim % 32 == 0, checked above */
-            ctx->attn_dot = edge_attn_dot_q8_0_avx2;
-            ctx->attn_axpy = edge_attn_axpy_q8_0_avx2;
+            ctx->attn_scores = edge_attn_scores_q8_0_avx2;
+            ctx->attn_wsum = edge_attn_wsum_q8_0_avx2;
         }
     }
 #endif

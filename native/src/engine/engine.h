@@ -84,9 +84,12 @@ typedef struct edge_run_state {
     float *router;      /* [B, n_expert] router logits, then probabilities */
     int32_t *sel;       /* [B, n_expert_used] selected experts */
     float *sel_gate;    /* [B, n_expert_used] their gates (softmax probabilities, not renormalized) */
-    int32_t *rows;      /* [B] token indices routed to the expert being run */
-    float *rows_gate;   /* [B] their gates */
-    int64_t moe_tile;   /* M = min(B, EDGE_MOE_TILE): rows per expert matmul (bounds the buffers below) */
+    int32_t *rows;      /* [M] the tokens of a pack of expert tiles, a row each (grok.c, moe) */
+    float *rows_gate;   /* [M] their gates */
+    int64_t moe_tile;   /* M = min(B, EDGE_MOE_TILE): rows of a pack of expert tiles (bounds the buffers below) */
+    int64_t moe_max_tiles;  /* T = min(n_expert, EDGE_MM_MAX_PARTS / 2): tiles in a pack */
+    int32_t *tile_expert;   /* [T] a pack's tiles: expert */
+    int64_t *tile_start;    /* [T] and first row */
     float *xg;          /* [M, n_embd] gathered expert inputs */
     float *hg, *hu;     /* [M, n_ff] expert hidden states (gate/gelu side, up side) */
     float *yo;          /* [M, n_embd] expert outputs */
@@ -95,15 +98,19 @@ typedef struct edge_run_state {
     size_t scratch_bytes;
 } edge_run_state;
 
-/* Attention inner loops over one head's slice of a cached row, per cache type, ISA-specific. */
-typedef float (*edge_attn_dot_fn)(const float *q, const void *k_row, int64_t n);
-typedef void (*edge_attn_axpy_fn)(float *acc, float p, const void *v_row, int64_t n);
-float edge_attn_dot_f16_avx2(const float *q, const void *k_row, int64_t n);
-void edge_attn_axpy_f16_avx2(float *acc, float p, const void *v_row, int64_t n);
-float edge_attn_dot_f32_avx2(const float *q, const void *k_row, int64_t n);
-void edge_attn_axpy_f32_avx2(float *acc, float p, const void *v_row, int64_t n);
-float edge_attn_dot_q8_0_avx2(const float *q, const void *k_row, int64_t n);   /* n: a multiple of 32 */
-void edge_attn_axpy_q8_0_avx2(float *acc, float p, const void *v_row, int64_t n);
+/* Attention over one head's slice of n_keys cached rows (row t at base + t * stride), per cache type,
+ * ISA-specific: out[t] = q · k_t; acc = Σ_t p[t] v_t (rows with p[t] == 0 skipped). */
+typedef void (*edge_attn_scores_fn)(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n,
+                                    float *out);
+typedef void (*edge_attn_wsum_fn)(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys,
+                                  int64_t n);
+void edge_attn_scores_f16_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
+void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
+void edge_attn_scores_f32_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
+void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
+/* Q8_0: n a multiple of 32 */
+void edge_attn_scores_q8_0_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
+void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
 /* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
  * max. Then s = exp(s - max) (masked: 0); returns the sum. */
 typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
@@ -127,8 +134,8 @@ struct edge_context {
     edge_run_state s;
     float *f16_table; /* 65536 entries: binary16 bit pattern -> float, for reading an F16 cache */
     /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
-    edge_attn_dot_fn attn_dot;
-    edge_attn_axpy_fn attn_axpy;
+    edge_attn_scores_fn attn_scores;
+    edge_attn_wsum_fn attn_wsum;
     edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
     edge_attn_exp_fn attn_exp;
     edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */

@@ -20,6 +20,15 @@ static edge_status matmul(edge_context *ctx, const edge_matrix *w, const float *
                           y, ctx->s.scratch, ctx->s.scratch_bytes);
 }
 
+/* One product of a multi-part run (edge_matmul_parts). */
+static edge_mm_part part(const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
+    return (edge_mm_part){w->type, w->data, w->row_stride, w->n_rows, w->n_cols, x, n_tok, y, NULL, NULL};
+}
+
+static edge_status matmul_parts(edge_context *ctx, const edge_mm_part *parts, int n) {
+    return edge_matmul_parts(ctx->kernels, ctx->pool, parts, n, ctx->s.scratch, ctx->s.scratch_bytes);
+}
+
 /* out = scale ⊙ x / sqrt(mean(x²) + eps): the learned scale multiplies directly (not 1 + scale). */
 static void rmsnorm(float *out, const float *x, const float *scale, int64_t n, double eps) {
     double ss = 0.0;
@@ -73,21 +82,22 @@ static void attention_worker(void *arg, int ith, int nth) {
         bool mask_pads = false;
         for (int64_t t = 0; t <= pos && !mask_pads; t++) mask_pads = !ctx->is_pad[t];
         /* scores: s = (q·k) * attn_output_multiplier, then cap·tanh(s/cap); causal: keys 0..pos only */
-        for (int64_t t = 0; t <= pos; t++) {
-            if (mask_pads && ctx->is_pad[t]) {
-                scores[t] = -INFINITY;
-                continue;
-            }
-            const uint8_t *krow = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, t);
-            float dot = 0.0f;
-            if (ctx->attn_dot) {
-                dot = ctx->attn_dot(q, krow + head_bytes * (size_t)g, hd);
-            } else {
-                edge_kv_load(&ctx->kv, krow, g * hd, hd, row, ctx->f16_table);
+        const size_t kv_stride = ctx->kv.row_bytes, head_off = head_bytes * (size_t)g;
+        const uint8_t *k0 = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0) + head_off;
+        const uint8_t *v0 = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0) + head_off;
+        if (ctx->attn_scores) {
+            ctx->attn_scores(q, k0, kv_stride, pos + 1, hd, scores);
+        } else {
+            for (int64_t t = 0; t <= pos; t++) {
+                edge_kv_load(&ctx->kv, k0 - head_off + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
+                float dot = 0.0f;
                 for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
+                scores[t] = dot;
             }
-            scores[t] = dot;
         }
+        if (mask_pads)
+            for (int64_t t = 0; t <= pos; t++)
+                if (ctx->is_pad[t]) scores[t] = -INFINITY;
         float max = -INFINITY, sum = 0.0f;
         if (ctx->attn_softcap) {
             max = ctx->attn_softcap(scores, pos + 1, mult, cap);
@@ -106,18 +116,17 @@ static void attention_worker(void *arg, int ith, int nth) {
                 sum += scores[t];
             }
         }
+        /* o = softmax · v: probabilities first, then one pass over the value rows */
         const float inv = 1.0f / sum;
-        /* o = softmax · v */
-        for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
-        for (int64_t t = 0; t <= pos; t++) {
-            if (scores[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
-            const uint8_t *vrow = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, t);
-            const float p = scores[t] * inv;
-            if (ctx->attn_axpy) {
-                ctx->attn_axpy(vacc, p, vrow + head_bytes * (size_t)g, hd);
-            } else {
-                edge_kv_load(&ctx->kv, vrow, g * hd, hd, row, ctx->f16_table);
-                for (int64_t j = 0; j < hd; j++) vacc[j] += p * row[j];
+        for (int64_t t = 0; t <= pos; t++) scores[t] *= inv;
+        if (ctx->attn_wsum) {
+            ctx->attn_wsum(vacc, scores, v0, kv_stride, pos + 1, hd);
+        } else {
+            for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
+            for (int64_t t = 0; t <= pos; t++) {
+                if (scores[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
+                edge_kv_load(&ctx->kv, v0 - head_off + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
+                for (int64_t j = 0; j < hd; j++) vacc[j] += scores[t] * row[j];
             }
         }
         memcpy(s->att + i * nq + h * hd, vacc, (size_t)hd * sizeof(float));
@@ -129,10 +138,9 @@ static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, half = hd / 2, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
     edge_status st;
-    /* q = x·Wq, k = x·Wk, v = x·Wv (no biases) */
-    if ((st = matmul(ctx, &L->wq, s->xb, n, s->q)) != EDGE_OK) return st;
-    if ((st = matmul(ctx, &L->wk, s->xb, n, s->k)) != EDGE_OK) return st;
-    if ((st = matmul(ctx, &L->wv, s->xb, n, s->v)) != EDGE_OK) return st;
+    /* q = x·Wq, k = x·Wk, v = x·Wv (no biases): one run, x converted once per weight type */
+    const edge_mm_part qkv[3] = {part(&L->wq, s->xb, n, s->q), part(&L->wk, s->xb, n, s->k), part(&L->wv, s->xb, n, s->v)};
+    if ((st = matmul_parts(ctx, qkv, 3)) != EDGE_OK) return st;
     for (int64_t i = 0; i < n; i++) {
         /* RoPE (rotate-half) on every q and k head at position n_past + i */
         const float *c = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
@@ -155,21 +163,37 @@ void edge_gelu_mul_scalar(float *h, const float *u, int64_t n) {
     for (int64_t r = 0; r < n; r++) h[r] = gelu_tanh(h[r]) * u[r];
 }
 
-typedef struct {
-    edge_gelu_mul_fn fn;
-    float *h, *u;
-    int64_t n;
-} gelu_job;
-
-/* h = gelu(h) ⊙ u over the worker's share (tanh is the costliest element-wise step: split it too). Shares
- * are whole multiples of 16 values (n_ff is a whole number of 32-value blocks), so every value takes the
- * SIMD path, not a share's scalar tail, whatever the thread count and batch: a token's result depends on
- * neither. */
-static void gelu_mul_worker(void *arg, int ith, int nth) {
-    const gelu_job *job = arg;
-    const int64_t per = ((job->n + nth - 1) / nth + 15) / 16 * 16;
-    const int64_t lo = per * ith < job->n ? per * ith : job->n, hi = lo + per < job->n ? lo + per : job->n;
-    if (hi > lo) job->fn(job->h + lo, job->u + lo, hi - lo);
+/* The experts of one pack: tile t is expert tile_expert[t] on the pack's rows tile_start[t] .. the next
+ * tile's start (rows[] gives each row's token, rows_gate[] its gate). */
+static edge_status moe_pack(edge_context *ctx, const edge_layer_weights *L, int64_t used, int64_t n_tiles) {
+    const edge_model_hparams *hp = &ctx->model->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t d = hp->n_embd, nff = hp->n_ff;
+    edge_mm_part parts[EDGE_MM_MAX_PARTS];
+    edge_status st;
+    for (int64_t r = 0; r < used; r++) memcpy(s->xg + r * d, s->xb + (int64_t)s->rows[r] * d, (size_t)d * sizeof(float));
+    /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
+    for (int64_t t = 0; t < n_tiles; t++) {
+        const int64_t r0 = s->tile_start[t], mt = (t + 1 < n_tiles ? s->tile_start[t + 1] : used) - r0;
+        const int32_t e = s->tile_expert[t];
+        parts[2 * t] = part(&L->gate[e], s->xg + r0 * d, mt, s->hg + r0 * nff);
+        parts[2 * t + 1] = part(&L->up[e], s->xg + r0 * d, mt, s->hu + r0 * nff);
+    }
+    if ((st = matmul_parts(ctx, parts, (int)(2 * n_tiles))) != EDGE_OK) return st;
+    for (int64_t t = 0; t < n_tiles; t++) {
+        const int64_t r0 = s->tile_start[t], mt = (t + 1 < n_tiles ? s->tile_start[t + 1] : used) - r0;
+        parts[t] = part(&L->down[s->tile_expert[t]], s->hg + r0 * nff, mt, s->yo + r0 * d);
+        parts[t].pre = ctx->gelu_mul;
+        parts[t].pre_u = s->hu + r0 * nff;
+    }
+    if ((st = matmul_parts(ctx, parts, (int)n_tiles)) != EDGE_OK) return st;
+    /* moe(x) += p_e · y_e, row by row in pack order: each token's experts in ascending order */
+    for (int64_t r = 0; r < used; r++) {
+        float *dst = s->moe + (int64_t)s->rows[r] * d;
+        const float gate = s->rows_gate[r];
+        for (int64_t c = 0; c < d; c++) dst[c] += gate * s->yo[r * d + c];
+    }
+    return EDGE_OK;
 }
 
 static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n) {
@@ -199,36 +223,32 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
         }
     }
     memset(s->moe, 0, (size_t)(n * d) * sizeof(float));
-    /* Each expert runs once, on the rows of the tokens that chose it (one matrix×matrix call per weight
-     * and tile of up to moe_tile rows); unselected experts are never touched. */
+    /* Each expert runs on the rows of the tokens that chose it; unselected experts are never touched. The
+     * (expert, rows) tiles are run in packs that fill the moe_tile-row buffers: one run for the gate and up
+     * products of the whole pack, one for its down products (the GELU applied as their inputs are
+     * converted). Decode's two experts are one pack. */
+    int64_t used = 0, n_tiles = 0; /* rows and tiles in the pack */
     for (int64_t e = 0; e < ne; e++) {
-        int64_t m = 0;
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < k; j++)
-                if (s->sel[i * k + j] == e && !ctx->is_pad[ctx->n_past + i]) { /* [PAD] routes nowhere */
-                    s->rows[m] = (int32_t)i;
-                    s->rows_gate[m] = s->sel_gate[i * k + j];
-                    m++;
-                }
-        for (int64_t t0 = 0; t0 < m; t0 += s->moe_tile) {
-            const int64_t mt = m - t0 < s->moe_tile ? m - t0 : s->moe_tile;
-            for (int64_t r = 0; r < mt; r++)
-                memcpy(s->xg + r * d, s->xb + (int64_t)s->rows[t0 + r] * d, (size_t)d * sizeof(float));
-            /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
-            if ((st = matmul(ctx, &L->gate[e], s->xg, mt, s->hg)) != EDGE_OK) return st;
-            if ((st = matmul(ctx, &L->up[e], s->xg, mt, s->hu)) != EDGE_OK) return st;
-            gelu_job gj = {ctx->gelu_mul, s->hg, s->hu, mt * nff};
-            edge_threadpool_run(ctx->pool, gelu_mul_worker, &gj);
-            if ((st = matmul(ctx, &L->down[e], s->hg, mt, s->yo)) != EDGE_OK) return st;
-            /* moe(x) += p_e · y_e */
-            for (int64_t r = 0; r < mt; r++) {
-                float *dst = s->moe + (int64_t)s->rows[t0 + r] * d;
-                const float gate = s->rows_gate[t0 + r];
-                for (int64_t c = 0; c < d; c++) dst[c] += gate * s->yo[r * d + c];
+        for (int64_t i = 0; i < n;) {
+            const int64_t start = used;
+            for (; i < n && used < s->moe_tile; i++)
+                for (int64_t j = 0; j < k; j++)
+                    if (s->sel[i * k + j] == e && !ctx->is_pad[ctx->n_past + i]) { /* [PAD] routes nowhere */
+                        s->rows[used] = (int32_t)i;
+                        s->rows_gate[used] = s->sel_gate[i * k + j];
+                        used++;
+                    }
+            if (used > start) {
+                s->tile_expert[n_tiles] = (int32_t)e;
+                s->tile_start[n_tiles++] = start;
+            }
+            if (used == s->moe_tile || n_tiles == s->moe_max_tiles) {
+                if ((st = moe_pack(ctx, L, used, n_tiles)) != EDGE_OK) return st;
+                used = n_tiles = 0;
             }
         }
     }
-    return EDGE_OK;
+    return used > 0 ? moe_pack(ctx, L, used, n_tiles) : EDGE_OK;
 }
 
 /* ------------------------------------------------------------------------------------------------ forward */

@@ -27,4 +27,34 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
                            int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
                            size_t scratch_bytes);
 
+/* An in-place transform of a product's input, applied before the product reads it: x = f(x, u) over n
+ * values (the experts' GELU: the down projection's input is gelu(h) ⊙ u). */
+typedef void (*edge_pre_fn)(float *x, const float *u, int64_t n);
+
+/* One matrix product of a multi-part call. */
+typedef struct edge_mm_part {
+    int type;
+    const void *w;
+    size_t row_stride;
+    int64_t n_rows, n_cols;
+    const float *x; /* n_tok rows of n_cols (writable when pre is set) */
+    int64_t n_tok;
+    float *y;       /* n_tok rows of n_rows */
+    edge_pre_fn pre; /* optional: x = pre(x, pre_u) in place first, in pieces of whole activation blocks */
+    const float *pre_u;
+} edge_mm_part;
+
+#define EDGE_MM_MAX_PARTS 32
+
+/* Independent products in one pool run: no barrier between them (a worker done with one part goes on to
+ * the next), and parts with the same input, shape, type and transform share one conversion of it (q, k, v;
+ * an expert's gate and up). Parts must not write what another part reads. */
+edge_status edge_matmul_parts(const edge_kernels *k, edge_threadpool *pool, const edge_mm_part *parts, int n_parts,
+                              void *scratch, size_t scratch_bytes);
+/* The scratch edge_matmul_parts needs for these parts. */
+size_t edge_matmul_parts_scratch_bytes(const edge_mm_part *parts, int n_parts);
+/* The most scratch up to n_parts products of one type and width need when their inputs hold n_tok rows in
+ * all (each part's rows padded to whole quads, each conversion aligned). */
+size_t edge_matmul_split_scratch_bytes(int type, int64_t n_cols, int64_t n_tok, int n_parts);
+
 #endif /* EDGE_KERNELS_H */

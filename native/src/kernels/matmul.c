@@ -26,6 +26,8 @@ _Static_assert(TOKEN_TILE % (2 * EDGE_QUAD) == 0, "token tiles hold whole quad p
 #define GROUP_ACT_BYTES (256u * 1024u)
 /* Weight bytes of one chunk in prompt processing: a quarter of a 1 MiB L2. */
 #define CHUNK_WEIGHT_BYTES (256u * 1024u)
+/* Decode products of at most this many weight bytes run on the calling thread alone (the router: 8 rows). */
+#define SMALL_DECODE_BYTES (64 * 1024)
 
 edge_act_format edge_act_format_of(int type) {
     switch (type) {
@@ -111,7 +113,9 @@ EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
 typedef struct mm_job {
     edge_dot_fn dot;
     edge_gemm4_fn gemm4;     /* set: activations in quads of interleaved tokens (block_q8_Kx4) */
-    edge_act_quant_fn quant; /* NULL: x is used as is */
+    edge_act_quant_fn quant; /* NULL: x is used as is, or another part of the run converts it */
+    edge_pre_fn pre;         /* set: x = pre(x, pre_u) in place, unit by unit, before the conversion */
+    const float *pre_u;
     const char *w;
     size_t row_stride;
     int64_t n_rows, n_cols, n_tok;
@@ -120,17 +124,44 @@ typedef struct mm_job {
     char *xq;          /* converted activations: n_tok rows (gemm4: n_quads quads) of xq_stride bytes */
     size_t xq_stride;  /* bytes per activation row (gemm4: per quad) as the kernel reads it */
     int64_t n_conv;    /* activation rows to convert: n_tok, or 4 per quad with gemm4 (zero padding) */
-    int64_t blk_elems; /* activation block (quantized formats) */
+    int64_t blk_elems; /* activation block (quantized formats; 1 for F32) */
     int64_t rows_per_chunk, n_row_chunks, n_chunks;
     int group;    /* tokens per dot call (gemm4: quads per call) */
     edge_matvec_fn matvec; /* decode: a run of rows per call */
     _Atomic int64_t next_chunk;
-    _Atomic int64_t next_qunit, qunits_done; /* activation conversion, claimed unit by unit */
 } mm_job;
 
-/* Blocks b .. b+nb-1 of activation row t into the scratch (gemm4: into its slot of its quad; rows past
- * n_tok are the quad's zero padding). */
-static void mm_quantize_row(const mm_job *job, int64_t t, int64_t b, int64_t nb) {
+/* The parts of one edge_matmul_parts call: one pool run for all of them. */
+typedef struct mm_run {
+    mm_job job[EDGE_MM_MAX_PARTS];
+    int n;
+    int64_t unit_end[EDGE_MM_MAX_PARTS]; /* conversion units of parts 0..p, cumulative */
+    int64_t n_units;                     /* 0: nothing left to convert (or the caller did it) */
+    _Atomic int64_t next_unit, units_done;
+} mm_run;
+
+/* A part's conversion work in units of about QUNIT_ELEMS values of one activation row. */
+static int64_t mm_unit_blocks(const mm_job *job) {
+    const int64_t unit = QUNIT_ELEMS / job->blk_elems;
+    return unit < 1 ? 1 : unit;
+}
+static int64_t mm_units_per_row(const mm_job *job) {
+    const int64_t unit = mm_unit_blocks(job);
+    return (job->n_cols / job->blk_elems + unit - 1) / unit;
+}
+static int64_t mm_units(const mm_job *job) {
+    return job->quant || job->pre ? mm_units_per_row(job) * job->n_conv : 0;
+}
+
+/* Blocks b .. b+nb-1 of activation row t: the in-place input transform, then the conversion into the
+ * scratch (gemm4: into its slot of its quad; rows past n_tok are the quad's zero padding). */
+static void mm_convert_row(const mm_job *job, int64_t t, int64_t b, int64_t nb) {
+    if (job->pre && t < job->n_tok) {
+        const int64_t off = t * job->n_cols + b * job->blk_elems;
+        /* the caller of edge_matmul_parts hands a writable input with a transform (edge_mm_part.pre) */
+        job->pre((float *)(uintptr_t)(job->x + off), job->pre_u + off, nb * job->blk_elems);
+    }
+    if (!job->quant) return;
     if (job->gemm4) {
         const float *x = t < job->n_tok ? job->x + t * job->n_cols : NULL;
         char *quad = job->xq + (size_t)(t / EDGE_QUAD) * job->xq_stride;
@@ -143,9 +174,11 @@ static void mm_quantize_row(const mm_job *job, int64_t t, int64_t b, int64_t nb)
     }
 }
 
-/* The whole activation conversion on the calling thread (small inputs: cheaper than sharing it). */
-static void mm_quantize_all(const mm_job *job) {
-    for (int64_t t = 0; t < job->n_conv; t++) mm_quantize_row(job, t, 0, job->n_cols / job->blk_elems);
+/* Conversion unit u (0 .. mm_units - 1) of a part. */
+static void mm_convert_unit(const mm_job *job, int64_t u) {
+    const int64_t unit = mm_unit_blocks(job), upr = mm_units_per_row(job), blocks_per_row = job->n_cols / job->blk_elems;
+    const int64_t t = u / upr, b = (u % upr) * unit;
+    mm_convert_row(job, t, b, blocks_per_row - b < unit ? blocks_per_row - b : unit);
 }
 
 /* Rows r0 .. r1-1 against tokens t0 .. t1-1 (t0 a multiple of 4) with the interleaved-activation kernel:
@@ -200,26 +233,6 @@ static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64
     }
 }
 
-/* Activation conversion shared by whoever runs the job: units of about QUNIT_ELEMS values claimed
- * from a counter; then wait until every claimed unit is written (the dots read all of them). */
-static void mm_quantize_dynamic(mm_job *job) {
-    const int64_t blocks_per_row = job->n_cols / job->blk_elems;
-    int64_t unit = QUNIT_ELEMS / job->blk_elems;
-    if (unit < 1) unit = 1;
-    const int64_t units_per_row = (blocks_per_row + unit - 1) / unit;
-    const int64_t total = units_per_row * job->n_conv;
-    for (int64_t u = atomic_fetch_add_explicit(&job->next_qunit, 1, memory_order_relaxed); u < total;
-         u = atomic_fetch_add_explicit(&job->next_qunit, 1, memory_order_relaxed)) {
-        const int64_t t = u / units_per_row, b = (u % units_per_row) * unit;
-        const int64_t nb = blocks_per_row - b < unit ? blocks_per_row - b : unit;
-        mm_quantize_row(job, t, b, nb);
-        atomic_fetch_add_explicit(&job->qunits_done, 1, memory_order_release);
-    }
-    const uint64_t t0 = edge_now_ns();
-    for (unsigned i = 0; atomic_load_explicit(&job->qunits_done, memory_order_acquire) < total; i++)
-        edge_wait_step(i, t0);
-}
-
 static void mm_chunk(const mm_job *job, int64_t chunk) {
     const int64_t rc = chunk % job->n_row_chunks, tc = chunk / job->n_row_chunks;
     const int64_t r0 = rc * job->rows_per_chunk, t0 = tc * TOKEN_TILE;
@@ -244,30 +257,71 @@ static void mm_rows_guided(mm_job *job, int nth) {
     }
 }
 
-static void mm_worker(void *ctx, int ith, int nth) {
-    mm_job *job = ctx;
+/* Every worker: (1) conversion units of all parts, claimed from one counter, then a wait until all are
+ * written (a part may read another's); (2) the parts' products in order, each part's work claimed from
+ * its own counter, so a worker with nothing left in one part goes on to the next without waiting. Every
+ * piece of work is claimed, none reserved per thread: a worker the OS has not scheduled yet costs no
+ * waiting for "its" share; the others take it. */
+static void mm_run_worker(void *arg, int ith, int nth) {
+    mm_run *run = arg;
     (void)ith;
-    if (job->quant) mm_quantize_dynamic(job);
-    if (job->n_tok == 1) {
-        mm_rows_guided(job, nth);
-        return;
+    if (run->n_units > 0) {
+        int p = 0;
+        for (int64_t u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed); u < run->n_units;
+             u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed)) {
+            while (u >= run->unit_end[p]) p++; /* a thread's claims only grow */
+            mm_convert_unit(&run->job[p], u - (p > 0 ? run->unit_end[p - 1] : 0));
+            atomic_fetch_add_explicit(&run->units_done, 1, memory_order_release);
+        }
+        const uint64_t t0 = edge_now_ns();
+        for (unsigned i = 0; atomic_load_explicit(&run->units_done, memory_order_acquire) < run->n_units; i++)
+            edge_wait_step(i, t0);
     }
-    /* Every chunk from the shared counter (none reserved per thread): a worker the OS has not
-     * scheduled yet costs no waiting for "its" chunk; the others take them. */
-    for (int64_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed); c < job->n_chunks;
-         c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed))
-        mm_chunk(job, c);
+    for (int p = 0; p < run->n; p++) {
+        mm_job *job = &run->job[p];
+        if (job->n_tok == 1) {
+            mm_rows_guided(job, nth);
+            continue;
+        }
+        for (int64_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed); c < job->n_chunks;
+             c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed))
+            mm_chunk(job, c);
+    }
 }
 
-edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int type, const void *w, size_t row_stride,
-                           int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
-                           size_t scratch_bytes) {
-    if (!k) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: no kernel table (ISA not supported on this CPU)");
+/* Whether part p reads the conversion of an earlier part: same input, shape, weight type and transform.
+ * Returns that part's index, or -1. */
+static int mm_shared_input(const edge_mm_part *parts, int p) {
+    for (int q = 0; q < p; q++)
+        if (parts[q].x == parts[p].x && parts[q].n_tok == parts[p].n_tok && parts[q].n_cols == parts[p].n_cols &&
+            parts[q].type == parts[p].type && parts[q].pre == parts[p].pre && parts[q].pre_u == parts[p].pre_u)
+            return q;
+    return -1;
+}
+
+size_t edge_matmul_parts_scratch_bytes(const edge_mm_part *parts, int n_parts) {
+    size_t need = 0;
+    for (int p = 0; p < n_parts; p++)
+        if (mm_shared_input(parts, p) < 0) need += edge_matmul_scratch_bytes(parts[p].type, parts[p].n_cols, parts[p].n_tok);
+    return need;
+}
+
+size_t edge_matmul_split_scratch_bytes(int type, int64_t n_cols, int64_t n_tok, int n_parts) {
+    const size_t one = edge_matmul_scratch_bytes(type, n_cols, n_tok + (int64_t)(EDGE_QUAD - 1) * n_parts);
+    return one > 0 ? one + (size_t)(n_parts - 1) * SCRATCH_ALIGN : 0;
+}
+
+/* Checks one part and fills its job, except the converted activations' place (xq). */
+static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int nth, mm_job *job) {
+    const int type = part->type;
     const edge_type_traits *tr = edge_type_traits_get(type);
     const edge_act_format f = edge_act_format_of(type);
     if (!tr || f == EDGE_ACT_NONE)
         return edge_fail(EDGE_ERR_UNSUPPORTED, "matmul: no kernel for weight type %d (%s)", type, tr ? tr->name : "?");
-    if (!w || !x || !y) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: NULL weight, input or output pointer");
+    if (!part->w || !part->x || !part->y)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: NULL weight, input or output pointer");
+    if (part->pre && !part->pre_u) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: an input transform without its operand");
+    const int64_t n_rows = part->n_rows, n_cols = part->n_cols, n_tok = part->n_tok;
     if (n_rows <= 0 || n_cols <= 0 || n_tok <= 0)
         return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: sizes must be positive (rows %lld, cols %lld, tokens %lld)",
                          (long long)n_rows, (long long)n_cols, (long long)n_tok);
@@ -277,59 +331,54 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
         return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: %s row of %lld columns is not a multiple of the block size %lld",
                          tr->name, (long long)n_cols, (long long)(tr->block_elems > act_elems ? tr->block_elems : act_elems));
     const size_t row_bytes = (size_t)(n_cols / tr->block_elems) * (size_t)tr->block_bytes;
-    if (row_stride < row_bytes)
+    if (part->row_stride < row_bytes)
         return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: row stride %zu is smaller than a %s row of %lld (%zu bytes)",
-                         row_stride, tr->name, (long long)n_cols, row_bytes);
-    const size_t need = edge_matmul_scratch_bytes(type, n_cols, n_tok);
-    if (need > 0 && (!scratch || scratch_bytes < need))
-        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: scratch of %zu bytes is smaller than the %zu needed", scratch_bytes,
-                         need);
+                         part->row_stride, tr->name, (long long)n_cols, row_bytes);
 
-    mm_job job = {0};
-    job.dot = k->dot[type] ? k->dot[type] : edge_kernels_scalar.dot[type];
-    job.w = w;
-    job.row_stride = row_stride;
-    job.n_rows = n_rows;
-    job.n_cols = n_cols;
-    job.n_tok = n_tok;
-    job.x = x;
-    job.y = y;
-    job.n_conv = n_tok;
+    memset(job, 0, sizeof *job);
+    job->dot = k->dot[type] ? k->dot[type] : edge_kernels_scalar.dot[type];
+    job->w = part->w;
+    job->row_stride = part->row_stride;
+    job->n_rows = n_rows;
+    job->n_cols = n_cols;
+    job->n_tok = n_tok;
+    job->x = part->x;
+    job->y = part->y;
+    job->pre = part->pre;
+    job->pre_u = part->pre_u;
+    job->n_conv = n_tok;
+    job->blk_elems = act_elems;
     /* Decode: a matvec kernel takes a whole run of rows and fetches ahead inside its block loop (interleaved
      * with its arithmetic; Q4_K one thread 26.5 -> 28.5 GB/s against this driver's per-row prefetch loop). */
-    job.matvec = n_tok == 1 && k->dot[type] ? k->matvec[type] : NULL;
+    job->matvec = n_tok == 1 && k->dot[type] ? k->matvec[type] : NULL;
     /* Two tokens or more: the interleaved-activation kernel where the ISA has one (a quad of 2 or 3 tokens
      * is padded). Its one-token kernel computes the same per-token sums, so a token's result never depends
      * on the batch it is in. */
     if (k->dot[type] && k->gemm4[type] && (f == EDGE_ACT_Q8_K || f == EDGE_ACT_Q8_0) && n_tok >= 2) {
-        job.gemm4 = k->gemm4[type];
-        job.n_conv = (n_tok + EDGE_QUAD - 1) / EDGE_QUAD * EDGE_QUAD;
+        job->gemm4 = k->gemm4[type];
+        job->n_conv = (n_tok + EDGE_QUAD - 1) / EDGE_QUAD * EDGE_QUAD;
     }
     if (f == EDGE_ACT_F32) {
-        job.quant = NULL;
-        job.xq = (char *)(uintptr_t)x;
-        job.xq_stride = (size_t)n_cols * sizeof(float);
+        job->xq = (char *)(uintptr_t)part->x;
+        job->xq_stride = (size_t)n_cols * sizeof(float);
     } else {
         edge_act_quant_fn fallback = f == EDGE_ACT_Q8_0   ? edge_kernels_scalar.quant_q8_0
                                      : f == EDGE_ACT_Q8_1 ? edge_kernels_scalar.quant_q8_1
                                                           : edge_kernels_scalar.quant_q8_k;
         edge_act_quant_fn q = f == EDGE_ACT_Q8_0 ? k->quant_q8_0 : f == EDGE_ACT_Q8_1 ? k->quant_q8_1 : k->quant_q8_k;
-        job.quant = q ? q : fallback;
-        job.xq = (char *)(((uintptr_t)scratch + SCRATCH_ALIGN - 1) & ~(uintptr_t)(SCRATCH_ALIGN - 1));
-        job.xq_stride = (size_t)(n_cols / act_elems) * (size_t)act_bytes;
-        if (job.gemm4)
-            job.xq_stride = f == EDGE_ACT_Q8_K ? (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4) : EDGE_Q8Q_ROW_BYTES(n_cols);
-        job.blk_elems = act_elems;
+        job->quant = q ? q : fallback;
+        job->xq_stride = (size_t)(n_cols / act_elems) * (size_t)act_bytes;
+        if (job->gemm4)
+            job->xq_stride = f == EDGE_ACT_Q8_K ? (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4) : EDGE_Q8Q_ROW_BYTES(n_cols);
     }
 
     /* Tokens per dot call: up to EDGE_DOT_MAX_TOK, fewer when their activations would not fit in L2. */
-    job.group = EDGE_DOT_MAX_TOK;
-    while (job.group > 1 && (size_t)job.group * job.xq_stride > GROUP_ACT_BYTES) job.group /= 2;
+    job->group = EDGE_DOT_MAX_TOK;
+    while (job->group > 1 && (size_t)job->group * job->xq_stride > GROUP_ACT_BYTES) job->group /= 2;
     /* gemm4: quads per call (xq_stride is a quad's). Measured on Q4_K 8192 x 2048, 16 tokens, one thread:
      * 2 rows x 4 quads 210 GMAC/s, x 2 quads 175, x 1 quad 122 (the one-row kernel: 108). */
-    if (job.gemm4) job.group = EDGE_GEMM4_MAX_Q;
+    if (job->gemm4) job->group = EDGE_GEMM4_MAX_Q;
 
-    const int nth = edge_threadpool_size(pool);
     int64_t rpc;
     if (n_tok == 1) {
         /* Decode claims shrinking runs of rows (mm_rows_guided), down to 16 KiB of weights. */
@@ -343,23 +392,80 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
     }
     if (rpc < 4) rpc = 4;
     rpc += rpc & 1; /* whole row pairs for the gemm4 kernels */
-    job.rows_per_chunk = rpc;
-    job.n_row_chunks = (n_rows + rpc - 1) / rpc;
-    job.n_chunks = job.n_row_chunks * ((n_tok + TOKEN_TILE - 1) / TOKEN_TILE);
-    atomic_init(&job.next_chunk, 0);
-    atomic_init(&job.next_qunit, 0);
-    atomic_init(&job.qunits_done, 0);
+    job->rows_per_chunk = rpc;
+    job->n_row_chunks = (n_rows + rpc - 1) / rpc;
+    job->n_chunks = job->n_row_chunks * ((n_tok + TOKEN_TILE - 1) / TOKEN_TILE);
+    atomic_init(&job->next_chunk, 0);
+    return EDGE_OK;
+}
+
+edge_status edge_matmul_parts(const edge_kernels *k, edge_threadpool *pool, const edge_mm_part *parts, int n_parts,
+                              void *scratch, size_t scratch_bytes) {
+    if (!k) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: no kernel table (ISA not supported on this CPU)");
+    if (!parts || n_parts < 1 || n_parts > EDGE_MM_MAX_PARTS)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: %d parts (1..%d)", n_parts, EDGE_MM_MAX_PARTS);
+    const size_t need = edge_matmul_parts_scratch_bytes(parts, n_parts);
+    if (need > 0 && (!scratch || scratch_bytes < need))
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: scratch of %zu bytes is smaller than the %zu needed", scratch_bytes,
+                         need);
+
+    const int nth = edge_threadpool_size(pool);
+    mm_run run;
+    run.n = n_parts;
+    char *cursor = scratch;
+    int64_t conv_elems = 0, decode_bytes = 0;
+    bool decode = true;
+    for (int p = 0; p < n_parts; p++) {
+        mm_job *job = &run.job[p];
+        edge_status st = mm_setup(k, &parts[p], nth, job);
+        if (st != EDGE_OK) return st;
+        const int q = mm_shared_input(parts, p);
+        if (q >= 0) { /* converted (and transformed) once, by part q */
+            job->xq = run.job[q].xq;
+            job->quant = NULL;
+            job->pre = NULL;
+        } else {
+            for (int o = 0; o < p; o++)
+                if (parts[o].x == parts[p].x && (parts[o].pre || parts[p].pre))
+                    return edge_fail(EDGE_ERR_INVALID_ARG,
+                                     "matmul: parts %d and %d read the same input and one transforms it in place", o, p);
+            if (job->quant) {
+                job->xq = (char *)(((uintptr_t)cursor + SCRATCH_ALIGN - 1) & ~(uintptr_t)(SCRATCH_ALIGN - 1));
+                cursor += edge_matmul_scratch_bytes(parts[p].type, parts[p].n_cols, parts[p].n_tok);
+            }
+        }
+        run.unit_end[p] = (p > 0 ? run.unit_end[p - 1] : 0) + mm_units(job);
+        if (job->quant || job->pre) conv_elems += job->n_cols * job->n_conv;
+        decode = decode && job->n_tok == 1;
+        decode_bytes += job->n_rows * (int64_t)job->row_stride;
+    }
+    run.n_units = run.unit_end[n_parts - 1];
+    atomic_init(&run.next_unit, 0);
+    atomic_init(&run.units_done, 0);
 
     /* A small conversion is cheaper on one thread than a barrier. */
-    if (job.quant && n_cols * job.n_conv <= 8192) {
-        mm_quantize_all(&job);
-        job.quant = NULL;
+    if (conv_elems <= 8192) {
+        for (int p = 0; p < n_parts; p++) {
+            const mm_job *job = &run.job[p];
+            if (job->quant || job->pre)
+                for (int64_t t = 0; t < job->n_conv; t++) mm_convert_row(job, t, 0, job->n_cols / job->blk_elems);
+        }
+        run.n_units = 0;
     }
-    /* Every piece of work is claimed from a counter, so workers that are late (busy machine) are not
-     * waited for: whoever runs does it. */
-    edge_threadpool_run_any(pool, mm_worker, &job);
+    /* A product this small (the router in decode) costs less than waking the workers. */
+    if (decode && decode_bytes <= SMALL_DECODE_BYTES)
+        mm_run_worker(&run, 0, 1);
+    else
+        edge_threadpool_run_any(pool, mm_run_worker, &run);
     edge_clear_error();
     return EDGE_OK;
+}
+
+edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int type, const void *w, size_t row_stride,
+                           int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
+                           size_t scratch_bytes) {
+    const edge_mm_part part = {type, w, row_stride, n_rows, n_cols, x, n_tok, y, NULL, NULL};
+    return edge_matmul_parts(k, pool, &part, 1, scratch, scratch_bytes);
 }
 
 EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const void *w, int64_t n_rows,
