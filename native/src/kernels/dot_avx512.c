@@ -374,12 +374,15 @@ ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
                     sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u, xq), sc);             \
                 }                                                                                       \
             }                                                                                           \
-            const float dw = f16(a[i].d), dmw = f16(a[i].dmin);                                         \
+            uint32_t ddm; /* d and dmin: one conversion for both */                                    \
+            memcpy(&ddm, &a[i].d, 4);                                                                   \
+            const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)ddm));                                \
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                     \
                 const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
                 const __m128i mins = fold_lanes8(k4_min_terms(b->bsums, smv));                          \
-                acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes16(sumi[t])), _mm_set1_ps(dw * b->d), acc[t]); \
-                acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(mins), _mm_set1_ps(dmw * b->d), acc[t]);          \
+                const __m128 s = _mm_mul_ps(dd, _mm_set1_ps(b->d)); /* d * dx, dmin * dx */             \
+                acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes16(sumi[t])), _mm_broadcastss_ps(s), acc[t]); \
+                acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(mins), _mm_permute_ps(s, 0x55), acc[t]);          \
             }                                                                                           \
         }                                                                                               \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(acc[t]);          \
