@@ -599,6 +599,9 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q8_0] = EDGE_SIMD_MATVEC_Q8_0,
         },
 #endif
+#ifdef EDGE_SIMD_MATVEC_QUANT_K4
+    .matvec_quant = {[EDGE_TYPE_Q4_K] = EDGE_SIMD_MATVEC_QUANT_K4, [EDGE_TYPE_Q5_K] = EDGE_SIMD_MATVEC_QUANT_K4},
+#endif
 #ifdef EDGE_SIMD_GEMM4_Q4_K
     .gemm4 =
         {

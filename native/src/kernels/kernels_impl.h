@@ -114,6 +114,8 @@ struct edge_kernels {
     edge_dot_fn dot[EDGE_N_TYPES];
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
     edge_matvec_fn matvec[EDGE_N_TYPES]; /* NULL: one token row by row through dot[], the driver fetching ahead */
+    /* NULL: matvec reads the format's usual activations; set: it reads this conversion's layout instead */
+    edge_act_quant_fn matvec_quant[EDGE_N_TYPES];
     edge_act_quant_fn quant_q8_0, quant_q8_1, quant_q8_k;
 };
 

@@ -367,6 +367,7 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
                                                           : edge_kernels_scalar.quant_q8_k;
         edge_act_quant_fn q = f == EDGE_ACT_Q8_0 ? k->quant_q8_0 : f == EDGE_ACT_Q8_1 ? k->quant_q8_1 : k->quant_q8_k;
         job->quant = q ? q : fallback;
+        if (job->matvec && k->matvec_quant[type]) job->quant = k->matvec_quant[type];
         job->xq_stride = (size_t)(n_cols / act_elems) * (size_t)act_bytes;
         if (job->gemm4)
             job->xq_stride = f == EDGE_ACT_Q8_K ? (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4) : EDGE_Q8Q_ROW_BYTES(n_cols);
