@@ -104,8 +104,9 @@ static inline const float *edge_q8q_d(const void *quad, int64_t n) {
 typedef void (*edge_gemm4_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x, size_t x_stride,
                               int nq, float *out);
 
-/* One token against n_rows rows (w, w + w_stride, ...): y[r] = row r · x, bit for bit dot's result; fetches
- * the weights EDGE_DECODE_PREFETCH ahead itself. Optional: saves the per-row call in decode. */
+/* One token against n_rows rows (w, w + w_stride, ...): y[r] = row r · x (x as matvec_quant converts it where
+ * the table has one), bit for bit dot's result; fetches the weights EDGE_DECODE_PREFETCH ahead itself.
+ * Optional: saves the per-row call in decode. */
 typedef void (*edge_matvec_fn)(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *x, float *y);
 
 struct edge_kernels {
