@@ -136,7 +136,7 @@ typedef struct mm_run {
     mm_job job[EDGE_MM_MAX_PARTS];
     int n;
     int64_t unit_end[EDGE_MM_MAX_PARTS]; /* conversion units of parts 0..p, cumulative */
-    int64_t n_units;                     /* 0: nothing left to convert (or the caller did it) */
+    int64_t n_units;
     _Atomic int64_t next_unit, units_done;
 } mm_run;
 
@@ -257,26 +257,29 @@ static void mm_rows_guided(mm_job *job, int nth) {
     }
 }
 
-/* Every worker: (1) conversion units of all parts, claimed from one counter, then a wait until all are
- * written (a part may read another's); (2) the parts' products in order, each part's work claimed from
- * its own counter, so a worker with nothing left in one part goes on to the next without waiting. Every
- * piece of work is claimed, none reserved per thread: a worker the OS has not scheduled yet costs no
- * waiting for "its" share; the others take it. */
+/* The conversion units of all parts, claimed from one counter, then a wait until all are written (a part
+ * may read another's). Whoever comes after the last unit was claimed only checks that they are done. */
+static void mm_convert_all(mm_run *run) {
+    int p = 0;
+    for (int64_t u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed); u < run->n_units;
+         u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed)) {
+        while (u >= run->unit_end[p]) p++; /* a thread's claims only grow */
+        mm_convert_unit(&run->job[p], u - (p > 0 ? run->unit_end[p - 1] : 0));
+        atomic_fetch_add_explicit(&run->units_done, 1, memory_order_release);
+    }
+    const uint64_t t0 = edge_now_ns();
+    for (unsigned i = 0; atomic_load_explicit(&run->units_done, memory_order_acquire) < run->n_units; i++)
+        edge_wait_step(i, t0);
+}
+
+/* Every worker: (1) the conversions (mm_convert_all); (2) the parts' products in order, each part's work
+ * claimed from its own counter, so a worker with nothing left in one part goes on to the next without
+ * waiting. Every piece of work is claimed, none reserved per thread: a worker the OS has not scheduled yet
+ * costs no waiting for "its" share; the others take it. */
 static void mm_run_worker(void *arg, int ith, int nth) {
     mm_run *run = arg;
     (void)ith;
-    if (run->n_units > 0) {
-        int p = 0;
-        for (int64_t u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed); u < run->n_units;
-             u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed)) {
-            while (u >= run->unit_end[p]) p++; /* a thread's claims only grow */
-            mm_convert_unit(&run->job[p], u - (p > 0 ? run->unit_end[p - 1] : 0));
-            atomic_fetch_add_explicit(&run->units_done, 1, memory_order_release);
-        }
-        const uint64_t t0 = edge_now_ns();
-        for (unsigned i = 0; atomic_load_explicit(&run->units_done, memory_order_acquire) < run->n_units; i++)
-            edge_wait_step(i, t0);
-    }
+    mm_convert_all(run);
     for (int p = 0; p < run->n; p++) {
         mm_job *job = &run->job[p];
         if (job->n_tok == 1) {
@@ -444,15 +447,8 @@ edge_status edge_matmul_parts(const edge_kernels *k, edge_threadpool *pool, cons
     atomic_init(&run.next_unit, 0);
     atomic_init(&run.units_done, 0);
 
-    /* A small conversion is cheaper on one thread than a barrier. */
-    if (conv_elems <= 8192) {
-        for (int p = 0; p < n_parts; p++) {
-            const mm_job *job = &run.job[p];
-            if (job->quant || job->pre)
-                for (int64_t t = 0; t < job->n_conv; t++) mm_convert_row(job, t, 0, job->n_cols / job->blk_elems);
-        }
-        run.n_units = 0;
-    }
+    /* A small conversion is cheaper on one thread than a barrier: the caller claims every unit first. */
+    if (conv_elems <= 8192) mm_convert_all(&run);
     /* A product this small (the router in decode) costs less than waking the workers. */
     if (decode && decode_bytes <= SMALL_DECODE_BYTES)
         mm_run_worker(&run, 0, 1);
