@@ -7,26 +7,26 @@
  *   logits = rms_final(h) . E^T * output_scale          (output tied to the embedding unless `output` exists)
  *
  * Every constant comes from the model's hyperparameters (GGUF metadata, model.c). Activations are fp32;
- * the matrix products go through the kernels (edge_matmul_ex), which may quantize the activations on the
+ * the matrix products go through the kernels (edge_matmul_parts), which may quantize the activations on the
  * fly to the weight's dot-product type (Q8_0/Q8_K for quantized weights, as llama.cpp does). */
 #include <math.h>
 #include <stdio.h>
 
 #include "engine/engine.h"
 
-/* y = W x for n_tok rows of x, with the context's preallocated scratch (no allocation here). */
-static edge_status matmul(edge_context *ctx, const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
-    return edge_matmul_ex(ctx->kernels, ctx->pool, w->type, w->data, w->row_stride, w->n_rows, w->n_cols, x, n_tok,
-                          y, ctx->s.scratch, ctx->s.scratch_bytes);
-}
-
-/* One product of a multi-part run (edge_matmul_parts). */
+/* One product y = W x for n_tok rows of x, as a part of a run (edge_matmul_parts). */
 static edge_mm_part part(const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
     return (edge_mm_part){w->type, w->data, w->row_stride, w->n_rows, w->n_cols, x, n_tok, y, NULL, NULL};
 }
 
+/* Independent products in one pool run, with the context's preallocated scratch (no allocation here). */
 static edge_status matmul_parts(edge_context *ctx, const edge_mm_part *parts, int n) {
     return edge_matmul_parts(ctx->kernels, ctx->pool, parts, n, ctx->s.scratch, ctx->s.scratch_bytes);
+}
+
+static edge_status matmul(edge_context *ctx, const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
+    const edge_mm_part one = part(w, x, n_tok, y);
+    return matmul_parts(ctx, &one, 1);
 }
 
 /* out = scale ⊙ x / sqrt(mean(x²) + eps): the learned scale multiplies directly (not 1 + scale). */
@@ -83,13 +83,13 @@ static void attention_worker(void *arg, int ith, int nth) {
         for (int64_t t = 0; t <= pos && !mask_pads; t++) mask_pads = !ctx->is_pad[t];
         /* scores: s = (q·k) * attn_output_multiplier, then cap·tanh(s/cap); causal: keys 0..pos only */
         const size_t kv_stride = ctx->kv.row_bytes, head_off = head_bytes * (size_t)g;
-        const uint8_t *k0 = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0) + head_off;
-        const uint8_t *v0 = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0) + head_off;
+        const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
+        const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
         if (ctx->attn_scores) {
-            ctx->attn_scores(q, k0, kv_stride, pos + 1, hd, scores);
+            ctx->attn_scores(q, krows + head_off, kv_stride, pos + 1, hd, scores);
         } else {
             for (int64_t t = 0; t <= pos; t++) {
-                edge_kv_load(&ctx->kv, k0 - head_off + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
+                edge_kv_load(&ctx->kv, krows + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
                 float dot = 0.0f;
                 for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
                 scores[t] = dot;
@@ -120,12 +120,12 @@ static void attention_worker(void *arg, int ith, int nth) {
         const float inv = 1.0f / sum;
         for (int64_t t = 0; t <= pos; t++) scores[t] *= inv;
         if (ctx->attn_wsum) {
-            ctx->attn_wsum(vacc, scores, v0, kv_stride, pos + 1, hd);
+            ctx->attn_wsum(vacc, scores, vrows + head_off, kv_stride, pos + 1, hd);
         } else {
             for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
             for (int64_t t = 0; t <= pos; t++) {
                 if (scores[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
-                edge_kv_load(&ctx->kv, v0 - head_off + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
+                edge_kv_load(&ctx->kv, vrows + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
                 for (int64_t j = 0; j < hd; j++) vacc[j] += scores[t] * row[j];
             }
         }
@@ -169,24 +169,21 @@ static edge_status moe_pack(edge_context *ctx, const edge_layer_weights *L, int6
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
     const int64_t d = hp->n_embd, nff = hp->n_ff;
-    edge_mm_part parts[EDGE_MM_MAX_PARTS];
+    edge_mm_part gate_up[EDGE_MM_MAX_PARTS], down[EDGE_MM_MAX_PARTS / 2];
     edge_status st;
     for (int64_t r = 0; r < used; r++) memcpy(s->xg + r * d, s->xb + (int64_t)s->rows[r] * d, (size_t)d * sizeof(float));
-    /* y_e = (gelu(x·W1) ⊙ (x·V))·W2 */
+    /* y_e = (gelu(x·W1) ⊙ (x·V))·W2: the gate and up products of every tile in one run, then the down ones */
     for (int64_t t = 0; t < n_tiles; t++) {
         const int64_t r0 = s->tile_start[t], mt = (t + 1 < n_tiles ? s->tile_start[t + 1] : used) - r0;
         const int32_t e = s->tile_expert[t];
-        parts[2 * t] = part(&L->gate[e], s->xg + r0 * d, mt, s->hg + r0 * nff);
-        parts[2 * t + 1] = part(&L->up[e], s->xg + r0 * d, mt, s->hu + r0 * nff);
+        gate_up[2 * t] = part(&L->gate[e], s->xg + r0 * d, mt, s->hg + r0 * nff);
+        gate_up[2 * t + 1] = part(&L->up[e], s->xg + r0 * d, mt, s->hu + r0 * nff);
+        down[t] = part(&L->down[e], s->hg + r0 * nff, mt, s->yo + r0 * d);
+        down[t].pre = ctx->gelu_mul;
+        down[t].pre_u = s->hu + r0 * nff;
     }
-    if ((st = matmul_parts(ctx, parts, (int)(2 * n_tiles))) != EDGE_OK) return st;
-    for (int64_t t = 0; t < n_tiles; t++) {
-        const int64_t r0 = s->tile_start[t], mt = (t + 1 < n_tiles ? s->tile_start[t + 1] : used) - r0;
-        parts[t] = part(&L->down[s->tile_expert[t]], s->hg + r0 * nff, mt, s->yo + r0 * d);
-        parts[t].pre = ctx->gelu_mul;
-        parts[t].pre_u = s->hu + r0 * nff;
-    }
-    if ((st = matmul_parts(ctx, parts, (int)n_tiles)) != EDGE_OK) return st;
+    if ((st = matmul_parts(ctx, gate_up, (int)(2 * n_tiles))) != EDGE_OK) return st;
+    if ((st = matmul_parts(ctx, down, (int)n_tiles)) != EDGE_OK) return st;
     /* moe(x) += p_e · y_e, row by row in pack order: each token's experts in ascending order */
     for (int64_t r = 0; r < used; r++) {
         float *dst = s->moe + (int64_t)s->rows[r] * d;

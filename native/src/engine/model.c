@@ -124,7 +124,7 @@ static edge_status check_shape(const edge_model *m, const char *name, const edge
     return EDGE_OK;
 }
 
-/* Weight types the kernels multiply (edge_matmul_ex). */
+/* Weight types the kernels multiply (edge_matmul_parts). */
 static bool matmul_type(int type) {
     switch (type) {
     case EDGE_TYPE_F32: case EDGE_TYPE_F16: case EDGE_TYPE_BF16: case EDGE_TYPE_Q4_0: case EDGE_TYPE_Q4_1:
