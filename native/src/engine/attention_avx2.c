@@ -157,25 +157,37 @@ ATTN_SCORES(q8_0)
     _mm256_set1_ps((pt) * _cvtsh_ss(((const block_q8_0 *)(const void *)(row))[(i) / QK8_0].d)),         \
         q8_lanes(((const block_q8_0 *)(const void *)(row))[(i) / QK8_0].qs + (i) % QK8_0)
 
-/* In passes of 64 values (8 accumulators), the last pass narrower; values past the last multiple of 8
- * (F16/F32 only: Q8_0 rows are whole blocks) key by key in scalar. */
-#define ATTN_WSUM(T, LANES, scalar_at)                                                                  \
-    void edge_attn_wsum_##T##_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride,       \
-                                    int64_t n_keys, int64_t n) {                                        \
-        int64_t c = 0;                                                                                  \
-        for (; c + 64 <= n; c += 64) WSUM_PASS(8, LANES);                                               \
-        const int na = (int)((n - c) / 8);                                                              \
-        if (na > 0) WSUM_PASS(na, LANES);                                                               \
-        for (int64_t j = c + 8 * na; j < n; j++) {                                                      \
-            float sum = 0.0f;                                                                           \
-            for (int64_t t = 0; t < n_keys; t++)                                                        \
-                if (p[t] != 0.0f) sum += p[t] * scalar_at(v0 + (size_t)t * stride, j);                  \
-            acc[j] = sum;                                                                               \
-        }                                                                                               \
+/* The passes: 64 values (8 accumulators) each, the last one narrower; c ends at n rounded down to 8. */
+#define WSUM_PASSES(LANES)                                                                              \
+    int64_t c = 0;                                                                                      \
+    for (; c + 64 <= n; c += 64) WSUM_PASS(8, LANES);                                                   \
+    const int na = (int)((n - c) / 8);                                                                  \
+    if (na > 0) WSUM_PASS(na, LANES);                                                                   \
+    c += 8 * na
+
+/* Values c .. n-1 (fewer than 8) key by key, in scalar. */
+#define WSUM_TAIL(scalar_at)                                                                            \
+    for (int64_t j = c; j < n; j++) {                                                                   \
+        float sum = 0.0f;                                                                               \
+        for (int64_t t = 0; t < n_keys; t++)                                                            \
+            if (p[t] != 0.0f) sum += p[t] * scalar_at(v0 + (size_t)t * stride, j);                      \
+        acc[j] = sum;                                                                                   \
     }
 #define F16_AT(row, j) edge_f16_to_f32(((const uint16_t *)(const void *)(row))[j])
 #define F32_AT(row, j) (((const float *)(const void *)(row))[j])
-#define Q8_0_AT(row, j) 0.0f /* never: n is a multiple of 32 */
-ATTN_WSUM(f16, F16_LANES, F16_AT)
-ATTN_WSUM(f32, F32_LANES, F32_AT)
-ATTN_WSUM(q8_0, Q8_0_LANES, Q8_0_AT)
+
+void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
+    WSUM_PASSES(F16_LANES);
+    WSUM_TAIL(F16_AT);
+}
+
+void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
+    WSUM_PASSES(F32_LANES);
+    WSUM_TAIL(F32_AT);
+}
+
+/* n is a multiple of 32 (whole Q8_0 blocks): no tail. */
+void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
+    WSUM_PASSES(Q8_0_LANES);
+    (void)c;
+}
