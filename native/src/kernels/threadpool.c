@@ -8,7 +8,6 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "kernels_impl.h"
 
@@ -16,12 +15,6 @@
  * few to ~150 cycles depending on the CPU). Long enough to bridge the gaps between the matmuls of a
  * layer, short enough to waste little when the machine is oversubscribed. */
 #define SPIN_NS 100000
-
-static inline uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 typedef struct worker_arg {
     struct edge_threadpool *pool;
@@ -64,11 +57,11 @@ static void *worker_main(void *p) {
     uint64_t seen = 0;
     for (;;) {
         uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
-        const uint64_t t0 = now_ns();
+        const uint64_t t0 = edge_now_ns();
         for (unsigned i = 1; gen == seen && !atomic_load_explicit(&pool->stop, memory_order_relaxed); i++) {
             EDGE_CPU_RELAX();
             gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
-            if ((i & 63) == 0 && now_ns() - t0 > SPIN_NS) break;
+            if ((i & 63) == 0 && edge_now_ns() - t0 > SPIN_NS) break;
         }
         if (gen == seen) {
             pthread_mutex_lock(&pool->mutex);
@@ -179,7 +172,7 @@ void edge_threadpool_run_any(edge_threadpool *pool, void (*fn)(void *ctx, int it
     fn(ctx, 0, pool->n_threads);
     /* Close the job, then wait only for the workers that joined (they are running it now). */
     atomic_fetch_and_explicit(&pool->ticket, ~TICKET_OPEN, memory_order_acq_rel);
-    const uint64_t t0 = now_ns();
+    const uint64_t t0 = edge_now_ns();
     for (unsigned i = 0; atomic_load_explicit(&pool->ticket, memory_order_acquire) & TICKET_COUNT_MASK; i++)
         edge_wait_step(i, t0);
 }
@@ -196,10 +189,10 @@ void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, i
 
     fn(ctx, 0, pool->n_threads);
 
-    const uint64_t t0 = now_ns();
+    const uint64_t t0 = edge_now_ns();
     for (unsigned i = 1; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++) {
         EDGE_CPU_RELAX();
-        if ((i & 63) == 0 && now_ns() - t0 > SPIN_NS) break;
+        if ((i & 63) == 0 && edge_now_ns() - t0 > SPIN_NS) break;
     }
     if (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0) {
         pthread_mutex_lock(&pool->mutex);
