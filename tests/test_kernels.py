@@ -172,18 +172,23 @@ def test_threads_give_identical_results(qtype: T) -> None:
 def test_a_token_gives_the_same_bits_in_any_batch(qtype: T, isa: str) -> None:
     """Each row of a batched product equals, bit for bit, the product of that token alone: prompt reuse,
     incremental decoding and a fresh batch agree (batches of 2+ tokens take the quad kernels on AVX-512,
-    one token the one-token kernels, which sum in the same order)."""
+    one token the one-token kernels, which sum in the same order). Rows of an even and of an odd number
+    of blocks (kernels that take two blocks at a time end on a single one)."""
     rng = np.random.default_rng(int(qtype) + 2024)
-    n_rows, n_cols = 33, 512
-    raw = random_weights(qtype, n_rows, n_cols, rng)
+    n_rows = 33
+    block = gq.GGML_QUANT_SIZES[qtype][0]
     with ThreadPool(2) as pool:
-        for n_tok in (2, 3, 5, 8, 17, 37):
-            x = heavy_tailed(rng, n_tok, n_cols)
-            batched = matmul(raw, qtype, n_rows, n_cols, x, isa=isa, pool=pool)
-            alone = np.stack(
-                [matmul(raw, qtype, n_rows, n_cols, x[t], isa=isa, pool=pool) for t in range(n_tok)]
-            )
-            np.testing.assert_array_equal(batched, alone, err_msg=f"{qtype.name} {isa} n_tok={n_tok}")
+        for n_cols in (512, 3 * max(block, 32)):
+            raw = random_weights(qtype, n_rows, n_cols, rng)
+            for n_tok in (2, 3, 5, 8, 17, 37):
+                x = heavy_tailed(rng, n_tok, n_cols)
+                batched = matmul(raw, qtype, n_rows, n_cols, x, isa=isa, pool=pool)
+                alone = np.stack(
+                    [matmul(raw, qtype, n_rows, n_cols, x[t], isa=isa, pool=pool) for t in range(n_tok)]
+                )
+                np.testing.assert_array_equal(
+                    batched, alone, err_msg=f"{qtype.name} {isa} n_cols={n_cols} n_tok={n_tok}"
+                )
 
 
 def test_pool_of_all_cores_and_auto_isa() -> None:

@@ -14,6 +14,7 @@
 #define EDGE_SIMD_MATVEC_Q6_K zmm_matvec_q6_k
 #define EDGE_SIMD_MATVEC_Q8_0 zmm_matvec_q8_0
 #define EDGE_SIMD_MATVEC_QUANT_K4 zmm_quant_q8_k_k4
+#define EDGE_SIMD_MATVEC_QUANT_Q8_0 zmm_quant_q8_0_v
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -29,6 +30,7 @@ static void zmm_matvec_q5_k(int64_t n, const void *w, size_t ws, int64_t nr, con
 static void zmm_matvec_q6_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
 static void zmm_matvec_q8_0(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
 static void zmm_quant_q8_k_k4(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
+static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);
 #define EDGE_SIMD_GEMM4_Q4_K zmm_gemm4_q4_k
 #define EDGE_SIMD_GEMM4_Q5_K zmm_gemm4_q5_k
 #define EDGE_SIMD_GEMM4_Q6_K zmm_gemm4_q6_k
@@ -568,6 +570,63 @@ ALWAYS_INLINE void zmm_dot_q8_0_body(int64_t n, const void *w, const void *x, si
 }
 MULTI_TOKEN(zmm_dot_q8_0)
 
+/* Decode: the same sums two blocks at a time over the edge_q8v layout. Per block one vpxor (w + 128, the
+ * unsigned side) and one vpdpbusd onto the block's correction (exactly sum(w * x) per lane, as |w|
+ * against x with w's sign gives: no abs and sign); the two blocks' lanes folded to [even | odd] in one
+ * 256-bit vector, converted and scaled at once ([acc | acc_odd] of the kernel above). L3-resident
+ * 8192 x 2048, one thread: 38.3 -> 51.3 GB/s. */
+ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
+    (void)xs;
+    (void)nt;
+    const block_q8_0 *a = w;
+    const int8_t *xq = edge_q8s_qs(x);
+    const float *xd = edge_q8s_d(x, n);
+    const int32_t *corr = edge_q8v_corr(x, n);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    __m256 acc = _mm256_setzero_ps(); /* even blocks | odd blocks */
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH; /* two blocks: at most 3 lines */
+        _mm_prefetch(pf, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
+                                               _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i].qs), flip),
+                                               _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));
+        const __m256i po = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i + 8)),
+                                               _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i + 1].qs), flip),
+                                               _mm256_loadu_si256((const __m256i *)(xq + 32 * i + 32)));
+        const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(pe, po, 0x20), _mm256_permute2x128_si256(pe, po, 0x31));
+        uint16_t de, dodd;
+        memcpy(&de, &a[i].d, 2);
+        memcpy(&dodd, &a[i + 1].d, 2);
+        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)de | (int)dodd << 16));
+        const __m128 prod = _mm_mul_ps(dw, _mm_castpd_ps(_mm_load_sd((const double *)(xd + i)))); /* d * dx of both */
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread), acc);
+    }
+    __m128 even = _mm256_castps256_ps128(acc);
+    if (i < nb) { /* an odd number of blocks: the last one is even */
+        const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
+                                               _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i].qs), flip),
+                                               _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));
+        even = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes8(pe)), _mm_set1_ps(f16(a[i].d) * xd[i]), even);
+    }
+    out[0] = quad_lanes_sum(_mm_add_ps(even, _mm256_extractf128_ps(acc, 1)));
+}
+
+/* Activations for zmm_mv_q8_0 (edge_q8v): Q8_0 as q8s, then per block the lanes' corrections. */
+static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, int64_t nb) {
+    simd_quant_q8_0(x, row, n, b0, nb);
+    const int8_t *qs = edge_q8s_qs(row);
+    int32_t *corr = (int32_t *)(uintptr_t)edge_q8v_corr(row, n);
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int64_t i = b0; i < b0 + nb; i++) {
+        const __m256i s4 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, _mm256_loadu_si256((const __m256i *)(qs + 32 * i)));
+        _mm256_storeu_si256((__m256i *)(corr + 8 * i), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s4, 7)));
+    }
+}
+
 /* Decode: the one-token bodies above (they fetch ahead themselves) over a run of rows, one call per run. */
 #define ZMM_MATVEC(name, body)                                                                          \
     static void name(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {         \
@@ -576,4 +635,4 @@ MULTI_TOKEN(zmm_dot_q8_0)
 ZMM_MATVEC(zmm_matvec_q4_k, zmm_mv_q4_k_body)
 ZMM_MATVEC(zmm_matvec_q5_k, zmm_mv_q5_k_body)
 ZMM_MATVEC(zmm_matvec_q6_k, zmm_dot_q6_k_body)
-ZMM_MATVEC(zmm_matvec_q8_0, zmm_dot_q8_0_body)
+ZMM_MATVEC(zmm_matvec_q8_0, zmm_mv_q8_0_body)

@@ -600,7 +600,12 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
         },
 #endif
 #ifdef EDGE_SIMD_MATVEC_QUANT_K4
-    .matvec_quant = {[EDGE_TYPE_Q4_K] = EDGE_SIMD_MATVEC_QUANT_K4, [EDGE_TYPE_Q5_K] = EDGE_SIMD_MATVEC_QUANT_K4},
+    .matvec_quant =
+        {
+            [EDGE_TYPE_Q4_K] = EDGE_SIMD_MATVEC_QUANT_K4,
+            [EDGE_TYPE_Q5_K] = EDGE_SIMD_MATVEC_QUANT_K4,
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_MATVEC_QUANT_Q8_0,
+        },
 #endif
 #ifdef EDGE_SIMD_GEMM4_Q4_K
     .gemm4 =

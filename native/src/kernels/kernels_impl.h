@@ -51,6 +51,14 @@ static inline const float *edge_q8s_d(const void *row, int64_t n) {
     return (const float *)((const char *)row + n);
 }
 
+/* Q8_0 activations for a one-token kernel that takes w + 128 as vpdpbusd's unsigned side (dot_avx512.c):
+ * the q8s layout, then per block the 8 int32 lanes' -128 * (sum of the lane's 4 values), which turns
+ * sum((w + 128) * x) into sum(w * x). */
+#define EDGE_Q8V_ROW_BYTES(n) ((size_t)(n) + (size_t)(n) / QK8_0 * (sizeof(float) + 8 * sizeof(int32_t)))
+static inline const int32_t *edge_q8v_corr(const void *row, int64_t n) {
+    return (const int32_t *)((const char *)row + n + n / QK8_0 * (int64_t)sizeof(float));
+}
+
 #define EDGE_N_TYPES 31 /* ggml numbering: EDGE_TYPE_BF16 = 30 is the last one */
 
 typedef enum edge_act_format {

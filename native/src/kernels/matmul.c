@@ -73,6 +73,9 @@ size_t edge_matmul_scratch_bytes(int type, int64_t n_cols, int64_t n_tok) {
     if (f == EDGE_ACT_Q8_K) quads = (size_t)((n_cols + QK_K - 1) / QK_K) * sizeof(block_q8_Kx4) * n_quads;
     if (f == EDGE_ACT_Q8_0) quads = EDGE_Q8Q_ROW_BYTES((n_cols + QK8_0 - 1) / QK8_0 * QK8_0) * n_quads;
     if (quads > rows) rows = quads;
+    /* or one token in a matvec kernel's own layout (matvec_quant) */
+    if (f == EDGE_ACT_Q8_0 && n_tok == 1 && EDGE_Q8V_ROW_BYTES((n_cols + QK8_0 - 1) / QK8_0 * QK8_0) > rows)
+        rows = EDGE_Q8V_ROW_BYTES((n_cols + QK8_0 - 1) / QK8_0 * QK8_0);
     return rows + SCRATCH_ALIGN;
 }
 
