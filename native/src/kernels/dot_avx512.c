@@ -535,6 +535,46 @@ ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, si
 }
 MULTI_TOKEN(zmm_dot_q6_k)
 
+/* Decode: the same sums with one vpdpbusd per 64 values (unscaled sums of 4: <= 4 * 63 * 127, an int16)
+ * and the two of a half paired as int16s (lane L of u01 is sub-block 8h + L, of u23 8h + 4 + L), one
+ * vpermw of the scales and one vpdpwssd per half (it was two of each and two maddubs). L3-resident
+ * 8192 x 2048, one thread: 44.4 -> 47.7 GB/s (same run). */
+ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
+    (void)xs;
+    (void)nt;
+    const block_q6_K *a = w;
+    const block_q8_K *b = x;
+    __m128 acc = _mm_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl01 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(2));
+    const __m512i shr23 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
+    /* half h: int16 pair (s[8h + L], s[8h + 4 + L]) in every int32 lane of 128-bit lane L */
+    const __m512i pair_idx[2] = {
+        _mm512_set_epi16(7, 3, 7, 3, 7, 3, 7, 3, 6, 2, 6, 2, 6, 2, 6, 2, 5, 1, 5, 1, 5, 1, 5, 1, 4, 0, 4, 0, 4, 0, 4, 0),
+        _mm512_set_epi16(15, 11, 15, 11, 15, 11, 15, 11, 14, 10, 14, 10, 14, 10, 14, 10, 13, 9, 13, 9, 13, 9, 13, 9, 12,
+                         8, 12, 8, 12, 8, 12, 8)};
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH; /* a block spans at most 4 lines */
+        _Pragma("GCC unroll 4") for (int o = 0; o < 256; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        __m512i sumi = _mm512_setzero_si512();
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(a[i].ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h)));
+            const __m512i u01 = _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30), 0xEA);
+            const __m512i u23 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4,
+                                                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30), 0xEA);
+            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512((const void *)(b[i].qs + 128 * h)));
+            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512((const void *)(b[i].qs + 128 * h + 64)));
+            sumi = _mm512_dpwssd_epi32(sumi, pair16(p0, p1), _mm512_permutexvar_epi16(pair_idx[h], _mm512_castsi256_si512(sc16y)));
+        }
+        const __m128i corr = fold_lanes8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b[i].bsums), sc16y));
+        const __m128i tot = _mm_sub_epi32(fold_lanes16(sumi), _mm_slli_epi32(corr, 5));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(tot), _mm_set1_ps(f16(a[i].d) * b[i].d), acc);
+    }
+    out[0] = quad_lanes_sum(acc);
+}
+
 /* Q8_0, one block per 256-bit vector: |w| times x with w's sign (x is never -128), lane m = values
  * 4m .. 4m+3, so lanes m and m + 4 are the quad kernel's lane m. */
 ALWAYS_INLINE void zmm_dot_q8_0_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
@@ -634,5 +674,5 @@ static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, i
     }
 ZMM_MATVEC(zmm_matvec_q4_k, zmm_mv_q4_k_body)
 ZMM_MATVEC(zmm_matvec_q5_k, zmm_mv_q5_k_body)
-ZMM_MATVEC(zmm_matvec_q6_k, zmm_dot_q6_k_body)
+ZMM_MATVEC(zmm_matvec_q6_k, zmm_mv_q6_k_body)
 ZMM_MATVEC(zmm_matvec_q8_0, zmm_mv_q8_0_body)
