@@ -8,8 +8,14 @@ with ``grok-edge convert --preset P`` for each preset. Then, per file, with the 
 prompt processing of a --prompt-token prompt and --decode single-token steps, median of --reps runs,
 for grok-edge (edge.Model) and llama.cpp. Prints tok/s, the ratio to llama.cpp, the bytes of weights
 one decoded token touches (dense tensors + n_expert_used/n_expert of the expert tensors), the
-implied GB/s, and its fraction of the machine's read bandwidth measured here (numpy, same threads),
-probed between the runs: the two engines' runs alternate, so both meet the same machine.
+implied GB/s, and its fraction of the machine's read bandwidth measured here (numpy, same threads).
+
+The read bandwidth of a shared VM moves (here between about 40 and 75 GB/s for two threads, from one
+minute to the next, as the probes printed between the runs show), so the fraction is taken per decoded
+token against a probe just before and just after that token: after the timed runs, --paired more
+single-token steps per engine, each between two short probes (256 MiB, best of 2 reads with the
+threads and 2 with one), the fraction being the token's GB/s over the larger of its two probes;
+the median over the tokens is printed. The engines' timed runs alternate, so both meet the same machine.
 """
 
 from __future__ import annotations
@@ -27,12 +33,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from gguf import GGUFReader
-from membw import read_bandwidth  # bench/membw.py (the script directory is on sys.path)
+from membw import ReadBandwidth, read_bandwidth  # bench/membw.py (the script directory is on sys.path)
 
 TOKENIZER = Path("/work/shared/grok-1/tokenizer.model")
 
@@ -88,13 +94,15 @@ def cpu_seconds() -> float:
 Timing = tuple[float, float, float, float]  # prompt tok/s, decode tok/s, prompt tok/cpu-s, decode tok/cpu-s
 
 
-def timed_run(
-    reset: Callable[[], None],
-    last_logits: Callable[[list[int]], np.ndarray],
-    prompt: list[int],
-    n_decode: int,
-) -> Timing:
+class Runner(Protocol):
+    def reset(self) -> None: ...
+    def last_logits(self, tokens: list[int]) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+def timed_run(runner: Runner, prompt: list[int], n_decode: int) -> Timing:
     """One prompt evaluation, then n_decode greedy single-token steps; the same steps for either engine."""
+    reset, last_logits = runner.reset, runner.last_logits
     reset()
     t0, c0 = time.perf_counter(), cpu_seconds()
     tok = int(np.argmax(last_logits(prompt)))
@@ -105,6 +113,25 @@ def timed_run(
     return pp, n_decode / (time.perf_counter() - t0), ppc, n_decode / (cpu_seconds() - c0)
 
 
+def paired_fractions(
+    runner: Runner, prompt: list[int], n_tokens: int, probe: ReadBandwidth, per_tok: int
+) -> tuple[list[float], list[float]]:
+    """Per decoded token (the same greedy steps as timed_run): its GB/s over the larger of the read
+    bandwidth probes just before and just after it; and the probes."""
+    reset, last_logits = runner.reset, runner.last_logits
+    reset()
+    tok = int(np.argmax(last_logits(prompt)))
+    probes = [probe(2)]
+    fractions = []
+    for _ in range(n_tokens):
+        t0 = time.perf_counter()
+        tok = int(np.argmax(last_logits([tok])))
+        dt = time.perf_counter() - t0
+        probes.append(probe(2))
+        fractions.append(per_tok / dt / 1e9 / max(probes[-2], probes[-1]))
+    return fractions, probes
+
+
 class EdgeRunner:
     """grok-edge (edge.Model)."""
 
@@ -113,8 +140,11 @@ class EdgeRunner:
 
         self.model = Model(path, n_threads=threads, n_ctx=n_ctx, n_batch=n_batch)
 
-    def run(self, prompt: list[int], n_decode: int) -> Timing:
-        return timed_run(self.model.reset, self.model.eval, prompt, n_decode)
+    def reset(self) -> None:
+        self.model.reset()
+
+    def last_logits(self, tokens: list[int]) -> np.ndarray:
+        return self.model.eval(tokens)
 
     def close(self) -> None:
         self.model.close()
@@ -135,12 +165,12 @@ class LlamaRunner:
             verbose=False,
         )
 
-    def _last_logits(self, tokens: list[int]) -> np.ndarray:
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def last_logits(self, tokens: list[int]) -> np.ndarray:
         self.llm.eval(tokens)
         return self.llm.scores[self.llm.n_tokens - 1]
-
-    def run(self, prompt: list[int], n_decode: int) -> Timing:
-        return timed_run(self.llm.reset, self._last_logits, prompt, n_decode)
 
     def close(self) -> None:
         self.llm.close()
@@ -156,6 +186,9 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=64, help="prompt tokens")
     ap.add_argument("--decode", type=int, default=32, help="decoded tokens")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--paired", type=int, default=24, help="decoded tokens between bandwidth probes, per engine"
+    )
     ap.add_argument("--skip-llama", action="store_true")
     args = ap.parse_args()
 
@@ -169,29 +202,30 @@ def main() -> None:
         )
         n_ctx = args.prompt + args.decode + 8
         kinds = {"grok-edge": EdgeRunner} | ({} if args.skip_llama else {"llama.cpp": LlamaRunner})
-        runners = {name: kind(path, args.threads, n_ctx, args.prompt) for name, kind in kinds.items()}
-        # Runs interleaved (edge, llama, edge, llama, ...) with a bandwidth probe between each two, so both
-        # engines meet the same machine: on a shared VM the bandwidth two threads get moves with where the
-        # host places them (here 40 or 70 GB/s). Each decode's bandwidth fraction is taken against the
-        # larger of the probes just before and just after it.
+        runners: dict[str, Runner] = {
+            name: kind(path, args.threads, n_ctx, args.prompt) for name, kind in kinds.items()
+        }
+        # Timed runs interleaved (edge, llama, edge, llama, ...) with a bandwidth probe between each two, so
+        # both engines meet the same machine; then the per-token bandwidth fractions (module docstring).
         results: dict[str, list[Timing]] = {name: [] for name in runners}
-        fractions: dict[str, list[float]] = {name: [] for name in runners}
         probes = [read_bandwidth(args.threads)]
+        paired: dict[str, tuple[list[float], list[float]]] = {}
         try:
             for runner in runners.values():
-                runner.run(prompt[:8], 2)  # warm up: weights paged in, caches allocated
+                timed_run(runner, prompt[:8], 2)  # warm up: weights paged in, caches allocated
             for _ in range(args.reps):
                 for name, runner in runners.items():
-                    timing = runner.run(prompt, args.decode)
+                    results[name].append(timed_run(runner, prompt, args.decode))
                     probes.append(read_bandwidth(args.threads))
-                    results[name].append(timing)
-                    fractions[name].append(timing[1] * per_tok / 1e9 / max(probes[-2], probes[-1]))
+            short_probe = ReadBandwidth(args.threads, 256 << 20)
+            for name, runner in runners.items():
+                paired[name] = paired_fractions(runner, prompt, args.paired, short_probe, per_tok)
         finally:
             for runner in runners.values():
                 runner.close()
         print(
-            f"  read bandwidth probes, {args.threads} threads (numpy dot over 1 GiB), GB/s: "
-            + " ".join(f"{p:.1f}" for p in probes)
+            f"  read bandwidth probes between the timed runs, {args.threads} threads (numpy dot over 1 GiB),"
+            " GB/s: " + " ".join(f"{p:.1f}" for p in probes)
         )
         print(
             f"  {'':10} {'prompt tok/s':>12} {'decode tok/s':>12} {'decode GB/s':>11} {'of bw':>6}"
@@ -200,7 +234,7 @@ def main() -> None:
         med: dict[str, Timing] = {}
         for name, runs in results.items():
             pp, tg, ppc, tgc = med[name] = tuple(statistics.median([r[k] for r in runs]) for k in range(4))  # type: ignore[assignment]
-            frac = statistics.median(fractions[name])
+            frac = statistics.median(paired[name][0])
             print(
                 f"  {name:10} {pp:12.1f} {tg:12.2f} {tg * per_tok / 1e9:11.1f} {frac:6.0%}"
                 f" {ppc:16.1f} {tgc:16.2f}",
@@ -212,10 +246,14 @@ def main() -> None:
                 f"  ratio grok-edge / llama.cpp: prompt {pp_e / pp_l:.2f}x, decode {tg_e / tg_l:.2f}x"
                 f" (per CPU-second: prompt {ppc_e / ppc_l:.2f}x, decode {tgc_e / tgc_l:.2f}x)"
             )
-        print(
-            "  of bw: median over runs of decode GB/s / the larger bandwidth probe beside the run;"
-            " per run, grok-edge: " + " ".join(f"{f:.0%}" for f in fractions["grok-edge"])
-        )
+        for name, (fractions, token_probes) in paired.items():
+            q = statistics.quantiles(fractions, n=4)
+            print(
+                f"  of bw, {name}: median over {len(fractions)} tokens of the token's GB/s / the larger probe"
+                f" beside it: {statistics.median(fractions):.0%} (quartiles {q[0]:.0%} {q[2]:.0%},"
+                f" min {min(fractions):.0%}, max {max(fractions):.0%}; probes {min(token_probes):.1f}"
+                f"-{max(token_probes):.1f} GB/s)"
+            )
 
 
 if __name__ == "__main__":

@@ -8,19 +8,31 @@ import time
 import numpy as np
 
 
+class ReadBandwidth:
+    """Streaming read of a buffer kept between calls (numpy dot of it with itself: SIMD BLAS, releases
+    the GIL), split over n_threads threads. (numpy's max would hold the GIL: no parallel read.)"""
+
+    def __init__(self, n_threads: int, nbytes: int = 1 << 30) -> None:
+        self.n_threads = n_threads
+        self.nbytes = nbytes
+        self.buf = np.ones(nbytes // 8, dtype=np.float64)
+
+    def __call__(self, reps: int = 5) -> float:
+        """Best of reps reads with n_threads threads and reps with 1, GB/s (one core nearly saturates
+        DRAM here, and the n-thread figure drops first when other jobs share the cores: the best of
+        both is the machine's figure)."""
+        best = 0.0
+        for parts in [np.array_split(self.buf, self.n_threads), [self.buf]] * reps:
+            threads = [threading.Thread(target=np.dot, args=(p, p)) for p in parts]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            best = max(best, self.nbytes / (time.perf_counter() - t0) / 1e9)
+        return best
+
+
 def read_bandwidth(n_threads: int, nbytes: int = 1 << 30, reps: int = 5) -> float:
-    """Best-of streaming read of a 1 GiB buffer (numpy dot of it with itself: SIMD BLAS, releases the
-    GIL) split over n_threads threads, GB/s. (numpy's max would hold the GIL: no parallel read.)"""
-    buf = np.ones(nbytes // 8, dtype=np.float64)
-    best = 0.0
-    # n_threads and 1 thread (one core nearly saturates DRAM here, and the n-thread figure drops
-    # first when other jobs share the cores): the best of both is the machine's figure.
-    for parts in [np.array_split(buf, n_threads), [buf]] * reps:
-        threads = [threading.Thread(target=np.dot, args=(p, p)) for p in parts]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
-    return best
+    """Best-of streaming read of a 1 GiB buffer split over n_threads threads (and 1), GB/s."""
+    return ReadBandwidth(n_threads, nbytes)(reps)

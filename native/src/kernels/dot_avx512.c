@@ -397,6 +397,12 @@ ZMM_K4_DOT(zmm_dot_q5_k, block_q5_K, 1)
 MULTI_TOKEN(zmm_dot_q4_k)
 MULTI_TOKEN(zmm_dot_q5_k)
 
+/* The lines from pf on, unless they lie past the decode run's end. */
+ALWAYS_INLINE void decode_prefetch(const char *pf, const char *end, const int lines) {
+    if (pf < end)
+        _Pragma("GCC unroll 4") for (int o = 0; o < lines; o++) _mm_prefetch(pf + 64 * o, _MM_HINT_T0);
+}
+
 /* Decode: the same sums over activations in zmm_quant_q8_k_k4's layout. One 64-byte load of qs holds
  * sub-blocks 4h .. 4h+3 (h = 0, 1): its low nibbles are 4h (bytes 0..31) and 4h+2 (32..63), its high
  * nibbles 4h+1 and 4h+3, each against 64 activation bytes in the same order. One vpdpbusd per 64 values
@@ -407,10 +413,7 @@ MULTI_TOKEN(zmm_dot_q5_k)
  * (the quad kernels' lane l mod 4), so the result is bitwise dot's. L3-resident 8192 x 2048 Q4_K, one
  * thread (standalone loop): 37.3 GB/s with one maddubs + vpdpwssd + vpermw per 64 values, 44.5 now. */
 #define ZMM_K4_MV(name, btype, Q5)                                                                      \
-    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
-                                   float *out) {                                                       \
-        (void)xs;                                                                                       \
-        (void)nt;                                                                                       \
+    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) { \
         const btype *a = w;                                                                             \
         const block_q8_K *b = x;                                                                        \
         __m128 acc = _mm_setzero_ps();                                                                  \
@@ -423,10 +426,7 @@ MULTI_TOKEN(zmm_dot_q5_k)
                                    cat256(_mm256_set1_epi16(1), _mm256_set1_epi16(3))};                 \
         const __m128i mins_idx = _mm_setr_epi8(8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1); \
         for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
-            const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH; /* every weight byte once, from DRAM */ \
-            _mm_prefetch(pf, _MM_HINT_T0);                                                              \
-            _mm_prefetch(pf + 64, _MM_HINT_T0);                                                         \
-            _mm_prefetch(pf + 128, _MM_HINT_T0);                                                        \
+            decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 3);                    \
             const __m128i smv = k4_scales_mins(a[i].scales);                                            \
             const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv));                    \
             __m512i qh[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};                          \
@@ -539,9 +539,7 @@ MULTI_TOKEN(zmm_dot_q6_k)
  * and the two of a half paired as int16s (lane L of u01 is sub-block 8h + L, of u23 8h + 4 + L), one
  * vpermw of the scales and one vpdpwssd per half (it was two of each and two maddubs). L3-resident
  * 8192 x 2048, one thread: 44.4 -> 47.7 GB/s (same run). */
-ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
-    (void)xs;
-    (void)nt;
+ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) {
     const block_q6_K *a = w;
     const block_q8_K *b = x;
     __m128 acc = _mm_setzero_ps();
@@ -554,8 +552,7 @@ ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, siz
         _mm512_set_epi16(15, 11, 15, 11, 15, 11, 15, 11, 14, 10, 14, 10, 14, 10, 14, 10, 13, 9, 13, 9, 13, 9, 13, 9, 12,
                          8, 12, 8, 12, 8, 12, 8)};
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH; /* a block spans at most 4 lines */
-        _Pragma("GCC unroll 4") for (int o = 0; o < 256; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 4); /* a block spans at most 4 lines */
         const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
         __m512i sumi = _mm512_setzero_si512();
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
@@ -615,9 +612,7 @@ MULTI_TOKEN(zmm_dot_q8_0)
  * against x with w's sign gives: no abs and sign); the two blocks' lanes folded to [even | odd] in one
  * 256-bit vector, converted and scaled at once ([acc | acc_odd] of the kernel above). L3-resident
  * 8192 x 2048, one thread: 38.3 -> 51.3 GB/s. */
-ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
-    (void)xs;
-    (void)nt;
+ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) {
     const block_q8_0 *a = w;
     const int8_t *xq = edge_q8s_qs(x);
     const float *xd = edge_q8s_d(x, n);
@@ -628,9 +623,7 @@ ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, siz
     const int64_t nb = n / QK8_0;
     int64_t i = 0;
     for (; i + 1 < nb; i += 2) {
-        const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH; /* two blocks: at most 3 lines */
-        _mm_prefetch(pf, _MM_HINT_T0);
-        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 2); /* two blocks: at most 3 lines */
         const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
                                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i].qs), flip),
                                                _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));
@@ -667,10 +660,16 @@ static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, i
     }
 }
 
-/* Decode: the one-token bodies above (they fetch ahead themselves) over a run of rows, one call per run. */
+/* Decode: the one-token bodies above over a run of rows (contiguous), one call per run. The run's first
+ * EDGE_DECODE_PREFETCH bytes are all requested at once (the block loop fetches ahead of where it is, so
+ * they would come one demand miss at a time), and nothing past the run's end is fetched (another
+ * thread's run or another tensor: bandwidth this token would waste). */
 #define ZMM_MATVEC(name, body)                                                                          \
     static void name(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {         \
-        for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, 0, 1, y + r);      \
+        const char *end = (const char *)w + (size_t)nr * ws;                                            \
+        for (const char *p = w; p < end && p < (const char *)w + EDGE_DECODE_PREFETCH; p += 64)        \
+            _mm_prefetch(p, _MM_HINT_T0);                                                               \
+        for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);      \
     }
 ZMM_MATVEC(zmm_matvec_q4_k, zmm_mv_q4_k_body)
 ZMM_MATVEC(zmm_matvec_q5_k, zmm_mv_q5_k_body)
