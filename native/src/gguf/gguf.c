@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -534,6 +535,39 @@ EDGE_API void edge_gguf_close(edge_gguf *g) {
     free(g);
 }
 
+/* The file read-only, at a 2 MiB-aligned address with MADV_HUGEPAGE (Linux): every decoded token streams
+ * the weights once, and where the page cache holds the file in 2 MiB folios (it reads it in such folios
+ * through this mapping) one TLB entry then covers 2 MiB instead of 4 KiB. Advice only: without THP the
+ * mapping is an ordinary one. MAP_FAILED on failure (errno set). */
+static void *map_weights(int fd, size_t size) {
+    const size_t huge = (size_t)2 << 20;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (size >= huge) {
+        char *res = mmap(NULL, size + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (res != MAP_FAILED) {
+            char *at = (char *)(((uintptr_t)res + huge - 1) & ~(uintptr_t)(huge - 1));
+            const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            const size_t span = (size + page - 1) / page * page;
+            void *map = mmap(at, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+            if (map == MAP_FAILED) {
+                const int err = errno;
+                munmap(res, size + huge);
+                errno = err;
+                return MAP_FAILED;
+            }
+            /* the reservation around the mapping */
+            if (at > res) munmap(res, (size_t)(at - res));
+            if (res + size + huge > at + span) munmap(at + span, (size_t)(res + size + huge - (at + span)));
+            (void)madvise(map, size, MADV_HUGEPAGE);
+            return map;
+        }
+    }
+#else
+    (void)huge;
+#endif
+    return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+}
+
 EDGE_API edge_status edge_gguf_open(const char *path, edge_gguf **out) {
     if (!path || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_gguf_open: path and out must not be NULL");
     *out = NULL;
@@ -571,7 +605,7 @@ EDGE_API edge_status edge_gguf_open(const char *path, edge_gguf **out) {
     }
     g->size = (uint64_t)sb.st_size;
     if (g->size > 0) {
-        void *map = mmap(NULL, (size_t)g->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *map = map_weights(fd, (size_t)g->size);
         if (map == MAP_FAILED) {
             edge_status st = edge_fail(EDGE_ERR_IO, "%s: cannot mmap %llu bytes: %s", path,
                                        (unsigned long long)g->size, strerror(errno));
