@@ -10,6 +10,11 @@ for grok-edge (edge.Model) and llama.cpp. Prints tok/s, the ratio to llama.cpp, 
 one decoded token touches (dense tensors + n_expert_used/n_expert of the expert tensors), the
 implied GB/s, and its fraction of the machine's read bandwidth measured here (numpy, same threads).
 
+Each file starts from a cold page cache (posix_fadvise DONTNEED, as after a reboot), so the engines read
+it through their own mappings: grok-edge's (MADV_HUGEPAGE) has the kernel read it in 2 MiB folios, which
+any mapping of the file then gets with 2 MiB pages (llama.cpp's too: both engines map the same page
+cache); the share of each engine's mapping in 2 MiB pages is printed.
+
 The read bandwidth of a shared VM moves (here between about 40 and 75 GB/s for two threads, from one
 minute to the next, as the probes printed between the runs show), so the fraction is taken per decoded
 token against a probe just before and just after that token: after the timed runs, --paired more
@@ -82,6 +87,34 @@ def bytes_per_token(path: Path) -> tuple[int, int]:
         else:
             total += nbytes
     return total, path.stat().st_size
+
+
+def drop_page_cache(path: Path) -> None:
+    """Evict the file's pages from the page cache (where no process maps them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def huge_mapped(path: Path) -> list[float]:
+    """Per mapping of the file in this process (in the order of their addresses), the fraction of its
+    resident bytes mapped with 2 MiB pages (FilePmdMapped / Rss in /proc/self/smaps)."""
+    out, current = [], None
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            current = {"rss": 0, "pmd": 0} if len(head) >= 6 and head[5] == str(path) else None
+            if current is not None:
+                out.append(current)
+        elif current is not None and head[0] in ("Rss:", "FilePmdMapped:"):
+            current["rss" if head[0] == "Rss:" else "pmd"] = int(head[1])
+    return [m["pmd"] / m["rss"] for m in out if m["rss"]]
 
 
 def cpu_seconds() -> float:
@@ -201,6 +234,7 @@ def main() -> None:
             f"\n{path.name}: {size / 2**30:.2f} GiB, {per_tok / 2**20:.0f} MiB of weights per decoded token"
         )
         n_ctx = args.prompt + args.decode + 8
+        drop_page_cache(path)
         kinds = {"grok-edge": EdgeRunner} | ({} if args.skip_llama else {"llama.cpp": LlamaRunner})
         runners: dict[str, Runner] = {
             name: kind(path, args.threads, n_ctx, args.prompt) for name, kind in kinds.items()
@@ -213,6 +247,8 @@ def main() -> None:
         try:
             for runner in runners.values():
                 timed_run(runner, prompt[:8], 2)  # warm up: weights paged in, caches allocated
+                timed_run(runner, prompt, 0)  # every expert's weights
+            huge = huge_mapped(path)
             for _ in range(args.reps):
                 for name, runner in runners.items():
                     results[name].append(timed_run(runner, prompt, args.decode))
@@ -223,6 +259,10 @@ def main() -> None:
         finally:
             for runner in runners.values():
                 runner.close()
+        print(
+            "  resident share of the file in 2 MiB pages, per mapping of it here (one per engine): "
+            + " ".join(f"{h:.0%}" for h in huge)
+        )
         print(
             f"  read bandwidth probes between the timed runs, {args.threads} threads (numpy dot over 1 GiB),"
             " GB/s: " + " ".join(f"{p:.1f}" for p in probes)
