@@ -612,47 +612,40 @@ MULTI_TOKEN(zmm_dot_q8_0)
  * against x with w's sign gives: no abs and sign); the two blocks' lanes folded to [even | odd] in one
  * 256-bit vector, converted and scaled at once ([acc | acc_odd] of the kernel above). L3-resident
  * 8192 x 2048, one thread: 38.3 -> 51.3 GB/s. */
-ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, size_t ws, const int R, const void *x,
-                                    const char *pf_end, float *out) {
-    const block_q8_0 *rows[2] = {(const block_q8_0 *)w, (const block_q8_0 *)(const void *)((const char *)w + ws)};
+ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) {
+    const block_q8_0 *a = w;
     const int8_t *xq = edge_q8s_qs(x);
     const float *xd = edge_q8s_d(x, n);
     const int32_t *corr = edge_q8v_corr(x, n);
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}; /* even blocks | odd blocks */
+    __m256 acc = _mm256_setzero_ps(); /* even blocks | odd blocks */
     const int64_t nb = n / QK8_0;
     int64_t i = 0;
     for (; i + 1 < nb; i += 2) {
-        const __m256i ce = _mm256_loadu_si256((const __m256i *)(corr + 8 * i));
-        const __m256i co = _mm256_loadu_si256((const __m256i *)(corr + 8 * i + 8));
-        const __m256i xe = _mm256_loadu_si256((const __m256i *)(xq + 32 * i));
-        const __m256i xo = _mm256_loadu_si256((const __m256i *)(xq + 32 * i + 32));
-        const __m128 dx = _mm_castpd_ps(_mm_load_sd((const double *)(xd + i)));
-        _Pragma("GCC unroll 2") for (int r = 0; r < R; r++) {
-            const block_q8_0 *a = rows[r] + i;
-            decode_prefetch((const char *)a + EDGE_DECODE_PREFETCH, pf_end, 2); /* two blocks: at most 3 lines */
-            const __m256i pe = _mm256_dpbusd_epi32(ce, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[0].qs), flip), xe);
-            const __m256i po = _mm256_dpbusd_epi32(co, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[1].qs), flip), xo);
-            const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(pe, po, 0x20), _mm256_permute2x128_si256(pe, po, 0x31));
-            uint16_t de, dodd;
-            memcpy(&de, &a[0].d, 2);
-            memcpy(&dodd, &a[1].d, 2);
-            const __m128 prod = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)de | (int)dodd << 16)), dx); /* d * dx of both */
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread), acc[r]);
-        }
+        decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 2); /* two blocks: at most 3 lines */
+        const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
+                                               _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i].qs), flip),
+                                               _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));
+        const __m256i po = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i + 8)),
+                                               _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i + 1].qs), flip),
+                                               _mm256_loadu_si256((const __m256i *)(xq + 32 * i + 32)));
+        const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(pe, po, 0x20), _mm256_permute2x128_si256(pe, po, 0x31));
+        uint16_t de, dodd;
+        memcpy(&de, &a[i].d, 2);
+        memcpy(&dodd, &a[i + 1].d, 2);
+        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)de | (int)dodd << 16));
+        const __m128 prod = _mm_mul_ps(dw, _mm_castpd_ps(_mm_load_sd((const double *)(xd + i)))); /* d * dx of both */
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_permutevar8x32_ps(_mm256_castps128_ps256(prod), spread), acc);
     }
-    _Pragma("GCC unroll 2") for (int r = 0; r < R; r++) {
-        __m128 even = _mm256_castps256_ps128(acc[r]);
-        if (i < nb) { /* an odd number of blocks: the last one is even */
-            const block_q8_0 *a = rows[r] + i;
-            const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
-                                                   _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a->qs), flip),
-                                                   _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));
-            even = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes8(pe)), _mm_set1_ps(f16(a->d) * xd[i]), even);
-        }
-        out[r] = quad_lanes_sum(_mm_add_ps(even, _mm256_extractf128_ps(acc[r], 1)));
+    __m128 even = _mm256_castps256_ps128(acc);
+    if (i < nb) { /* an odd number of blocks: the last one is even */
+        const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
+                                               _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i].qs), flip),
+                                               _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));
+        even = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes8(pe)), _mm_set1_ps(f16(a[i].d) * xd[i]), even);
     }
+    out[0] = quad_lanes_sum(_mm_add_ps(even, _mm256_extractf128_ps(acc, 1)));
 }
 
 /* Activations for zmm_mv_q8_0 (edge_q8v): Q8_0 as q8s, then per block the lanes' corrections. */
@@ -670,23 +663,15 @@ static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, i
 /* Decode: the one-token bodies above over a run of rows (contiguous), one call per run. The run's first
  * EDGE_DECODE_PREFETCH bytes are all requested at once (the block loop fetches ahead of where it is, so
  * they would come one demand miss at a time), and nothing past the run's end is fetched (another
- * thread's run or another tensor: bandwidth this token would waste). ZMM_MATVEC2: two rows per body
- * call, sharing the activation loads (Q8_0, L3-resident, one thread: 50.4 -> 54.1 GB/s; the K-quant
- * kernels were not faster so). */
-#define ZMM_MATVEC_RUN(name, ROW_CALLS)                                                                 \
+ * thread's run or another tensor: bandwidth this token would waste). */
+#define ZMM_MATVEC(name, body)                                                                          \
     static void name(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {         \
         const char *end = (const char *)w + (size_t)nr * ws;                                            \
         for (const char *p = w; p < end && p < (const char *)w + EDGE_DECODE_PREFETCH; p += 64)        \
             _mm_prefetch(p, _MM_HINT_T0);                                                               \
-        ROW_CALLS                                                                                       \
+        for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);      \
     }
-#define ZMM_MATVEC(name, body)                                                                          \
-    ZMM_MATVEC_RUN(name, for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);)
-#define ZMM_MATVEC2(name, body)                                                                         \
-    ZMM_MATVEC_RUN(name, int64_t r = 0;                                                                 \
-                   for (; r + 1 < nr; r += 2) body(n, (const char *)w + (size_t)r * ws, ws, 2, x, end, y + r); \
-                   if (r < nr) body(n, (const char *)w + (size_t)r * ws, ws, 1, x, end, y + r);)
 ZMM_MATVEC(zmm_matvec_q4_k, zmm_mv_q4_k_body)
 ZMM_MATVEC(zmm_matvec_q5_k, zmm_mv_q5_k_body)
 ZMM_MATVEC(zmm_matvec_q6_k, zmm_mv_q6_k_body)
-ZMM_MATVEC2(zmm_matvec_q8_0, zmm_mv_q8_0_body)
+ZMM_MATVEC(zmm_matvec_q8_0, zmm_mv_q8_0_body)
