@@ -31,10 +31,16 @@ static edge_status matmul(edge_context *ctx, const edge_matrix *w, const float *
 
 /* out = scale ⊙ x / sqrt(mean(x²) + eps): the learned scale multiplies directly (not 1 + scale). */
 static void rmsnorm(float *out, const float *x, const float *scale, int64_t n, double eps) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    /* the sum of squares in double, in 8 independent chains (one chain of n dependent adds took ~2 us
+     * per norm of 2048 on the caller's thread, every layer, while the other threads waited) */
+    double part[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) part[k] += (double)x[i + k] * (double)x[i + k];
+    for (; i < n; i++) part[0] += (double)x[i] * (double)x[i];
+    const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     const float r = (float)(1.0 / sqrt(ss / (double)n + eps));
-    for (int64_t i = 0; i < n; i++) out[i] = scale[i] * (x[i] * r);
+    for (i = 0; i < n; i++) out[i] = scale[i] * (x[i] * r);
 }
 
 /* jax.nn.gelu's default (approximate=True): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))). */

@@ -530,21 +530,24 @@ static void simd_quant_q8_k(const float *x, void *row, int64_t n, int64_t b0, in
             memset(&y[i], 0, sizeof y[i]);
             continue;
         }
-        for (int j = 0; j < QK_K; j++)
-            if (xb[j] == amax || xb[j] == -amax) {
-                max = xb[j];
+        const __m256 va = _mm256_set1_ps(amax), sign = _mm256_set1_ps(-0.0f);
+        for (int j = 0; j < QK_K / 8; j++) { /* the first 8 holding one, then its first */
+            const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v[j / 4][j % 4]), va, _CMP_EQ_OQ));
+            if (hit) {
+                max = xb[8 * j + __builtin_ctz((unsigned)hit)];
                 break;
             }
+        }
         const float iscale = -127.0f / max;
         _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) round_pack32(v[k], iscale, y[i].qs + 32 * k);
-        for (int j = 0; j < QK_K / 16; j++) {
-            const __m128i b = _mm_loadu_si128((const __m128i *)(y[i].qs + 16 * j));
-            const __m256i w16 = _mm256_cvtepi8_epi16(b);
-            __m128i s = _mm_add_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
-            s = _mm_add_epi16(s, _mm_shuffle_epi32(s, 0x4e));
-            s = _mm_add_epi16(s, _mm_shuffle_epi32(s, 0xb1));
-            s = _mm_add_epi16(s, _mm_shufflelo_epi16(s, 0xb1));
-            y[i].bsums[j] = (int16_t)_mm_extract_epi16(s, 0);
+        /* sums of 16: vpsadbw of the values + 128 (x ^ 0x80) gives sums of 8, plus 8 * 128 */
+        const __m256i bias = _mm256_set1_epi8((char)0x80);
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(y[i].qs + 32 * k));
+            __m256i s8 = _mm256_sad_epu8(_mm256_xor_si256(q, bias), _mm256_setzero_si256());
+            s8 = _mm256_add_epi64(s8, _mm256_srli_si256(s8, 8));
+            y[i].bsums[2 * k] = (int16_t)(_mm256_extract_epi64(s8, 0) - 16 * 128);
+            y[i].bsums[2 * k + 1] = (int16_t)(_mm256_extract_epi64(s8, 2) - 16 * 128);
         }
         y[i].d = 1.0f / iscale;
     }
