@@ -221,7 +221,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=32, help="decoded tokens")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument(
-        "--paired", type=int, default=24, help="decoded tokens between bandwidth probes, per engine"
+        "--paired", type=int, default=48, help="decoded tokens between bandwidth probes, per engine"
     )
     ap.add_argument("--skip-llama", action="store_true")
     args = ap.parse_args()
