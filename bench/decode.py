@@ -234,7 +234,7 @@ def main() -> None:
         print(
             f"\n{path.name}: {size / 2**30:.2f} GiB, {per_tok / 2**20:.0f} MiB of weights per decoded token"
         )
-        n_ctx = args.prompt + args.decode + 8
+        n_ctx = args.prompt + max(args.decode, args.paired) + 8
         drop_page_cache(path)
         kinds = {"grok-edge": EdgeRunner} | ({} if args.skip_llama else {"llama.cpp": LlamaRunner})
         runners: dict[str, Runner] = {
