@@ -307,13 +307,20 @@ def test_threads_and_batching_give_the_same_bits(converted, parity_tokens, prese
     # Work split over 3 threads (matmul rows, attention heads, the GELU) vs one, and one token at a time vs
     # the whole prompt (quad kernels, experts on their token groups): every value is computed by the same
     # operations in the same order, so the logits are identical, not merely close.
+    # 5 threads: more than the tiny model's 4 query heads (attention then splits (token, head) pairs).
     path = converted(preset)
     with edge.Model(path, n_ctx=64, n_threads=1) as one, edge.Model(path, n_ctx=64, n_threads=3) as three:
         a, b = one.logits(parity_tokens), three.logits(parity_tokens)
         three.reset()
         steps = np.stack([three.eval([t]) for t in parity_tokens])
+    with edge.Model(path, n_ctx=64, n_threads=5) as five:
+        c = five.logits(parity_tokens)
+        five.reset()
+        steps5 = np.stack([five.eval([t]) for t in parity_tokens])
     np.testing.assert_array_equal(b, a)
     np.testing.assert_array_equal(steps, a)
+    np.testing.assert_array_equal(c, a)
+    np.testing.assert_array_equal(steps5, a)
 
 
 def test_long_prompt_batches_with_expert_tiles(converted):
