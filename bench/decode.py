@@ -21,7 +21,8 @@ token against a probe just before and just after that token: after the timed run
 single-token steps per engine, each between two short probes (256 MiB, best of 4 reads with the
 threads and 4 with one: best of 2 and 2 read 4 % lower than 1 GiB probes here), the fraction being
 the token's GB/s over the larger of its two probes; the median over the tokens is printed. The
-engines' timed runs alternate, so both meet the same machine.
+engines' timed runs alternate, so both meet the same machine: the ratios printed are the medians over
+the reps of grok-edge's run against the llama.cpp run right after it.
 """
 
 from __future__ import annotations
@@ -282,10 +283,15 @@ def main() -> None:
                 flush=True,
             )
         if "llama.cpp" in med:
-            (pp_e, tg_e, ppc_e, tgc_e), (pp_l, tg_l, ppc_l, tgc_l) = med["grok-edge"], med["llama.cpp"]
+            # Per rep, grok-edge's run against the llama.cpp run right after it (the bandwidth moves
+            # between runs: the ratio of the medians could set runs of different minutes against
+            # each other); the median of those ratios.
+            pairs = list(zip(results["grok-edge"], results["llama.cpp"], strict=True))
+            ratios = [statistics.median([e[k] / ll[k] for e, ll in pairs]) for k in range(4)]
             print(
-                f"  ratio grok-edge / llama.cpp: prompt {pp_e / pp_l:.2f}x, decode {tg_e / tg_l:.2f}x"
-                f" (per CPU-second: prompt {ppc_e / ppc_l:.2f}x, decode {tgc_e / tgc_l:.2f}x)"
+                f"  ratio grok-edge / llama.cpp, median over the reps of each pair of adjacent runs:"
+                f" prompt {ratios[0]:.2f}x, decode {ratios[1]:.2f}x"
+                f" (per CPU-second: prompt {ratios[2]:.2f}x, decode {ratios[3]:.2f}x)"
             )
         for name, (fractions, token_probes) in paired.items():
             q = statistics.quantiles(fractions, n=4)
