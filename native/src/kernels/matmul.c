@@ -139,8 +139,10 @@ typedef struct mm_run {
     mm_job job[EDGE_MM_MAX_PARTS];
     int n;
     int64_t unit_end[EDGE_MM_MAX_PARTS]; /* conversion units of parts 0..p, cumulative */
+    int src[EDGE_MM_MAX_PARTS];          /* the part whose conversion part p reads (itself or an earlier one) */
     int64_t n_units;
-    _Atomic int64_t next_unit, units_done;
+    _Atomic int64_t next_unit;
+    _Atomic int64_t units_done[EDGE_MM_MAX_PARTS]; /* per part */
 } mm_run;
 
 /* A part's conversion work in units of about QUNIT_ELEMS values of one activation row. */
@@ -260,18 +262,25 @@ static void mm_rows_guided(mm_job *job, int nth) {
     }
 }
 
-/* The conversion units of all parts, claimed from one counter, then a wait until all are written (a part
- * may read another's). Whoever comes after the last unit was claimed only checks that they are done. */
+/* The conversion units of all parts, claimed from one counter (part 0's first). No wait here: a part's
+ * products wait only for the conversion they read (mm_wait_input), so a thread done converting starts on
+ * the first part's rows while the other threads still convert the later parts' inputs. */
 static void mm_convert_all(mm_run *run) {
     int p = 0;
     for (int64_t u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed); u < run->n_units;
          u = atomic_fetch_add_explicit(&run->next_unit, 1, memory_order_relaxed)) {
         while (u >= run->unit_end[p]) p++; /* a thread's claims only grow */
         mm_convert_unit(&run->job[p], u - (p > 0 ? run->unit_end[p - 1] : 0));
-        atomic_fetch_add_explicit(&run->units_done, 1, memory_order_release);
+        atomic_fetch_add_explicit(&run->units_done[p], 1, memory_order_release);
     }
+}
+
+/* Until every unit of the conversion part p reads is written. */
+static void mm_wait_input(mm_run *run, int p) {
+    const int q = run->src[p];
+    const int64_t units = run->unit_end[q] - (q > 0 ? run->unit_end[q - 1] : 0);
     const uint64_t t0 = edge_now_ns();
-    for (unsigned i = 0; atomic_load_explicit(&run->units_done, memory_order_acquire) < run->n_units; i++)
+    for (unsigned i = 0; atomic_load_explicit(&run->units_done[q], memory_order_acquire) < units; i++)
         edge_wait_step(i, t0);
 }
 
@@ -285,6 +294,7 @@ static void mm_run_worker(void *arg, int ith, int nth) {
     mm_convert_all(run);
     for (int p = 0; p < run->n; p++) {
         mm_job *job = &run->job[p];
+        mm_wait_input(run, p);
         if (job->n_tok == 1) {
             mm_rows_guided(job, nth);
             continue;
@@ -427,6 +437,8 @@ edge_status edge_matmul_parts(const edge_kernels *k, edge_threadpool *pool, cons
         edge_status st = mm_setup(k, &parts[p], nth, job);
         if (st != EDGE_OK) return st;
         const int q = mm_shared_input(parts, p);
+        run.src[p] = q >= 0 ? q : p;
+        atomic_init(&run.units_done[p], 0);
         if (q >= 0) { /* converted (and transformed) once, by part q */
             job->xq = run.job[q].xq;
             job->quant = NULL;
@@ -448,7 +460,6 @@ edge_status edge_matmul_parts(const edge_kernels *k, edge_threadpool *pool, cons
     }
     run.n_units = run.unit_end[n_parts - 1];
     atomic_init(&run.next_unit, 0);
-    atomic_init(&run.units_done, 0);
 
     /* A small conversion is cheaper on one thread than a barrier: the caller claims every unit first. */
     if (conv_elems <= 8192) mm_convert_all(&run);
