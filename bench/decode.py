@@ -18,11 +18,13 @@ cache); the share of each engine's mapping in 2 MiB pages is printed.
 The read bandwidth of a shared VM moves (here between about 40 and 75 GB/s for two threads, from one
 minute to the next, as the probes printed between the runs show), so the fraction is taken per decoded
 token against a probe just before and just after that token: after the timed runs, --paired more
-single-token steps per engine, each between two short probes (256 MiB, best of 4 reads with the
-threads and 4 with one: best of 2 and 2 read 4 % lower than 1 GiB probes here), the fraction being
-the token's GB/s over the larger of its two probes; the median over the tokens is printed. The
-engines' timed runs alternate, so both meet the same machine: the ratios printed are the medians over
-the reps of grok-edge's run against the llama.cpp run right after it.
+single-token steps per engine, the engines taking turns token by token, each token between two short
+probes (256 MiB, best of 4 reads with the threads and 4 with one: best of 2 and 2 read 4 % lower than
+1 GiB probes here), the fraction being the token's GB/s over the larger of its two probes; the median
+over the tokens is printed, and the decode ratio of the interleaved tokens (the median over the pairs
+of tokens with the same index, a probe apart). The engines' timed runs alternate too, so both meet the
+same machine: the ratios printed for them are the medians over the reps of grok-edge's run against
+the llama.cpp run right after it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from gguf import GGUFReader
@@ -148,23 +150,39 @@ def timed_run(runner: Runner, prompt: list[int], n_decode: int) -> Timing:
     return pp, n_decode / (time.perf_counter() - t0), ppc, n_decode / (cpu_seconds() - c0)
 
 
-def paired_fractions(
-    runner: Runner, prompt: list[int], n_tokens: int, probe: ReadBandwidth, per_tok: int
-) -> tuple[list[float], list[float]]:
-    """Per decoded token (the same greedy steps as timed_run): its GB/s over the larger of the read
-    bandwidth probes just before and just after it; and the probes."""
-    reset, last_logits = runner.reset, runner.last_logits
-    reset()
-    tok = int(np.argmax(last_logits(prompt)))
-    probes = [probe(4)]
-    fractions = []
+class Paired(NamedTuple):
+    """One engine's tokens of the paired phase: per token its time, its GB/s over the larger of the two
+    probes beside it, and those probes."""
+
+    times: list[float]
+    fractions: list[float]
+    probes: list[float]
+
+
+def paired_steps(
+    runners: dict[str, Runner], prompt: list[int], n_tokens: int, probe: ReadBandwidth, per_tok: int
+) -> dict[str, Paired]:
+    """The engines' greedy single-token steps (as in timed_run) interleaved, one token of each in turn,
+    every token between two read bandwidth probes: tokens of the two engines with the same index ran
+    a probe apart, on the same machine."""
+    toks = {}
+    for name, runner in runners.items():
+        runner.reset()
+        toks[name] = int(np.argmax(runner.last_logits(prompt)))
+    out = {name: Paired([], [], []) for name in runners}
+    before = probe(4)
     for _ in range(n_tokens):
-        t0 = time.perf_counter()
-        tok = int(np.argmax(last_logits([tok])))
-        dt = time.perf_counter() - t0
-        probes.append(probe(4))
-        fractions.append(per_tok / dt / 1e9 / max(probes[-2], probes[-1]))
-    return fractions, probes
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            toks[name] = int(np.argmax(runner.last_logits([toks[name]])))
+            dt = time.perf_counter() - t0
+            after = probe(4)
+            rec = out[name]
+            rec.times.append(dt)
+            rec.fractions.append(per_tok / dt / 1e9 / max(before, after))
+            rec.probes.extend((before, after))
+            before = after
+    return out
 
 
 class EdgeRunner:
@@ -245,7 +263,7 @@ def main() -> None:
         # both engines meet the same machine; then the per-token bandwidth fractions (module docstring).
         results: dict[str, list[Timing]] = {name: [] for name in runners}
         probes = [read_bandwidth(args.threads)]
-        paired: dict[str, tuple[list[float], list[float]]] = {}
+        paired: dict[str, Paired] = {}
         try:
             for runner in runners.values():
                 timed_run(runner, prompt[:8], 2)  # warm up: weights paged in, caches allocated
@@ -256,8 +274,7 @@ def main() -> None:
                     results[name].append(timed_run(runner, prompt, args.decode))
                     probes.append(read_bandwidth(args.threads))
             short_probe = ReadBandwidth(args.threads, 256 << 20)
-            for name, runner in runners.items():
-                paired[name] = paired_fractions(runner, prompt, args.paired, short_probe, per_tok)
+            paired = paired_steps(runners, prompt, args.paired, short_probe, per_tok)
         finally:
             for runner in runners.values():
                 runner.close()
@@ -276,7 +293,7 @@ def main() -> None:
         med: dict[str, Timing] = {}
         for name, runs in results.items():
             pp, tg, ppc, tgc = med[name] = tuple(statistics.median([r[k] for r in runs]) for k in range(4))  # type: ignore[assignment]
-            frac = statistics.median(paired[name][0])
+            frac = statistics.median(paired[name].fractions)
             print(
                 f"  {name:10} {pp:12.1f} {tg:12.2f} {tg * per_tok / 1e9:11.1f} {frac:6.0%}"
                 f" {ppc:16.1f} {tgc:16.2f}",
@@ -293,7 +310,14 @@ def main() -> None:
                 f" prompt {ratios[0]:.2f}x, decode {ratios[1]:.2f}x"
                 f" (per CPU-second: prompt {ratios[2]:.2f}x, decode {ratios[3]:.2f}x)"
             )
-        for name, (fractions, token_probes) in paired.items():
+        if "llama.cpp" in paired:
+            e, ll = paired["grok-edge"].times, paired["llama.cpp"].times
+            per_pair = statistics.median(b / a for a, b in zip(e, ll, strict=True))
+            print(
+                f"  decode ratio per interleaved token pair: {per_pair:.2f}x (median over {len(e)} pairs"
+                " of llama.cpp's token time / grok-edge's, the two a probe apart)"
+            )
+        for name, (_, fractions, token_probes) in paired.items():
             q = statistics.quantiles(fractions, n=4)
             print(
                 f"  of bw, {name}: median over {len(fractions)} tokens of the token's GB/s / the larger probe"
