@@ -1,14 +1,11 @@
 /* dot_avx512.c — AVX-512 (BW + VL + VNNI) kernels. The kernels of dot_simd_x86.h compiled with
  * vpdpbusd/vpdpwssd for the u8·s8 products, plus, for the types that dominate Grok files (Q4_K, Q5_K,
  * Q6_K, Q8_0): quad kernels for 2+ tokens (activations of 4 tokens interleaved: one vpdpbusd for 16
- * weights × 4 tokens), one-token kernels that sum exactly as the quad kernels do for one token (so a
- * token's result never depends on its batch), and matvec wrappers that run those over a run of rows
- * in decode. */
+ * weights × 4 tokens) and one-token (decode) matvec kernels over a run of rows that sum exactly as the
+ * quad kernels do for one token (so a token's result never depends on its batch). With both in the
+ * table, matmul never calls these types' dot entries (dot_simd_x86.h's). */
 #define EDGE_SIMD_VNNI 1
 #define EDGE_SIMD_TABLE edge_kernels_avx512
-#define EDGE_SIMD_DOT_Q4_K zmm_dot_q4_k
-#define EDGE_SIMD_DOT_Q5_K zmm_dot_q5_k
-#define EDGE_SIMD_DOT_Q6_K zmm_dot_q6_k
 #define EDGE_SIMD_MATVEC_Q4_K zmm_matvec_q4_k
 #define EDGE_SIMD_MATVEC_Q5_K zmm_matvec_q5_k
 #define EDGE_SIMD_MATVEC_Q6_K zmm_matvec_q6_k
@@ -20,11 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-static void zmm_dot_q4_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
-static void zmm_dot_q5_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
-static void zmm_dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
-#define EDGE_SIMD_DOT_Q8_0 zmm_dot_q8_0
-static void zmm_dot_q8_0(int64_t n, const void *w, const void *x, size_t xs, int nt, float *out);
 static void zmm_matvec_q4_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
 static void zmm_matvec_q5_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
 static void zmm_matvec_q6_k(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y);
@@ -341,76 +333,22 @@ ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-/* Q4_K / Q5_K: chunk j (values 64j .. 64j+63) = sub-block 2j (low nibbles of qs[32j..]) then 2j+1 (high
- * nibbles); one maddubs + vpdpwssd per chunk leaves lane m with values 64j + 4m .. +3, scaled. */
-#define ZMM_K4_DOT(name, btype, Q5)                                                                     \
-    ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
-                                   float *out) {                                                       \
-        const btype *a = w;                                                                             \
-        __m128 acc[4];                                                                                  \
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();                \
-        const __m512i m4 = _mm512_set1_epi8(0x0F);                                                      \
-        const __m512i nib_shift = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(4));                 \
-        for (int64_t i = 0; i < n / QK_K; i++) {                                                        \
-            if (nt == 1) { /* one token: every weight byte is read once, from DRAM: fetch ahead */      \
-                const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH;                           \
-                _mm_prefetch(pf, _MM_HINT_T0);                                                          \
-                _mm_prefetch(pf + 64, _MM_HINT_T0);                                                     \
-                _mm_prefetch(pf + 128, _MM_HINT_T0);                                                    \
-            }                                                                                           \
-            const __m128i smv = k4_scales_mins(a[i].scales);                                            \
-            const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv));                    \
-            __m512i sumi[4];                                                                            \
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();     \
-            __m512i qh = _mm512_setzero_si512();                                                        \
-            if (Q5) qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)&a[i])->qh)); \
-            _Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                      \
-                const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j))); \
-                __m512i u = _mm512_and_si512(_mm512_srlv_epi16(q, nib_shift), m4);                      \
-                const __m512i idx = cat256(_mm256_set1_epi16((short)(2 * j)), _mm256_set1_epi16((short)(2 * j + 1))); \
-                if (Q5) {                                                                               \
-                    const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(qh, idx), _mm512_set1_epi8(1)); \
-                    u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 4));                                   \
-                }                                                                                       \
-                const __m512i sc = _mm512_permutexvar_epi16(idx, sc16);                                 \
-                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                 \
-                    const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 64 * j)); \
-                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u, xq), sc);             \
-                }                                                                                       \
-            }                                                                                           \
-            uint32_t ddm; /* d and dmin: one conversion for both */                                    \
-            memcpy(&ddm, &a[i].d, 4);                                                                   \
-            const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)ddm));                                \
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                     \
-                const block_q8_K *b = XROW(block_q8_K, t) + i;                                          \
-                const __m128i mins = fold_lanes8(k4_min_terms(b->bsums, smv));                          \
-                const __m128 s = _mm_mul_ps(dd, _mm_set1_ps(b->d)); /* d * dx, dmin * dx */             \
-                acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(fold_lanes16(sumi[t])), _mm_broadcastss_ps(s), acc[t]); \
-                acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(mins), _mm_permute_ps(s, 0x55), acc[t]);          \
-            }                                                                                           \
-        }                                                                                               \
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(acc[t]);          \
-    }
-
-ZMM_K4_DOT(zmm_dot_q4_k, block_q4_K, 0)
-ZMM_K4_DOT(zmm_dot_q5_k, block_q5_K, 1)
-MULTI_TOKEN(zmm_dot_q4_k)
-MULTI_TOKEN(zmm_dot_q5_k)
-
 /* The lines from pf on, unless they lie past the decode run's end. */
 ALWAYS_INLINE void decode_prefetch(const char *pf, const char *end, const int lines) {
     if (pf < end)
         _Pragma("GCC unroll 4") for (int o = 0; o < lines; o++) _mm_prefetch(pf + 64 * o, _MM_HINT_T0);
 }
 
-/* Decode: the same sums over activations in zmm_quant_q8_k_k4's layout. One 64-byte load of qs holds
+/* Decode, Q4_K / Q5_K: sub-block j is the low nibbles (j even) or the high nibbles (j odd) of
+ * qs[32 (j / 2) ..] (Q5_K: plus bit j of qh[l] as bit 4), against activations in zmm_quant_q8_k_k4's
+ * layout. One 64-byte load of qs holds
  * sub-blocks 4h .. 4h+3 (h = 0, 1): its low nibbles are 4h (bytes 0..31) and 4h+2 (32..63), its high
  * nibbles 4h+1 and 4h+3, each against 64 activation bytes in the same order. One vpdpbusd per 64 values
  * (the unscaled sums of 4, within int16); the two of a load as the int16 pair (low, high nibbles) of
  * each int32 lane, and one vpdpwssd scales both, the scale pairs (s[4h], s[4h+1]) for lanes 0..7 and
  * (s[4h+2], s[4h+3]) for 8..15 being int32 lanes 2h and 2h+1 of the scales as int16. The mins against
  * the sums of 32 in the order lane k needs (one madd). Lane l holds values 4l .. 4l+3 of its sub-blocks
- * (the quad kernels' lane l mod 4), so the result is bitwise dot's. L3-resident 8192 x 2048 Q4_K, one
+ * (the quad kernels' lane l mod 4), so the result is bitwise the quad kernels' for the token. L3-resident 8192 x 2048 Q4_K, one
  * thread (standalone loop): 37.3 GB/s with one maddubs + vpdpwssd + vpermw per 64 values, 44.5 now;
  * through edge_matmul 33.5 -> 38 -> 40 with the high nibbles in place (Q4_K). */
 #define ZMM_K4_MV(name, btype, Q5)                                                                      \
@@ -485,64 +423,11 @@ static void zmm_quant_q8_k_k4(const float *x, void *row, int64_t n, int64_t b0, 
     }
 }
 
-/* Q6_K: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high nibbles);
- * u01 = values 128h + 0..63, u23 = 128h + 64..127; each 128-bit lane is one sub-block of 16, so the
- * scale vector holds four scales. */
-ALWAYS_INLINE void zmm_dot_q6_k_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
-    const block_q6_K *a = w;
-    __m128 acc[4];
-    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    /* the two high bits of groups 0 / 1 (qh bits 0..1 / 2..3) and 2 / 3 (bits 4..5 / 6..7) to bits 4..5
-     * (16-bit shifts: what crosses into the other byte is masked off) */
-    const __m512i shl01 = cat256(_mm256_set1_epi16(4), _mm256_set1_epi16(2));
-    const __m512i shr23 = cat256(_mm256_setzero_si256(), _mm256_set1_epi16(2));
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        if (nt == 1) { /* decode: fetch ahead (a block spans at most 4 lines) */
-            const char *pf = (const char *)&a[i] + EDGE_DECODE_PREFETCH;
-            _Pragma("GCC unroll 4") for (int o = 0; o < 256; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-        }
-        const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
-        __m512i sumi[4];
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();
-        _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
-            const __m512i ql = _mm512_loadu_si512((const void *)(a[i].ql + 64 * h));
-            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h)));
-            /* (low 4 bits) | (2 high bits at bits 4..5): vpternlog 0xEA = (A & B) | C */
-            const __m512i u[2] = {
-                _mm512_ternarylogic_epi32(ql, m4, _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30), 0xEA),
-                _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4,
-                                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30), 0xEA)};
-            _Pragma("GCC unroll 8") for (int p = 0; p < 2; p++) {
-                const int k0 = 8 * h + 4 * p;
-                const __m512i idx = _mm512_inserti32x4(
-                    _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_set1_epi16((short)k0)),
-                                                          _mm_set1_epi16((short)(k0 + 1)), 1),
-                                       _mm_set1_epi16((short)(k0 + 2)), 2),
-                    _mm_set1_epi16((short)(k0 + 3)), 3);
-                const __m512i sc = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16y));
-                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-                    const __m512i xq = _mm512_loadu_si512((const void *)(XROW(block_q8_K, t)[i].qs + 128 * h + 64 * p));
-                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(u[p], xq), sc);
-                }
-            }
-        }
-        const float dw = f16(a[i].d);
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-            const block_q8_K *b = XROW(block_q8_K, t) + i;
-            /* 32 * sum(scale * sums of 16), lane k: the sub-block pairs k and 4 + k */
-            const __m128i corr = fold_lanes8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), sc16y));
-            const __m128i tot = _mm_sub_epi32(fold_lanes16(sumi[t]), _mm_slli_epi32(corr, 5));
-            acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(tot), _mm_set1_ps(dw * b->d), acc[t]);
-        }
-    }
-    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(acc[t]);
-}
-MULTI_TOKEN(zmm_dot_q6_k)
-
-/* Decode: the same sums with one vpdpbusd per 64 values (unscaled sums of 4: <= 4 * 63 * 127, an int16)
- * and the two of a half paired as int16s (lane L of u01 is sub-block 8h + L, of u23 8h + 4 + L), one
- * vpermw of the scales and one vpdpwssd per half (it was two of each and two maddubs); the high bits
+/* Decode, Q6_K: in half h, one 64-byte load of ql covers groups 0/1 (low nibbles) and 2/3 (high
+ * nibbles): u01 = values 128h + 0..63, u23 = 128h + 64..127, each 128-bit lane one sub-block of 16. One
+ * vpdpbusd per 64 values (unscaled sums of 4: <= 4 * 63 * 127, an int16) and the two of a half paired
+ * as int16s (lane L of u01 is sub-block 8h + L, of u23 8h + 4 + L), one vpermw of the scales and one
+ * vpdpwssd per half (it was two of each and two maddubs); the high bits
  * of four groups from one masked qh; the -32 offset as one more vpdpwssd into the sums. L3-resident
  * 8192 x 2048, one thread: 44.4 -> 47.7 -> 53.3 GB/s. */
 ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) {
@@ -586,45 +471,11 @@ ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, con
     out[0] = quad_lanes_sum(acc);
 }
 
-/* Q8_0, one block per 256-bit vector: |w| times x with w's sign (x is never -128), lane m = values
- * 4m .. 4m+3, so lanes m and m + 4 are the quad kernel's lane m. */
-ALWAYS_INLINE void zmm_dot_q8_0_body(int64_t n, const void *w, const void *x, size_t xs, const int nt, float *out) {
-    const block_q8_0 *a = w;
-    __m128 acc[4], acc_odd[4]; /* even and odd blocks, as the quad kernel */
-    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = acc_odd[t] = _mm_setzero_ps();
-    const int64_t nb = n / QK8_0;
-    for (int64_t i0 = 0; i0 < nb; i0 += 2) {
-        if (nt == 1) { /* decode: fetch ahead (two blocks span at most 3 lines) */
-            const char *pf = (const char *)&a[i0] + EDGE_DECODE_PREFETCH;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-        }
-        _Pragma("GCC unroll 2") for (int odd = 0; odd < 2; odd++) {
-            const int64_t i = i0 + odd;
-            if (i >= nb) break;
-            const __m256i wv = _mm256_loadu_si256((const __m256i *)a[i].qs);
-            const __m256i aw = _mm256_abs_epi8(wv);
-            const float dw = f16(a[i].d);
-            _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
-                const void *xt = XROW(char, t);
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(xt) + 32 * i));
-                const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(xv, wv));
-                const __m128 v = _mm_cvtepi32_ps(fold_lanes8(p)), prod = _mm_set1_ps(dw * edge_q8s_d(xt, n)[i]);
-                if (odd)
-                    acc_odd[t] = _mm_fmadd_ps(v, prod, acc_odd[t]);
-                else
-                    acc[t] = _mm_fmadd_ps(v, prod, acc[t]);
-            }
-        }
-    }
-    _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = quad_lanes_sum(_mm_add_ps(acc[t], acc_odd[t]));
-}
-MULTI_TOKEN(zmm_dot_q8_0)
-
-/* Decode: the same sums two blocks at a time over the edge_q8v layout. Per block one vpxor (w + 128, the
- * unsigned side) and one vpdpbusd onto the block's correction (exactly sum(w * x) per lane, as |w|
- * against x with w's sign gives: no abs and sign); the two blocks' lanes folded to [even | odd] in one
- * 256-bit vector, converted and scaled at once ([acc | acc_odd] of the kernel above). L3-resident
+/* Decode, Q8_0, over the edge_q8v layout: lane m of a block's 256-bit sums holds values 4m .. 4m+3, so
+ * lanes m and m + 4 make the quad kernel's lane m; even and odd blocks are accumulated apart, as there.
+ * Per block one vpxor (w + 128, the unsigned side) and one vpdpbusd onto the block's correction (exactly
+ * sum(w * x) per lane: no abs and sign); two blocks' lanes folded to [even | odd] in one 256-bit vector,
+ * converted and scaled at once. L3-resident
  * 8192 x 2048, one thread: 38.3 -> 51.3 GB/s. */
 ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) {
     const block_q8_0 *a = w;
