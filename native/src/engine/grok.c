@@ -83,12 +83,10 @@ static void attention_worker(void *arg, int ith, int nth) {
      * on one thread: its K and V rows come from DRAM once, then from cache; every thread has every
      * token's causal length); with more threads than heads, (token, head) pairs round-robin. */
     const bool by_heads = hp->n_head >= nth;
-    const int64_t h0 = by_heads ? hp->n_head * ith / nth : 0, h1 = by_heads ? hp->n_head * (ith + 1) / nth : 0;
-    const int64_t n_tasks = by_heads ? job->n * (h1 - h0) : (job->n * hp->n_head - ith + nth - 1) / nth;
-    for (int64_t k = 0; k < n_tasks; k++) {
-        const int64_t task = by_heads ? 0 : ith + k * nth;
-        const int64_t i = by_heads ? k / (h1 - h0) : task / hp->n_head;
-        const int64_t h = by_heads ? h0 + k % (h1 - h0) : task % hp->n_head, g = h / group;
+    const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
+    for (int64_t task = 0; task < job->n * hp->n_head; task++) {
+        const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
+        if (by_heads ? h < h0 || h >= h1 : task % nth != ith) continue;
         const int64_t pos = ctx->n_past + i;
         const float *q = s->q + i * nq + h * hd;
         /* [PAD] keys are masked (official input_mask = tokens > 0); when every key so far is [PAD] the
