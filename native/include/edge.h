@@ -171,14 +171,16 @@ typedef enum edge_isa {
 /* Whether a path is compiled in and runs on this CPU. */
 EDGE_API edge_status edge_isa_supported(int isa, int *supported);
 
-/* A persistent pool of worker threads (the caller's thread is worker 0). */
+/* A persistent pool of worker threads (the caller's thread is worker 0). It detects the CPU's features
+ * once, at creation, for the calls given it. */
 typedef struct edge_threadpool edge_threadpool;
 EDGE_API edge_status edge_threadpool_create(int n_threads, edge_threadpool **out);
 EDGE_API void edge_threadpool_free(edge_threadpool *pool);
 
 /* y[t*n_rows + r] = sum_c W[r][c] * x[t*n_cols + c] for t < n_tok, r < n_rows, with W stored as
  * n_rows rows of n_cols elements in `type` (GGUF layout, rows contiguous). Activations are quantized
- * on the fly where the path does so. For tests and tools: allocates its own scratch. */
+ * on the fly where the path does so. For tests and tools: allocates its own scratch. The path is
+ * chosen from the pool's CPU features (without a pool, detected in the call). */
 EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const void *w, int64_t n_rows,
                                  int64_t n_cols, const float *x, int64_t n_tok, float *y);
 

@@ -208,7 +208,7 @@ static edge_status moe_pack(edge_context *ctx, const edge_layer_weights *L, int6
 static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n) {
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
-    const int64_t d = hp->n_embd, ne = hp->n_expert, k = hp->n_expert_used, nff = hp->n_ff;
+    const int64_t d = hp->n_embd, ne = hp->n_expert, k = hp->n_expert_used;
     edge_status st;
     /* router: p = softmax(x·Wr) over all experts, fp32 */
     if ((st = matmul(ctx, &L->router, s->xb, n, s->router)) != EDGE_OK) return st;

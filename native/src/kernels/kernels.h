@@ -13,6 +13,8 @@ const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu);
 /* Run fn(ctx, ith, nth) on every worker (ith = 0 is the calling thread) and return when all are done. */
 void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 int edge_threadpool_size(const edge_threadpool *pool);
+/* The CPU features detected when the pool was created; NULL for no pool. */
+const edge_cpu_features *edge_threadpool_cpu(const edge_threadpool *pool);
 /* Run fn(ctx, ith, nth) on the calling thread (ith = 0) and on whichever workers are free to join
  * before it returns; return when all that joined are done. For work split dynamically (an atomic
  * counter), so a worker the OS has not scheduled costs no waiting (the caller does its share). */

@@ -482,7 +482,8 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
 EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const void *w, int64_t n_rows,
                                  int64_t n_cols, const float *x, int64_t n_tok, float *y) {
     if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: unknown ISA %d", isa);
-    const edge_kernels *k = edge_kernels_for(isa, NULL);
+    /* the pool's features (detecting them costs ~20 us in a VM: more than a small product) */
+    const edge_kernels *k = edge_kernels_for(isa, edge_threadpool_cpu(pool));
     if (!k) return edge_fail(EDGE_ERR_UNSUPPORTED, "matmul: ISA %d is not compiled in or not supported by this CPU", isa);
     int64_t row_bytes;
     edge_status st = edge_row_bytes(type, n_cols, &row_bytes);

@@ -23,6 +23,7 @@ typedef struct worker_arg {
 
 struct edge_threadpool {
     int n_threads;
+    edge_cpu_features cpu; /* detected once at creation: cpuid traps to the hypervisor in a VM (~20 us here) */
     pthread_t *threads;     /* n_threads - 1 workers */
     worker_arg *args;
     pthread_mutex_t mutex;
@@ -94,13 +95,13 @@ EDGE_API edge_status edge_threadpool_create(int n_threads, edge_threadpool **out
     *out = NULL;
     if (n_threads < 0 || n_threads > 1024)
         return edge_fail(EDGE_ERR_INVALID_ARG, "edge_threadpool_create: n_threads %d is not in 0..1024", n_threads);
-    if (n_threads == 0) {
-        edge_cpu_features cpu;
-        edge_cpu_detect(&cpu);
-        n_threads = cpu.n_cores > 0 ? cpu.n_cores : 1;
-    }
+    edge_cpu_features cpu;
+    edge_status st = edge_cpu_detect(&cpu);
+    if (st != EDGE_OK) return st;
+    if (n_threads == 0) n_threads = cpu.n_cores > 0 ? cpu.n_cores : 1;
     struct edge_threadpool *pool = calloc(1, sizeof *pool);
     if (!pool) return edge_fail(EDGE_ERR_NOMEM, "edge_threadpool_create: out of memory");
+    pool->cpu = cpu;
     pool->n_threads = n_threads;
     pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
     pool->args = calloc((size_t)n_threads, sizeof *pool->args);
@@ -149,6 +150,8 @@ EDGE_API void edge_threadpool_free(edge_threadpool *pool) {
 }
 
 int edge_threadpool_size(const edge_threadpool *pool) { return pool ? pool->n_threads : 1; }
+
+const edge_cpu_features *edge_threadpool_cpu(const edge_threadpool *pool) { return pool ? &pool->cpu : NULL; }
 
 /* The next job number with its kind in bit 0 (only the caller's thread publishes). */
 static uint64_t publish(struct edge_threadpool *pool, int any) {
