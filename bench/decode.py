@@ -185,6 +185,26 @@ def paired_steps(
     return out
 
 
+def by_host_state(
+    times: list[float], fractions: list[float], token_probes: list[float], split: float, per_tok: int
+) -> str:
+    """The tokens whose two probes both read at most `split` GB/s (the paired phase's median probe) and
+    those whose two probes both read more, apart: this VM's bandwidth jumps between levels, and where it
+    exceeds what the kernels compute per second, decode is bound by compute, not memory."""
+    parts = []
+    for label, keep in (("<=", lambda a, b: max(a, b) <= split), (">", lambda a, b: min(a, b) > split)):
+        sel = [k for k in range(len(times)) if keep(token_probes[2 * k], token_probes[2 * k + 1])]
+        if sel:
+            gbs = statistics.median(per_tok / times[k] / 1e9 for k in sel)
+            frac = statistics.median(fractions[k] for k in sel)
+            parts.append(
+                f"{len(sel)} tokens with both probes {label} {split:.1f} GB/s: {gbs:.1f} GB/s, {frac:.0%}"
+            )
+        else:
+            parts.append(f"no token with both probes {label} {split:.1f} GB/s")
+    return "; ".join(parts)
+
+
 class EdgeRunner:
     """grok-edge (edge.Model)."""
 
@@ -317,7 +337,8 @@ def main() -> None:
                 f"  decode ratio per interleaved token pair: {per_pair:.2f}x (median over {len(e)} pairs"
                 " of llama.cpp's token time / grok-edge's, the two a probe apart)"
             )
-        for name, (_, fractions, token_probes) in paired.items():
+        split = statistics.median(p for rec in paired.values() for p in rec.probes)
+        for name, (times, fractions, token_probes) in paired.items():
             q = statistics.quantiles(fractions, n=4)
             print(
                 f"  of bw, {name}: median over {len(fractions)} tokens of the token's GB/s / the larger probe"
@@ -325,6 +346,7 @@ def main() -> None:
                 f" min {min(fractions):.0%}, max {max(fractions):.0%}; probes {min(token_probes):.1f}"
                 f"-{max(token_probes):.1f} GB/s)"
             )
+            print("    " + by_host_state(times, fractions, token_probes, split, per_tok))
 
 
 if __name__ == "__main__":
