@@ -76,11 +76,6 @@ typedef enum edge_act_format {
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
  * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
-/* The AVX-512 one-token kernels also ask L2 for the lines this far ahead (prefetcht1: L2's miss buffers,
- * not L1's few fill buffers), so more of the stream is in flight: -1 to +10 %, mean +3 %, over ten runs
- * streaming a 1 GiB Q4_K / Q6_K / Q8_0 matrix from DRAM with two builds alternating call by call (a
- * noisy VM); no cost from L2. */
-#define EDGE_DECODE_PREFETCH_L2 8192
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
 /* Convert blocks b0 .. b0+nb-1 of one activation row (x: the row's n floats) into the activation
