@@ -22,7 +22,11 @@ single-token steps per engine, the engines taking turns token by token, each tok
 probes (256 MiB, best of 4 reads with the threads and 4 with one: best of 2 and 2 read 4 % lower than
 1 GiB probes here), the fraction being the token's GB/s over the larger of its two probes; the median
 over the tokens is printed, and the decode ratio of the interleaved tokens (the median over the pairs
-of tokens with the same index, a probe apart). The engines' timed runs alternate too, so both meet the
+of tokens with the same index, a probe apart). A plain read of the token's bytes (numpy dot, the same
+threads) takes its turn as a third "engine": its fraction is the ceiling of the method here (a single
+read against the best of the 8 beside it: below 100 % wherever the bandwidth jitters from one read to
+the next). The tokens whose probes both read at most, or both more than, the median probe are also
+shown apart. The engines' timed runs alternate too, so both meet the
 same machine: the ratios printed for them are the medians over the reps of grok-edge's run against
 the llama.cpp run right after it.
 """
@@ -205,6 +209,25 @@ def by_host_state(
     return "; ".join(parts)
 
 
+class ReadRunner:
+    """Not an engine: a plain read of as many bytes as a decoded token touches (numpy dot, the probe's
+    threads), taken as a token in the paired phase. Its fraction is what the per-token method gives a
+    pure read: the ceiling of any engine's (a single read against the best of 8 beside it)."""
+
+    def __init__(self, nbytes: int, threads: int) -> None:
+        self.read = ReadBandwidth(threads, nbytes)
+
+    def reset(self) -> None:
+        pass
+
+    def last_logits(self, tokens: list[int]) -> np.ndarray:
+        self.read.once()
+        return np.zeros(1, dtype=np.float32)
+
+    def close(self) -> None:
+        pass
+
+
 class EdgeRunner:
     """grok-edge (edge.Model)."""
 
@@ -294,7 +317,8 @@ def main() -> None:
                     results[name].append(timed_run(runner, prompt, args.decode))
                     probes.append(read_bandwidth(args.threads))
             short_probe = ReadBandwidth(args.threads, 256 << 20)
-            paired = paired_steps(runners, prompt, args.paired, short_probe, per_tok)
+            read_token: dict[str, Runner] = {"plain read": ReadRunner(per_tok, args.threads)}
+            paired = paired_steps(runners | read_token, prompt, args.paired, short_probe, per_tok)
         finally:
             for runner in runners.values():
                 runner.close()

@@ -17,20 +17,25 @@ class ReadBandwidth:
         self.nbytes = nbytes
         self.buf = np.ones(nbytes // 8, dtype=np.float64)
 
+    def once(self) -> float:
+        """One read of the buffer split over the n_threads threads, GB/s."""
+        return self._read(np.array_split(self.buf, self.n_threads))
+
     def __call__(self, reps: int = 5) -> float:
         """Best of reps reads with n_threads threads and reps with 1, GB/s (one core nearly saturates
         DRAM here, and the n-thread figure drops first when other jobs share the cores: the best of
         both is the machine's figure)."""
-        best = 0.0
-        for parts in [np.array_split(self.buf, self.n_threads), [self.buf]] * reps:
-            threads = [threading.Thread(target=np.dot, args=(p, p)) for p in parts]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            best = max(best, self.nbytes / (time.perf_counter() - t0) / 1e9)
-        return best
+        split = np.array_split(self.buf, self.n_threads)
+        return max(self._read(parts) for parts in [split, [self.buf]] * reps)
+
+    def _read(self, parts: list[np.ndarray]) -> float:
+        threads = [threading.Thread(target=np.dot, args=(p, p)) for p in parts]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return self.nbytes / (time.perf_counter() - t0) / 1e9
 
 
 def read_bandwidth(n_threads: int, nbytes: int = 1 << 30, reps: int = 5) -> float:
