@@ -323,6 +323,24 @@ def test_threads_and_batching_give_the_same_bits(converted, parity_tokens, prese
     np.testing.assert_array_equal(steps5, a)
 
 
+def test_grouped_attention_gives_the_same_bits_over_long_contexts(converted):
+    # With threads <= query heads, the heads of one KV head are attended together (each cached row read
+    # once for them; the weighted sum over the values in blocks of 64 keys); with 5 threads on the tiny
+    # model's 4 heads, one head at a time. 150 positions: several key blocks, their sums carried across.
+    tokens = [int(t) for t in np.random.default_rng(11).integers(4, 512, 150)]
+    logits = []
+    for threads in (1, 2, 5):
+        with edge.Model(converted("q8_0"), n_ctx=160, n_batch=64, n_threads=threads) as model:
+            logits.append(model.logits(tokens))
+            model.reset()
+            model.eval(tokens[:-1])
+            logits.append(model.eval(tokens[-1:])[None])
+    np.testing.assert_array_equal(logits[2], logits[0])
+    np.testing.assert_array_equal(logits[4], logits[0])
+    for one_token in logits[1::2]:
+        np.testing.assert_array_equal(one_token[0], logits[0][-1])
+
+
 def test_long_prompt_batches_with_expert_tiles(converted):
     # 600 tokens in one batch send 1200 rows to 8 experts, so at least one expert gets more than the
     # 128-row tile (EDGE_MOE_TILE) and runs in several tiles; 64-token batches never do.

@@ -14,23 +14,6 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float dot_f16(const float *q, const void *k_row, int64_t n) {
-    const uint16_t *k = k_row;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j))), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8),
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j + 8))), a1);
-    }
-    for (; j + 8 <= n; j += 8)
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j))), a0);
-    float sum = hsum256(_mm256_add_ps(a0, a1));
-    for (; j < n; j++) sum += q[j] * edge_f16_to_f32(k[j]);
-    return sum;
-}
-
-
 static inline float dot_f32(const float *q, const void *k_row, int64_t n) {
     const float *k = k_row;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -147,7 +130,6 @@ static inline void fetch_row(const uint8_t *row, size_t bytes) {
             out[t] = dot_##T(q, k0 + (size_t)t * stride, n);                                             \
         }                                                                                               \
     }
-ATTN_SCORES(f16)
 ATTN_SCORES(f32)
 ATTN_SCORES(q8_0)
 
@@ -209,4 +191,108 @@ void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, siz
     const size_t row_bytes = ROW_BYTES_q8_0(n);
     WSUM_PASSES(Q8_0_LANES);
     (void)c;
+}
+
+/* ---------------------------------------------------------------- the query heads of one KV head together */
+
+/* q · k for NH queries (q + r * n) and one F16 row, converted once: two accumulators of 8 lanes per query
+ * (values j..j+7 and j+8..j+15 of every 16), summed by hsum256, then the values past the last 8 in scalar. */
+static inline __attribute__((always_inline)) void dots_f16(const float *q, const int NH, const uint16_t *k, int64_t n,
+                                                           float *out, size_t out_stride) {
+    __m256 a0[EDGE_ATTN_MAX_HEADS], a1[EDGE_ATTN_MAX_HEADS];
+    for (int r = 0; r < NH; r++) a0[r] = a1[r] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j)));
+        const __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j + 8)));
+        for (int r = 0; r < NH; r++) {
+            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * n + j), k0, a0[r]);
+            a1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * n + j + 8), k1, a1[r]);
+        }
+    }
+    for (; j + 8 <= n; j += 8) {
+        const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j)));
+        for (int r = 0; r < NH; r++) a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * n + j), k0, a0[r]);
+    }
+    for (int r = 0; r < NH; r++) {
+        const float *qr = q + r * n;
+        float sum = hsum256(_mm256_add_ps(a0[r], a1[r]));
+        for (int64_t jj = j; jj < n; jj++) sum += qr[jj] * edge_f16_to_f32(k[jj]);
+        out[(size_t)r * out_stride] = sum;
+    }
+}
+
+void edge_attn_scores_multi_f16_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                     int64_t n, float *out, size_t out_stride) {
+    const size_t bytes = ROW_BYTES_f16(n);
+    for (int64_t t = 0; t < n_keys; t++) {
+        if (t + KV_AHEAD < n_keys) fetch_row(k0 + (size_t)(t + KV_AHEAD) * stride, bytes);
+        const uint16_t *k = (const uint16_t *)(const void *)(k0 + (size_t)t * stride);
+        switch (nh) { /* constant head counts: the accumulators stay in registers */
+        case 1: dots_f16(q, 1, k, n, out + t, out_stride); break;
+        case 2: dots_f16(q, 2, k, n, out + t, out_stride); break;
+        case 3: dots_f16(q, 3, k, n, out + t, out_stride); break;
+        default: dots_f16(q, 4, k, n, out + t, out_stride); break;
+        }
+    }
+}
+
+void edge_attn_scores_f16_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out) {
+    edge_attn_scores_multi_f16_avx2(q, 1, k0, stride, n_keys, n, out, 0);
+}
+
+/* Keys per block of the weighted sum: the block's value rows stay in L1 while every W values of every
+ * head are summed over them (the sums kept in acc between blocks: the same fmas, in the same key order). */
+#define WSUM_KEYS 64
+
+/* Values c .. c + 8 * NW - 1 (NW = 1 or 2 vectors) of NH heads over keys t0 .. t1 - 1. */
+static inline __attribute__((always_inline)) void wsum_block_f16(float *acc, const int NH, const int NW, const float *p,
+                                                                 size_t p_stride, const uint8_t *v0, size_t stride,
+                                                                 int64_t t0, int64_t t1, int64_t n_keys, int64_t n,
+                                                                 int64_t c) {
+    __m256 a[EDGE_ATTN_MAX_HEADS][2];
+    for (int r = 0; r < NH; r++)
+        for (int w = 0; w < NW; w++) a[r][w] = _mm256_loadu_ps(acc + r * n + c + 8 * w);
+    for (int64_t t = t0; t < t1; t++) {
+        if (c == 0 && t + KV_AHEAD < n_keys) fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, ROW_BYTES_f16(n));
+        const uint16_t *row = (const uint16_t *)(const void *)(v0 + (size_t)t * stride);
+        __m256 v[2];
+        for (int w = 0; w < NW; w++) v[w] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + c + 8 * w)));
+        for (int r = 0; r < NH; r++) {
+            const float pt = p[(size_t)r * p_stride + (size_t)t];
+            if (pt == 0.0f) continue; /* as the one-head loop: keys with p == 0 add nothing */
+            for (int w = 0; w < NW; w++) a[r][w] = _mm256_fmadd_ps(_mm256_set1_ps(pt), v[w], a[r][w]);
+        }
+    }
+    for (int r = 0; r < NH; r++)
+        for (int w = 0; w < NW; w++) _mm256_storeu_ps(acc + r * n + c + 8 * w, a[r][w]);
+}
+
+#define WSUM_BLOCK(NW)                                                                                  \
+    switch (nh) {                                                                                       \
+    case 1: wsum_block_f16(acc, 1, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
+    case 2: wsum_block_f16(acc, 2, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
+    case 3: wsum_block_f16(acc, 3, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
+    default: wsum_block_f16(acc, 4, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;          \
+    }
+
+void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n) {
+    for (int64_t i = 0; i < (int64_t)nh * n; i++) acc[i] = 0.0f;
+    const int64_t n8 = n / 8 * 8;
+    for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
+        const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
+        int64_t c = 0;
+        for (; c + 16 <= n8; c += 16) WSUM_BLOCK(2)
+        for (; c < n8; c += 8) WSUM_BLOCK(1)
+        for (int r = 0; r < nh; r++) /* values n8 .. n-1 (fewer than 8), key by key in scalar */
+            for (int64_t j = n8; j < n; j++) {
+                float sum = acc[r * n + j];
+                for (int64_t t = t0; t < t1; t++) {
+                    const float pt = p[(size_t)r * p_stride + (size_t)t];
+                    if (pt != 0.0f) sum += pt * F16_AT(v0 + (size_t)t * stride, j);
+                }
+                acc[r * n + j] = sum;
+            }
+    }
 }

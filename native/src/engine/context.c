@@ -100,7 +100,7 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->ob = alloc_floats(B * d, &ok);
     s->rope_cos = alloc_floats(B * hd / 2, &ok);
     s->rope_sin = alloc_floats(B * hd / 2, &ok);
-    s->scores = alloc_floats(T * p.n_ctx, &ok);
+    s->scores = alloc_floats(T * EDGE_ATTN_MAX_HEADS * p.n_ctx, &ok);
     s->vacc = alloc_floats(T * hd, &ok);
     s->kvrow = alloc_floats(T * hd, &ok);
     s->router = alloc_floats(B * hp->n_expert, &ok);
@@ -138,6 +138,8 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         if (p.kv_type == EDGE_TYPE_F16) {
             ctx->attn_scores = edge_attn_scores_f16_avx2;
             ctx->attn_wsum = edge_attn_wsum_f16_avx2;
+            ctx->attn_scores_multi = edge_attn_scores_multi_f16_avx2;
+            ctx->attn_wsum_multi = edge_attn_wsum_multi_f16_avx2;
         } else if (p.kv_type == EDGE_TYPE_F32) {
             ctx->attn_scores = edge_attn_scores_f32_avx2;
             ctx->attn_wsum = edge_attn_wsum_f32_avx2;

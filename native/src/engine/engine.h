@@ -78,8 +78,8 @@ typedef struct edge_run_state {
     float *ob;          /* [B, n_embd] sublayer output */
     float *rope_cos;    /* [B, head_dim / 2] */
     float *rope_sin;    /* [B, head_dim / 2] */
-    float *scores;      /* [n_threads, n_ctx] attention probabilities, one row per worker */
-    float *vacc;        /* [n_threads, head_dim] attention value accumulators */
+    float *scores;      /* [n_threads, EDGE_ATTN_MAX_HEADS, n_ctx] attention probabilities, rows per worker */
+    float *vacc;        /* [n_threads, head_dim] attention value accumulators (one head at a time) */
     float *kvrow;       /* [n_threads, head_dim] a dequantized cached K or V row */
     float *router;      /* [B, n_expert] router logits, then probabilities */
     int32_t *sel;       /* [B, n_expert_used] selected experts */
@@ -100,6 +100,9 @@ typedef struct edge_run_state {
 
 /* Attention over one head's slice of n_keys cached rows (row t at base + t * stride), per cache type,
  * ISA-specific: out[t] = q · k_t; acc = Σ_t p[t] v_t (rows with p[t] == 0 skipped). */
+/* Query heads of one KV head attended together: each cached row read once for all of them (the rows of a
+ * long context leave L2 between heads: at 4096 positions a head's slice of K or V is 1 MiB here). */
+#define EDGE_ATTN_MAX_HEADS 4
 typedef void (*edge_attn_scores_fn)(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n,
                                     float *out);
 typedef void (*edge_attn_wsum_fn)(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys,
@@ -108,6 +111,16 @@ void edge_attn_scores_f16_avx2(const float *q, const uint8_t *k0, size_t stride,
 void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
 void edge_attn_scores_f32_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
 void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
+/* The same for nh (1..EDGE_ATTN_MAX_HEADS) heads at once, each bit for bit what the one-head loops give it:
+ * queries q + r * n, scores out + r * out_stride; probabilities p + r * p_stride, sums acc + r * n. */
+typedef void (*edge_attn_scores_multi_fn)(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                          int64_t n, float *out, size_t out_stride);
+typedef void (*edge_attn_wsum_multi_fn)(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                        size_t stride, int64_t n_keys, int64_t n);
+void edge_attn_scores_multi_f16_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                     int64_t n, float *out, size_t out_stride);
+void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n);
 /* Q8_0: n a multiple of 32 */
 void edge_attn_scores_q8_0_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
 void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
@@ -136,6 +149,8 @@ struct edge_context {
     /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
     edge_attn_scores_fn attn_scores;
     edge_attn_wsum_fn attn_wsum;
+    edge_attn_scores_multi_fn attn_scores_multi; /* NULL: one head at a time (both or neither set) */
+    edge_attn_wsum_multi_fn attn_wsum_multi;
     edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
     edge_attn_exp_fn attn_exp;
     edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */

@@ -65,6 +65,64 @@ typedef struct {
     int64_t layer, n;
 } attention_job;
 
+/* Raw scores q·k of one head against the cached keys 0..pos (KV head g), the portable way. */
+static void head_scores(edge_context *ctx, const float *q, const uint8_t *krows, int64_t g, int64_t pos, float *row,
+                        float *scores) {
+    const int64_t hd = ctx->model->hp.head_dim;
+    for (int64_t t = 0; t <= pos; t++) {
+        edge_kv_load(&ctx->kv, krows + (size_t)t * ctx->kv.row_bytes, g * hd, hd, row, ctx->f16_table);
+        float dot = 0.0f;
+        for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
+        scores[t] = dot;
+    }
+}
+
+/* Raw scores to probabilities in place: [PAD] keys masked, s = (q·k) * attn_output_multiplier, then
+ * cap·tanh(s/cap), softmax in fp32. */
+static void head_softmax(edge_context *ctx, float *scores, bool mask_pads, int64_t pos) {
+    const edge_model_hparams *hp = &ctx->model->hp;
+    const float mult = (float)hp->attn_output_multiplier, cap = (float)hp->attn_logit_softcap;
+    if (mask_pads)
+        for (int64_t t = 0; t <= pos; t++)
+            if (ctx->is_pad[t]) scores[t] = -INFINITY;
+    float max = -INFINITY, sum = 0.0f;
+    if (ctx->attn_softcap) {
+        max = ctx->attn_softcap(scores, pos + 1, mult, cap);
+        sum = ctx->attn_exp(scores, pos + 1, max);
+    } else {
+        for (int64_t t = 0; t <= pos; t++) {
+            if (scores[t] == -INFINITY) continue;
+            float sc = scores[t] * mult;
+            if (cap > 0.0f) sc = cap * tanhf(sc / cap);
+            scores[t] = sc;
+            if (sc > max) max = sc;
+        }
+        for (int64_t t = 0; t <= pos; t++) {
+            scores[t] = expf(scores[t] - max);
+            sum += scores[t];
+        }
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t t = 0; t <= pos; t++) scores[t] *= inv;
+}
+
+/* o = p · v of one head (KV head g) into out: one pass over the value rows. */
+static void head_wsum(edge_context *ctx, const float *p, const uint8_t *vrows, int64_t g, int64_t pos, float *row,
+                      float *out) {
+    const int64_t hd = ctx->model->hp.head_dim;
+    if (ctx->attn_wsum) {
+        ctx->attn_wsum(out, p, vrows + ctx->kv.row_bytes / (size_t)ctx->model->hp.n_head_kv * (size_t)g,
+                       ctx->kv.row_bytes, pos + 1, hd);
+        return;
+    }
+    for (int64_t j = 0; j < hd; j++) out[j] = 0.0f;
+    for (int64_t t = 0; t <= pos; t++) {
+        if (p[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
+        edge_kv_load(&ctx->kv, vrows + (size_t)t * ctx->kv.row_bytes, g * hd, hd, row, ctx->f16_table);
+        for (int64_t j = 0; j < hd; j++) out[j] += p[t] * row[j];
+    }
+}
+
 /* One worker's share of (token, query head) pairs: causal attention over the cached positions 0..pos. */
 static void attention_worker(void *arg, int ith, int nth) {
     const attention_job *job = arg;
@@ -73,75 +131,50 @@ static void attention_worker(void *arg, int ith, int nth) {
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, nq = hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
-    const float mult = (float)hp->attn_output_multiplier, cap = (float)hp->attn_logit_softcap;
-    float *scores = s->scores + (size_t)ith * (size_t)ctx->kv.n_ctx;
+    const size_t n_ctx = (size_t)ctx->kv.n_ctx, kv_stride = ctx->kv.row_bytes;
+    float *scores = s->scores + (size_t)ith * EDGE_ATTN_MAX_HEADS * n_ctx;
     float *vacc = s->vacc + (size_t)ith * (size_t)hd;
     float *row = s->kvrow + (size_t)ith * (size_t)hd;
-    const size_t head_bytes = ctx->kv.row_bytes / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
+    const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
+    const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
+    const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
 
-    /* A contiguous range of query heads per thread, for every token (the heads of one KV head mostly
-     * on one thread: its K and V rows come from DRAM once, then from cache; every thread has every
-     * token's causal length); with more threads than heads, (token, head) pairs round-robin. */
-    const bool by_heads = hp->n_head >= nth;
+    /* A contiguous range of query heads per thread, for every token (every thread has every token's
+     * causal length), the heads of one KV head taken together where the cache type has the loops for
+     * it: each cached row then comes from memory once for them. With more threads than heads, (token,
+     * head) pairs round-robin, one head at a time. */
+    const bool by_heads = hp->n_head >= nth, multi = by_heads && ctx->attn_scores_multi;
     const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
     for (int64_t task = 0; task < job->n * hp->n_head; task++) {
         const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
         if (by_heads ? h < h0 || h >= h1 : task % nth != ith) continue;
+        int64_t nh = 1; /* heads h .. h + nh - 1: of KV head g and of this thread */
+        if (multi) {
+            const int64_t end = (g + 1) * group < h1 ? (g + 1) * group : h1;
+            nh = end - h < EDGE_ATTN_MAX_HEADS ? end - h : EDGE_ATTN_MAX_HEADS;
+            task += nh - 1;
+        }
         const int64_t pos = ctx->n_past + i;
         const float *q = s->q + i * nq + h * hd;
+        float *out = s->att + i * nq + h * hd;
         /* [PAD] keys are masked (official input_mask = tokens > 0); when every key so far is [PAD] the
          * official softmax over all -1e30 is uniform, here over the causal keys 0..pos. */
         bool mask_pads = false;
         for (int64_t t = 0; t <= pos && !mask_pads; t++) mask_pads = !ctx->is_pad[t];
-        /* scores: s = (q·k) * attn_output_multiplier, then cap·tanh(s/cap); causal: keys 0..pos only */
-        const size_t kv_stride = ctx->kv.row_bytes, head_off = head_bytes * (size_t)g;
-        const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
-        const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
-        if (ctx->attn_scores) {
-            ctx->attn_scores(q, krows + head_off, kv_stride, pos + 1, hd, scores);
-        } else {
-            for (int64_t t = 0; t <= pos; t++) {
-                edge_kv_load(&ctx->kv, krows + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
-                float dot = 0.0f;
-                for (int64_t j = 0; j < hd; j++) dot += q[j] * row[j];
-                scores[t] = dot;
-            }
+        if (multi) {
+            ctx->attn_scores_multi(q, (int)nh, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores, n_ctx);
+            for (int64_t r = 0; r < nh; r++) head_softmax(ctx, scores + (size_t)r * n_ctx, mask_pads, pos);
+            /* the heads' outputs are adjacent in att */
+            ctx->attn_wsum_multi(out, (int)nh, scores, n_ctx, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
+            continue;
         }
-        if (mask_pads)
-            for (int64_t t = 0; t <= pos; t++)
-                if (ctx->is_pad[t]) scores[t] = -INFINITY;
-        float max = -INFINITY, sum = 0.0f;
-        if (ctx->attn_softcap) {
-            max = ctx->attn_softcap(scores, pos + 1, mult, cap);
-            sum = ctx->attn_exp(scores, pos + 1, max);
-        } else {
-            for (int64_t t = 0; t <= pos; t++) {
-                if (scores[t] == -INFINITY) continue;
-                float sc = scores[t] * mult;
-                if (cap > 0.0f) sc = cap * tanhf(sc / cap);
-                scores[t] = sc;
-                if (sc > max) max = sc;
-            }
-            /* softmax in fp32 */
-            for (int64_t t = 0; t <= pos; t++) {
-                scores[t] = expf(scores[t] - max);
-                sum += scores[t];
-            }
-        }
-        /* o = softmax · v: probabilities first, then one pass over the value rows */
-        const float inv = 1.0f / sum;
-        for (int64_t t = 0; t <= pos; t++) scores[t] *= inv;
-        if (ctx->attn_wsum) {
-            ctx->attn_wsum(vacc, scores, vrows + head_off, kv_stride, pos + 1, hd);
-        } else {
-            for (int64_t j = 0; j < hd; j++) vacc[j] = 0.0f;
-            for (int64_t t = 0; t <= pos; t++) {
-                if (scores[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
-                edge_kv_load(&ctx->kv, vrows + (size_t)t * kv_stride, g * hd, hd, row, ctx->f16_table);
-                for (int64_t j = 0; j < hd; j++) vacc[j] += scores[t] * row[j];
-            }
-        }
-        memcpy(s->att + i * nq + h * hd, vacc, (size_t)hd * sizeof(float));
+        if (ctx->attn_scores)
+            ctx->attn_scores(q, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores);
+        else
+            head_scores(ctx, q, krows, g, pos, row, scores);
+        head_softmax(ctx, scores, mask_pads, pos);
+        head_wsum(ctx, scores, vrows, g, pos, row, vacc);
+        memcpy(out, vacc, (size_t)hd * sizeof(float));
     }
 }
 
