@@ -15,7 +15,7 @@ it through their own mappings: grok-edge's (MADV_HUGEPAGE) has the kernel read i
 any mapping of the file then gets with 2 MiB pages (llama.cpp's too: both engines map the same page
 cache); the share of each engine's mapping in 2 MiB pages is printed.
 
-The read bandwidth of a shared VM moves (here between about 40 and 75 GB/s for two threads, from one
+The read bandwidth of a shared VM moves (here between about 25 and 75 GB/s for two threads, from one
 minute to the next, as the probes printed between the runs show), so the fraction is taken per decoded
 token against a probe just before and just after that token: after the timed runs, --paired more
 single-token steps per engine, the engines taking turns token by token, each token between two short
