@@ -94,19 +94,6 @@ static inline __m256 q8_lanes(const int8_t *qs) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qs)));
 }
 
-static inline float dot_q8_0(const float *q, const void *k_row, int64_t n) {
-    const block_q8_0 *b = k_row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK8_0; i++, q += QK8_0) {
-        __m256 s = _mm256_mul_ps(_mm256_loadu_ps(q), q8_lanes(b[i].qs));
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8), q8_lanes(b[i].qs + 8), s);
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16), q8_lanes(b[i].qs + 16), s);
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(q + 24), q8_lanes(b[i].qs + 24), s);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, acc);
-    }
-    return hsum256(acc);
-}
-
 /* A head's slice of a cached row is strided by the whole row (all KV heads): the rows are fetched
  * KV_AHEAD keys ahead (decode read them at DRAM latency, one row after the other: ~40 us per layer at
  * 80 keys on the bench's Grok-shaped file). */
@@ -131,7 +118,6 @@ static inline void fetch_row(const uint8_t *row, size_t bytes) {
         }                                                                                               \
     }
 ATTN_SCORES(f32)
-ATTN_SCORES(q8_0)
 
 /* Values c .. c + 8·NA - 1 of every key into NA accumulators (NA <= 8). */
 #define WSUM_PASS(NA, lanes)                                                                            \
@@ -197,8 +183,9 @@ void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, siz
 
 /* q · k for NH queries (q + r * n) and one F16 row, converted once: two accumulators of 8 lanes per query
  * (values j..j+7 and j+8..j+15 of every 16), summed by hsum256, then the values past the last 8 in scalar. */
-static inline __attribute__((always_inline)) void dots_f16(const float *q, const int NH, const uint16_t *k, int64_t n,
+static inline __attribute__((always_inline)) void dots_f16(const float *q, const int NH, const uint8_t *row, int64_t n,
                                                            float *out, size_t out_stride) {
+    const uint16_t *k = (const uint16_t *)(const void *)row;
     __m256 a0[EDGE_ATTN_MAX_HEADS], a1[EDGE_ATTN_MAX_HEADS];
     for (int r = 0; r < NH; r++) a0[r] = a1[r] = _mm256_setzero_ps();
     int64_t j = 0;
@@ -222,58 +209,93 @@ static inline __attribute__((always_inline)) void dots_f16(const float *q, const
     }
 }
 
-void edge_attn_scores_multi_f16_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
-                                     int64_t n, float *out, size_t out_stride) {
-    const size_t bytes = ROW_BYTES_f16(n);
-    for (int64_t t = 0; t < n_keys; t++) {
-        if (t + KV_AHEAD < n_keys) fetch_row(k0 + (size_t)(t + KV_AHEAD) * stride, bytes);
-        const uint16_t *k = (const uint16_t *)(const void *)(k0 + (size_t)t * stride);
-        switch (nh) { /* constant head counts: the accumulators stay in registers */
-        case 1: dots_f16(q, 1, k, n, out + t, out_stride); break;
-        case 2: dots_f16(q, 2, k, n, out + t, out_stride); break;
-        case 3: dots_f16(q, 3, k, n, out + t, out_stride); break;
-        default: dots_f16(q, 4, k, n, out + t, out_stride); break;
+/* The same for a Q8_0 row (n a multiple of 32): per block, the four products of 8 summed, times the
+ * block's d into one accumulator per query. */
+static inline __attribute__((always_inline)) void dots_q8_0(const float *q, const int NH, const uint8_t *row,
+                                                            int64_t n, float *out, size_t out_stride) {
+    const block_q8_0 *b = (const block_q8_0 *)(const void *)row;
+    __m256 acc[EDGE_ATTN_MAX_HEADS];
+    for (int r = 0; r < NH; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const __m256 l0 = q8_lanes(b[i].qs), l1 = q8_lanes(b[i].qs + 8), l2 = q8_lanes(b[i].qs + 16);
+        const __m256 l3 = q8_lanes(b[i].qs + 24), d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        for (int r = 0; r < NH; r++) {
+            const float *qb = q + r * n + QK8_0 * i;
+            __m256 s = _mm256_mul_ps(_mm256_loadu_ps(qb), l0);
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), l1, s);
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), l2, s);
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), l3, s);
+            acc[r] = _mm256_fmadd_ps(d, s, acc[r]);
         }
     }
+    for (int r = 0; r < NH; r++) out[(size_t)r * out_stride] = hsum256(acc[r]);
 }
 
-void edge_attn_scores_f16_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out) {
-    edge_attn_scores_multi_f16_avx2(q, 1, k0, stride, n_keys, n, out, 0);
-}
+#define ATTN_SCORES_MULTI(T)                                                                            \
+    void edge_attn_scores_multi_##T##_avx2(const float *q, int nh, const uint8_t *k0, size_t stride,      \
+                                           int64_t n_keys, int64_t n, float *out, size_t out_stride) {  \
+        for (int64_t t = 0; t < n_keys; t++) {                                                          \
+            if (t + KV_AHEAD < n_keys) fetch_row(k0 + (size_t)(t + KV_AHEAD) * stride, ROW_BYTES_##T(n)); \
+            const uint8_t *row = k0 + (size_t)t * stride;                                               \
+            switch (nh) { /* constant head counts: the accumulators stay in registers */               \
+            case 1: dots_##T(q, 1, row, n, out + t, out_stride); break;                                 \
+            case 2: dots_##T(q, 2, row, n, out + t, out_stride); break;                                 \
+            case 3: dots_##T(q, 3, row, n, out + t, out_stride); break;                                 \
+            default: dots_##T(q, 4, row, n, out + t, out_stride); break;                                \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+    void edge_attn_scores_##T##_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys,  \
+                                      int64_t n, float *out) {                                          \
+        edge_attn_scores_multi_##T##_avx2(q, 1, k0, stride, n_keys, n, out, 0);                         \
+    }
+ATTN_SCORES_MULTI(f16)
+ATTN_SCORES_MULTI(q8_0)
 
 /* Keys per block of the weighted sum: the block's value rows stay in L1 while every W values of every
  * head are summed over them (the sums kept in acc between blocks: the same fmas, in the same key order). */
 #define WSUM_KEYS 64
 
-/* Values c .. c + 8 * NW - 1 (NW = 1 or 2 vectors) of NH heads over keys t0 .. t1 - 1. */
-static inline __attribute__((always_inline)) void wsum_block_f16(float *acc, const int NH, const int NW, const float *p,
-                                                                 size_t p_stride, const uint8_t *v0, size_t stride,
-                                                                 int64_t t0, int64_t t1, int64_t n_keys, int64_t n,
-                                                                 int64_t c) {
+/* Values c .. c + 8 * NW - 1 (NW = 1 or 2 vectors; Q8: one Q8_0 block holds them) of NH heads over keys
+ * t0 .. t1 - 1, each term as the one-head loops form it: p · v (F16), (p · d) · v (Q8_0). */
+static inline __attribute__((always_inline)) void wsum_block(float *acc, const int Q8, const int NH, const int NW,
+                                                             const float *p, size_t p_stride, const uint8_t *v0,
+                                                             size_t stride, int64_t t0, int64_t t1, int64_t n_keys,
+                                                             int64_t n, int64_t c) {
     __m256 a[EDGE_ATTN_MAX_HEADS][2];
     for (int r = 0; r < NH; r++)
         for (int w = 0; w < NW; w++) a[r][w] = _mm256_loadu_ps(acc + r * n + c + 8 * w);
     for (int64_t t = t0; t < t1; t++) {
-        if (c == 0 && t + KV_AHEAD < n_keys) fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, ROW_BYTES_f16(n));
-        const uint16_t *row = (const uint16_t *)(const void *)(v0 + (size_t)t * stride);
+        if (c == 0 && t + KV_AHEAD < n_keys)
+            fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, Q8 ? ROW_BYTES_q8_0(n) : ROW_BYTES_f16(n));
+        const uint8_t *row = v0 + (size_t)t * stride;
         __m256 v[2];
-        for (int w = 0; w < NW; w++) v[w] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + c + 8 * w)));
+        float d = 1.0f;
+        if (Q8) {
+            const block_q8_0 *b = (const block_q8_0 *)(const void *)row + c / QK8_0;
+            d = _cvtsh_ss(b->d);
+            for (int w = 0; w < NW; w++) v[w] = q8_lanes(b->qs + c % QK8_0 + 8 * w);
+        } else {
+            for (int w = 0; w < NW; w++)
+                v[w] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(const void *)row + c + 8 * w)));
+        }
         for (int r = 0; r < NH; r++) {
             const float pt = p[(size_t)r * p_stride + (size_t)t];
             if (pt == 0.0f) continue; /* as the one-head loop: keys with p == 0 add nothing */
-            for (int w = 0; w < NW; w++) a[r][w] = _mm256_fmadd_ps(_mm256_set1_ps(pt), v[w], a[r][w]);
+            const __m256 f = _mm256_set1_ps(Q8 ? pt * d : pt);
+            for (int w = 0; w < NW; w++) a[r][w] = _mm256_fmadd_ps(f, v[w], a[r][w]);
         }
     }
     for (int r = 0; r < NH; r++)
         for (int w = 0; w < NW; w++) _mm256_storeu_ps(acc + r * n + c + 8 * w, a[r][w]);
 }
 
-#define WSUM_BLOCK(NW)                                                                                  \
+#define WSUM_BLOCK(Q8, NW)                                                                              \
     switch (nh) {                                                                                       \
-    case 1: wsum_block_f16(acc, 1, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
-    case 2: wsum_block_f16(acc, 2, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
-    case 3: wsum_block_f16(acc, 3, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
-    default: wsum_block_f16(acc, 4, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;          \
+    case 1: wsum_block(acc, Q8, 1, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
+    case 2: wsum_block(acc, Q8, 2, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
+    case 3: wsum_block(acc, Q8, 3, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
+    default: wsum_block(acc, Q8, 4, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;          \
     }
 
 void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
@@ -283,8 +305,8 @@ void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_
     for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
         const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
         int64_t c = 0;
-        for (; c + 16 <= n8; c += 16) WSUM_BLOCK(2)
-        for (; c < n8; c += 8) WSUM_BLOCK(1)
+        for (; c + 16 <= n8; c += 16) WSUM_BLOCK(0, 2)
+        for (; c < n8; c += 8) WSUM_BLOCK(0, 1)
         for (int r = 0; r < nh; r++) /* values n8 .. n-1 (fewer than 8), key by key in scalar */
             for (int64_t j = n8; j < n; j++) {
                 float sum = acc[r * n + j];
@@ -294,5 +316,15 @@ void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_
                 }
                 acc[r * n + j] = sum;
             }
+    }
+}
+
+/* n a multiple of 32 (whole Q8_0 blocks): steps of 16 values, no tail. */
+void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                    size_t stride, int64_t n_keys, int64_t n) {
+    for (int64_t i = 0; i < (int64_t)nh * n; i++) acc[i] = 0.0f;
+    for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
+        const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
+        for (int64_t c = 0; c < n; c += 16) WSUM_BLOCK(1, 2)
     }
 }
