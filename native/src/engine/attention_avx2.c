@@ -133,13 +133,9 @@ ATTN_SCORES(f32)
         for (int j = 0; j < (NA); j++) _mm256_storeu_ps(acc + c + 8 * j, a[j]);                         \
     } while (0)
 
-/* p · v (8 values from i) as the two factors of the fma, per cache type: Q8_0 scales p by the block's d
- * first. */
-#define F16_LANES(row, pt, i) _mm256_set1_ps(pt), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(const void *)(row) + (i))))
+/* p · v (8 values from i) as the two factors of the fma (F32 cache; F16 and Q8_0 take the grouped loops
+ * below with one head). */
 #define F32_LANES(row, pt, i) _mm256_set1_ps(pt), _mm256_loadu_ps((const float *)(const void *)(row) + (i))
-#define Q8_0_LANES(row, pt, i)                                                                          \
-    _mm256_set1_ps((pt) * _cvtsh_ss(((const block_q8_0 *)(const void *)(row))[(i) / QK8_0].d)),         \
-        q8_lanes(((const block_q8_0 *)(const void *)(row))[(i) / QK8_0].qs + (i) % QK8_0)
 
 /* The passes: 64 values (8 accumulators) each, the last one narrower; c ends at n rounded down to 8. */
 #define WSUM_PASSES(LANES)                                                                              \
@@ -160,23 +156,10 @@ ATTN_SCORES(f32)
 #define F16_AT(row, j) edge_f16_to_f32(((const uint16_t *)(const void *)(row))[j])
 #define F32_AT(row, j) (((const float *)(const void *)(row))[j])
 
-void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
-    const size_t row_bytes = ROW_BYTES_f16(n);
-    WSUM_PASSES(F16_LANES);
-    WSUM_TAIL(F16_AT);
-}
-
 void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
     const size_t row_bytes = ROW_BYTES_f32(n);
     WSUM_PASSES(F32_LANES);
     WSUM_TAIL(F32_AT);
-}
-
-/* n is a multiple of 32 (whole Q8_0 blocks): no tail. */
-void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
-    const size_t row_bytes = ROW_BYTES_q8_0(n);
-    WSUM_PASSES(Q8_0_LANES);
-    (void)c;
 }
 
 /* ---------------------------------------------------------------- the query heads of one KV head together */
@@ -327,4 +310,12 @@ void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p
         const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
         for (int64_t c = 0; c < n; c += 16) WSUM_BLOCK(1, 2)
     }
+}
+
+void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
+    edge_attn_wsum_multi_f16_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
+}
+
+void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
+    edge_attn_wsum_multi_q8_0_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
 }

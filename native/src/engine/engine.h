@@ -79,7 +79,6 @@ typedef struct edge_run_state {
     float *rope_cos;    /* [B, head_dim / 2] */
     float *rope_sin;    /* [B, head_dim / 2] */
     float *scores;      /* [n_threads, EDGE_ATTN_MAX_HEADS, n_ctx] attention probabilities, rows per worker */
-    float *vacc;        /* [n_threads, head_dim] attention value accumulators (one head at a time) */
     float *kvrow;       /* [n_threads, head_dim] a dequantized cached K or V row */
     float *router;      /* [B, n_expert] router logits, then probabilities */
     int32_t *sel;       /* [B, n_expert_used] selected experts */

@@ -106,15 +106,10 @@ static void head_softmax(edge_context *ctx, float *scores, bool mask_pads, int64
     for (int64_t t = 0; t <= pos; t++) scores[t] *= inv;
 }
 
-/* o = p · v of one head (KV head g) into out: one pass over the value rows. */
+/* o = p · v of one head (KV head g) into out, the portable way: one pass over the value rows. */
 static void head_wsum(edge_context *ctx, const float *p, const uint8_t *vrows, int64_t g, int64_t pos, float *row,
                       float *out) {
     const int64_t hd = ctx->model->hp.head_dim;
-    if (ctx->attn_wsum) {
-        ctx->attn_wsum(out, p, vrows + ctx->kv.row_bytes / (size_t)ctx->model->hp.n_head_kv * (size_t)g,
-                       ctx->kv.row_bytes, pos + 1, hd);
-        return;
-    }
     for (int64_t j = 0; j < hd; j++) out[j] = 0.0f;
     for (int64_t t = 0; t <= pos; t++) {
         if (p[t] == 0.0f) continue; /* masked (or underflowed) keys add nothing */
@@ -133,7 +128,6 @@ static void attention_worker(void *arg, int ith, int nth) {
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
     const size_t n_ctx = (size_t)ctx->kv.n_ctx, kv_stride = ctx->kv.row_bytes;
     float *scores = s->scores + (size_t)ith * EDGE_ATTN_MAX_HEADS * n_ctx;
-    float *vacc = s->vacc + (size_t)ith * (size_t)hd;
     float *row = s->kvrow + (size_t)ith * (size_t)hd;
     const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
@@ -173,8 +167,10 @@ static void attention_worker(void *arg, int ith, int nth) {
         else
             head_scores(ctx, q, krows, g, pos, row, scores);
         head_softmax(ctx, scores, mask_pads, pos);
-        head_wsum(ctx, scores, vrows, g, pos, row, vacc);
-        memcpy(out, vacc, (size_t)hd * sizeof(float));
+        if (ctx->attn_wsum)
+            ctx->attn_wsum(out, scores, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
+        else
+            head_wsum(ctx, scores, vrows, g, pos, row, out);
     }
 }
 
