@@ -214,17 +214,29 @@ static inline __attribute__((always_inline)) void dots_q8_0(const float *q, cons
     for (int r = 0; r < NH; r++) out[(size_t)r * out_stride] = hsum256(acc[r]);
 }
 
+/* Keys per block of the scores: with more than EDGE_ATTN_MAX_HEADS query rows, the block's key rows stay
+ * in L1 while every group of rows is scored against them. */
+#define SCORE_KEYS 64
+
 #define ATTN_SCORES_MULTI(T)                                                                            \
     void edge_attn_scores_multi_##T##_avx2(const float *q, int nh, const uint8_t *k0, size_t stride,      \
                                            int64_t n_keys, int64_t n, float *out, size_t out_stride) {  \
-        for (int64_t t = 0; t < n_keys; t++) {                                                          \
-            if (t + KV_AHEAD < n_keys) fetch_row(k0 + (size_t)(t + KV_AHEAD) * stride, ROW_BYTES_##T(n)); \
-            const uint8_t *row = k0 + (size_t)t * stride;                                               \
-            switch (nh) { /* constant head counts: the accumulators stay in registers */               \
-            case 1: dots_##T(q, 1, row, n, out + t, out_stride); break;                                 \
-            case 2: dots_##T(q, 2, row, n, out + t, out_stride); break;                                 \
-            case 3: dots_##T(q, 3, row, n, out + t, out_stride); break;                                 \
-            default: dots_##T(q, 4, row, n, out + t, out_stride); break;                                \
+        for (int64_t t0 = 0; t0 < n_keys; t0 += SCORE_KEYS) {                                           \
+            const int64_t t1 = t0 + SCORE_KEYS < n_keys ? t0 + SCORE_KEYS : n_keys;                     \
+            for (int r0 = 0; r0 < nh; r0 += EDGE_ATTN_MAX_HEADS) {                                      \
+                const float *qg = q + (size_t)r0 * (size_t)n;                                           \
+                float *og = out + (size_t)r0 * out_stride;                                              \
+                for (int64_t t = t0; t < t1; t++) {                                                     \
+                    if (r0 == 0 && t + KV_AHEAD < n_keys)                                               \
+                        fetch_row(k0 + (size_t)(t + KV_AHEAD) * stride, ROW_BYTES_##T(n));              \
+                    const uint8_t *row = k0 + (size_t)t * stride;                                       \
+                    switch (nh - r0) { /* constant row counts: the accumulators stay in registers */    \
+                    case 1: dots_##T(qg, 1, row, n, og + t, out_stride); break;                         \
+                    case 2: dots_##T(qg, 2, row, n, og + t, out_stride); break;                         \
+                    case 3: dots_##T(qg, 3, row, n, og + t, out_stride); break;                         \
+                    default: dots_##T(qg, 4, row, n, og + t, out_stride); break;                        \
+                    }                                                                                   \
+                }                                                                                       \
             }                                                                                           \
         }                                                                                               \
     }                                                                                                   \
@@ -244,12 +256,12 @@ ATTN_SCORES_MULTI(q8_0)
 static inline __attribute__((always_inline)) void wsum_block(float *acc, const int Q8, const int NH, const int NW,
                                                              const float *p, size_t p_stride, const uint8_t *v0,
                                                              size_t stride, int64_t t0, int64_t t1, int64_t n_keys,
-                                                             int64_t n, int64_t c) {
+                                                             int64_t n, int64_t c, bool fetch) {
     __m256 a[EDGE_ATTN_MAX_HEADS][2];
     for (int r = 0; r < NH; r++)
         for (int w = 0; w < NW; w++) a[r][w] = _mm256_loadu_ps(acc + r * n + c + 8 * w);
     for (int64_t t = t0; t < t1; t++) {
-        if (c == 0 && t + KV_AHEAD < n_keys)
+        if (fetch && t + KV_AHEAD < n_keys)
             fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, Q8 ? ROW_BYTES_q8_0(n) : ROW_BYTES_f16(n));
         const uint8_t *row = v0 + (size_t)t * stride;
         __m256 v[2];
@@ -273,12 +285,19 @@ static inline __attribute__((always_inline)) void wsum_block(float *acc, const i
         for (int w = 0; w < NW; w++) _mm256_storeu_ps(acc + r * n + c + 8 * w, a[r][w]);
 }
 
+/* Every group of up to EDGE_ATTN_MAX_HEADS rows (sums and probabilities of row r0 on); the value rows
+ * fetched ahead by the first pass over the block only. */
 #define WSUM_BLOCK(Q8, NW)                                                                              \
-    switch (nh) {                                                                                       \
-    case 1: wsum_block(acc, Q8, 1, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
-    case 2: wsum_block(acc, Q8, 2, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
-    case 3: wsum_block(acc, Q8, 3, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;           \
-    default: wsum_block(acc, Q8, 4, NW, p, p_stride, v0, stride, t0, t1, n_keys, n, c); break;          \
+    for (int r0 = 0; r0 < nh; r0 += EDGE_ATTN_MAX_HEADS) {                                              \
+        const bool fetch = c == 0 && r0 == 0;                                                           \
+        float *ag = acc + (size_t)r0 * (size_t)n;                                                       \
+        const float *pg = p + (size_t)r0 * p_stride;                                                    \
+        switch (nh - r0) {                                                                              \
+        case 1: wsum_block(ag, Q8, 1, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;       \
+        case 2: wsum_block(ag, Q8, 2, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;       \
+        case 3: wsum_block(ag, Q8, 3, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;       \
+        default: wsum_block(ag, Q8, 4, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;      \
+        }                                                                                               \
     }
 
 void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,

@@ -23,7 +23,7 @@ static void *alloc_floats(int64_t n, bool *ok) {
 
 static void free_state(edge_run_state *s) {
     void *bufs[] = {s->x,      s->xb,     s->q,    s->k,    s->v,         s->att,  s->ob,       s->rope_cos,
-                    s->rope_sin, s->scores, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
+                    s->rope_sin, s->scores, s->qtile, s->otile, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
                     s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch, s->tile_expert,
                     s->tile_start};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -100,7 +100,9 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->ob = alloc_floats(B * d, &ok);
     s->rope_cos = alloc_floats(B * hd / 2, &ok);
     s->rope_sin = alloc_floats(B * hd / 2, &ok);
-    s->scores = alloc_floats(T * EDGE_ATTN_MAX_HEADS * p.n_ctx, &ok);
+    s->scores = alloc_floats(T * EDGE_ATTN_TILE_ROWS * p.n_ctx, &ok);
+    s->qtile = alloc_floats(T * EDGE_ATTN_TILE_ROWS * hd, &ok);
+    s->otile = alloc_floats(T * EDGE_ATTN_TILE_ROWS * hd, &ok);
     s->kvrow = alloc_floats(T * hd, &ok);
     s->router = alloc_floats(B * hp->n_expert, &ok);
     s->sel = alloc_floats(B * hp->n_expert_used, &ok);

@@ -78,7 +78,9 @@ typedef struct edge_run_state {
     float *ob;          /* [B, n_embd] sublayer output */
     float *rope_cos;    /* [B, head_dim / 2] */
     float *rope_sin;    /* [B, head_dim / 2] */
-    float *scores;      /* [n_threads, EDGE_ATTN_MAX_HEADS, n_ctx] attention probabilities, rows per worker */
+    float *scores;      /* [n_threads, EDGE_ATTN_TILE_ROWS, n_ctx] attention probabilities, rows per worker */
+    float *qtile;       /* [n_threads, EDGE_ATTN_TILE_ROWS, head_dim] a tile's queries, gathered */
+    float *otile;       /* [n_threads, EDGE_ATTN_TILE_ROWS, head_dim] their outputs, before the scatter */
     float *kvrow;       /* [n_threads, head_dim] a dequantized cached K or V row */
     float *router;      /* [B, n_expert] router logits, then probabilities */
     int32_t *sel;       /* [B, n_expert_used] selected experts */
@@ -103,6 +105,10 @@ typedef struct edge_run_state {
  * of them (the rows of a long context leave L2 between heads: at 4096 positions a head's slice of K or V
  * is 1 MiB here). */
 #define EDGE_ATTN_MAX_HEADS 4
+/* Query rows attended together (the multi loops take them in groups of EDGE_ATTN_MAX_HEADS, each block of
+ * cached rows kept in L1 for all the groups): the heads of one KV head, for as many tokens of a prompt
+ * batch as fit, so a prompt reads the cache once per tile of tokens, not once per token. */
+#define EDGE_ATTN_TILE_ROWS 16
 typedef void (*edge_attn_scores_fn)(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n,
                                     float *out);
 typedef void (*edge_attn_wsum_fn)(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys,
@@ -111,8 +117,8 @@ void edge_attn_scores_f16_avx2(const float *q, const uint8_t *k0, size_t stride,
 void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
 void edge_attn_scores_f32_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
 void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
-/* The same for nh (1..EDGE_ATTN_MAX_HEADS) heads at once, each bit for bit what the one-head loops give it:
- * queries q + r * n, scores out + r * out_stride; probabilities p + r * p_stride, sums acc + r * n. */
+/* The same for nh (1..EDGE_ATTN_TILE_ROWS) query rows at once, each bit for bit what the one-head loops give
+ * it: queries q + r * n, scores out + r * out_stride; probabilities p + r * p_stride, sums acc + r * n. */
 typedef void (*edge_attn_scores_multi_fn)(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
                                           int64_t n, float *out, size_t out_stride);
 typedef void (*edge_attn_wsum_multi_fn)(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,

@@ -118,6 +118,61 @@ static void head_wsum(edge_context *ctx, const float *p, const uint8_t *vrows, i
     }
 }
 
+/* Whether any key of 0..pos is not [PAD] (official input_mask = tokens > 0): then the [PAD] keys are
+ * masked; when every key so far is [PAD] the official softmax over all -1e30 is uniform, here over the
+ * causal keys 0..pos. */
+static bool any_real_key(const edge_context *ctx, int64_t pos) {
+    for (int64_t t = 0; t <= pos; t++)
+        if (!ctx->is_pad[t]) return true;
+    return false;
+}
+
+/* The worker's query heads h0 .. h1-1 where the cache type has the multi-row loops: the heads of one KV
+ * head together, for tiles of tokens (as many as EDGE_ATTN_TILE_ROWS rows hold), so each cached row comes
+ * from memory once per tile, not once per head and token. Each row is scored against the keys up to the
+ * tile's last position; its own softmax covers its causal keys 0..pos, the later ones get probability 0
+ * and add nothing (the loops skip p == 0 as the one-head loops do): every row's result is bit for bit the
+ * one of its token and head alone. */
+static void attention_tiles(const attention_job *job, int ith, int64_t h0, int64_t h1) {
+    edge_context *ctx = job->ctx;
+    const edge_model_hparams *hp = &ctx->model->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t hd = hp->head_dim, nq = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
+    const size_t n_ctx = (size_t)ctx->kv.n_ctx, kv_stride = ctx->kv.row_bytes;
+    const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
+    const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
+    const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
+    float *scores = s->scores + (size_t)ith * EDGE_ATTN_TILE_ROWS * n_ctx;
+    float *qt = s->qtile + (size_t)ith * EDGE_ATTN_TILE_ROWS * (size_t)hd;
+    float *ot = s->otile + (size_t)ith * EDGE_ATTN_TILE_ROWS * (size_t)hd;
+    const size_t head_floats = (size_t)hd * sizeof(float);
+    for (int64_t h = h0; h < h1;) {
+        const int64_t g = h / group, end = (g + 1) * group < h1 ? (g + 1) * group : h1;
+        const int64_t nh = end - h < EDGE_ATTN_TILE_ROWS ? end - h : EDGE_ATTN_TILE_ROWS; /* heads h .. h+nh-1 */
+        const int64_t tile = EDGE_ATTN_TILE_ROWS / nh;                                     /* tokens per tile */
+        for (int64_t i0 = 0; i0 < job->n; i0 += tile) {
+            const int64_t nt = job->n - i0 < tile ? job->n - i0 : tile, rows = nt * nh;
+            const int64_t last = ctx->n_past + i0 + nt - 1; /* the tile's last position */
+            for (int64_t i = 0; i < nt; i++) /* row i * nh + r: token i0 + i, head h + r */
+                memcpy(qt + i * nh * hd, s->q + (i0 + i) * nq + h * hd, (size_t)nh * head_floats);
+            ctx->attn_scores_multi(qt, (int)rows, krows + head_bytes * (size_t)g, kv_stride, last + 1, hd, scores, n_ctx);
+            for (int64_t i = 0; i < nt; i++) {
+                const int64_t pos = ctx->n_past + i0 + i;
+                const bool mask_pads = any_real_key(ctx, pos);
+                for (int64_t r = 0; r < nh; r++) {
+                    float *p = scores + (size_t)(i * nh + r) * n_ctx;
+                    head_softmax(ctx, p, mask_pads, pos);
+                    for (int64_t t = pos + 1; t <= last; t++) p[t] = 0.0f;
+                }
+            }
+            ctx->attn_wsum_multi(ot, (int)rows, scores, n_ctx, vrows + head_bytes * (size_t)g, kv_stride, last + 1, hd);
+            for (int64_t i = 0; i < nt; i++) /* the heads' outputs are adjacent in att */
+                memcpy(s->att + (i0 + i) * nq + h * hd, ot + i * nh * hd, (size_t)nh * head_floats);
+        }
+        h += nh;
+    }
+}
+
 /* One worker's share of (token, query head) pairs: causal attention over the cached positions 0..pos. */
 static void attention_worker(void *arg, int ith, int nth) {
     const attention_job *job = arg;
@@ -127,41 +182,28 @@ static void attention_worker(void *arg, int ith, int nth) {
     const int64_t hd = hp->head_dim, nq = hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
     const size_t n_ctx = (size_t)ctx->kv.n_ctx, kv_stride = ctx->kv.row_bytes;
-    float *scores = s->scores + (size_t)ith * EDGE_ATTN_MAX_HEADS * n_ctx;
+    float *scores = s->scores + (size_t)ith * EDGE_ATTN_TILE_ROWS * n_ctx;
     float *row = s->kvrow + (size_t)ith * (size_t)hd;
     const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
     const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
 
     /* A contiguous range of query heads per thread, for every token (every thread has every token's
-     * causal length), the heads of one KV head taken together where the cache type has the loops for
-     * it: each cached row then comes from memory once for them. With more threads than heads, (token,
-     * head) pairs round-robin, one head at a time. */
-    const bool by_heads = hp->n_head >= nth, multi = by_heads && ctx->attn_scores_multi;
+     * causal length), in tiles where the cache type has the loops for them. With more threads than
+     * heads, (token, head) pairs round-robin, one head at a time. */
+    const bool by_heads = hp->n_head >= nth;
+    if (by_heads && ctx->attn_scores_multi) {
+        attention_tiles(job, ith, hp->n_head * ith / nth, hp->n_head * (ith + 1) / nth);
+        return;
+    }
     const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
     for (int64_t task = 0; task < job->n * hp->n_head; task++) {
         const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
         if (by_heads ? h < h0 || h >= h1 : task % nth != ith) continue;
-        int64_t nh = 1; /* heads h .. h + nh - 1: of KV head g and of this thread */
-        if (multi) {
-            const int64_t end = (g + 1) * group < h1 ? (g + 1) * group : h1;
-            nh = end - h < EDGE_ATTN_MAX_HEADS ? end - h : EDGE_ATTN_MAX_HEADS;
-            task += nh - 1;
-        }
         const int64_t pos = ctx->n_past + i;
         const float *q = s->q + i * nq + h * hd;
         float *out = s->att + i * nq + h * hd;
-        /* [PAD] keys are masked (official input_mask = tokens > 0); when every key so far is [PAD] the
-         * official softmax over all -1e30 is uniform, here over the causal keys 0..pos. */
-        bool mask_pads = false;
-        for (int64_t t = 0; t <= pos && !mask_pads; t++) mask_pads = !ctx->is_pad[t];
-        if (multi) {
-            ctx->attn_scores_multi(q, (int)nh, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores, n_ctx);
-            for (int64_t r = 0; r < nh; r++) head_softmax(ctx, scores + (size_t)r * n_ctx, mask_pads, pos);
-            /* the heads' outputs are adjacent in att */
-            ctx->attn_wsum_multi(out, (int)nh, scores, n_ctx, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
-            continue;
-        }
+        const bool mask_pads = any_real_key(ctx, pos);
         if (ctx->attn_scores)
             ctx->attn_scores(q, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores);
         else
