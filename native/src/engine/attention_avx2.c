@@ -250,19 +250,21 @@ ATTN_SCORES_MULTI(q8_0)
 /* Keys per block of the weighted sum: the block's value rows stay in L1 while every W values of every
  * head are summed over them (the sums kept in acc between blocks: the same fmas, in the same key order). */
 #define WSUM_KEYS 64
+_Static_assert(WSUM_KEYS <= 64, "nonzero_keys: one bit per key of a block");
 
 /* Values c .. c + 8 * NW - 1 (NW = 1 or 2 vectors; Q8: one Q8_0 block holds them) of NH heads over keys
  * t0 .. t1 - 1, each term as the one-head loops form it: p · v (F16), (p · d) · v (Q8_0). */
 static inline __attribute__((always_inline)) void wsum_block(float *acc, const int Q8, const int NH, const int NW,
                                                              const float *p, size_t p_stride, const uint8_t *v0,
                                                              size_t stride, int64_t t0, int64_t t1, int64_t n_keys,
-                                                             int64_t n, int64_t c, bool fetch) {
+                                                             int64_t n, int64_t c, bool fetch, uint64_t nz) {
     __m256 a[EDGE_ATTN_MAX_HEADS][2];
     for (int r = 0; r < NH; r++)
         for (int w = 0; w < NW; w++) a[r][w] = _mm256_loadu_ps(acc + r * n + c + 8 * w);
     for (int64_t t = t0; t < t1; t++) {
         if (fetch && t + KV_AHEAD < n_keys)
             fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, Q8 ? ROW_BYTES_q8_0(n) : ROW_BYTES_f16(n));
+        const bool all_nonzero = nz >> (t - t0) & 1; /* then no row's p is tested */
         const uint8_t *row = v0 + (size_t)t * stride;
         __m256 v[2];
         float d = 1.0f;
@@ -273,6 +275,14 @@ static inline __attribute__((always_inline)) void wsum_block(float *acc, const i
         } else {
             for (int w = 0; w < NW; w++)
                 v[w] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(const void *)row + c + 8 * w)));
+        }
+        if (all_nonzero) {
+            for (int r = 0; r < NH; r++) {
+                const float pt = p[(size_t)r * p_stride + (size_t)t];
+                const __m256 f = _mm256_set1_ps(Q8 ? pt * d : pt);
+                for (int w = 0; w < NW; w++) a[r][w] = _mm256_fmadd_ps(f, v[w], a[r][w]);
+            }
+            continue;
         }
         for (int r = 0; r < NH; r++) {
             const float pt = p[(size_t)r * p_stride + (size_t)t];
@@ -285,19 +295,47 @@ static inline __attribute__((always_inline)) void wsum_block(float *acc, const i
         for (int w = 0; w < NW; w++) _mm256_storeu_ps(acc + r * n + c + 8 * w, a[r][w]);
 }
 
-/* Every group of up to EDGE_ATTN_MAX_HEADS rows (sums and probabilities of row r0 on); the value rows
- * fetched ahead by the first pass over the block only. */
-#define WSUM_BLOCK(Q8, NW)                                                                              \
-    for (int r0 = 0; r0 < nh; r0 += EDGE_ATTN_MAX_HEADS) {                                              \
+/* Bit t - t0 set where every one of the g rows (p + r * p_stride) has p[t] != 0, keys t0 .. t1-1 (<= 64):
+ * there the block's loop multiplies without testing each row's p (a per-row branch per key and 8 values
+ * cost a third of its time); elsewhere it skips the zeros row by row. */
+static inline uint64_t nonzero_keys(const float *p, int g, size_t p_stride, int64_t t0, int64_t t1) {
+    uint64_t nz = 0;
+    int64_t t = t0;
+    for (; t + 8 <= t1; t += 8) {
+        __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for (int r = 0; r < g; r++)
+            all = _mm256_and_ps(all, _mm256_cmp_ps(_mm256_loadu_ps(p + (size_t)r * p_stride + (size_t)t), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+        nz |= (uint64_t)(unsigned)_mm256_movemask_ps(all) << (t - t0);
+    }
+    for (; t < t1; t++) {
+        bool all = true;
+        for (int r = 0; r < g; r++) all = all && p[(size_t)r * p_stride + (size_t)t] != 0.0f;
+        nz |= (uint64_t)all << (t - t0);
+    }
+    return nz;
+}
+
+/* Values c .. c + 8 * NW - 1 of the group's rows over the block (ag, pg, g, nz: the group's sums,
+ * probabilities, row count and nonzero_keys; the value rows fetched ahead by the first pass only). */
+#define WSUM_GROUP(Q8, NW)                                                                              \
+    do {                                                                                                \
         const bool fetch = c == 0 && r0 == 0;                                                           \
+        switch (g) {                                                                                    \
+        case 1: wsum_block(ag, Q8, 1, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        case 2: wsum_block(ag, Q8, 2, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        case 3: wsum_block(ag, Q8, 3, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        default: wsum_block(ag, Q8, 4, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        }                                                                                               \
+    } while (0)
+
+/* Per block of keys, per group of up to EDGE_ATTN_MAX_HEADS rows: BODY with ag, pg, g and nz set. */
+#define WSUM_GROUPS(BODY)                                                                               \
+    for (int r0 = 0; r0 < nh; r0 += EDGE_ATTN_MAX_HEADS) {                                              \
+        const int g = nh - r0 < EDGE_ATTN_MAX_HEADS ? nh - r0 : EDGE_ATTN_MAX_HEADS;                   \
         float *ag = acc + (size_t)r0 * (size_t)n;                                                       \
         const float *pg = p + (size_t)r0 * p_stride;                                                    \
-        switch (nh - r0) {                                                                              \
-        case 1: wsum_block(ag, Q8, 1, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;       \
-        case 2: wsum_block(ag, Q8, 2, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;       \
-        case 3: wsum_block(ag, Q8, 3, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;       \
-        default: wsum_block(ag, Q8, 4, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch); break;      \
-        }                                                                                               \
+        const uint64_t nz = nonzero_keys(pg, g, p_stride, t0, t1);                                      \
+        BODY                                                                                            \
     }
 
 void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
@@ -306,9 +344,11 @@ void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_
     const int64_t n8 = n / 8 * 8;
     for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
         const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
-        int64_t c = 0;
-        for (; c + 16 <= n8; c += 16) WSUM_BLOCK(0, 2)
-        for (; c < n8; c += 8) WSUM_BLOCK(0, 1)
+        WSUM_GROUPS({
+            int64_t c = 0;
+            for (; c + 16 <= n8; c += 16) WSUM_GROUP(0, 2);
+            for (; c < n8; c += 8) WSUM_GROUP(0, 1);
+        })
         for (int r = 0; r < nh; r++) /* values n8 .. n-1 (fewer than 8), key by key in scalar */
             for (int64_t j = n8; j < n; j++) {
                 float sum = acc[r * n + j];
@@ -327,7 +367,9 @@ void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p
     for (int64_t i = 0; i < (int64_t)nh * n; i++) acc[i] = 0.0f;
     for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
         const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
-        for (int64_t c = 0; c < n; c += 16) WSUM_BLOCK(1, 2)
+        WSUM_GROUPS({
+            for (int64_t c = 0; c < n; c += 16) WSUM_GROUP(1, 2);
+        })
     }
 }
 

@@ -100,7 +100,7 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->ob = alloc_floats(B * d, &ok);
     s->rope_cos = alloc_floats(B * hd / 2, &ok);
     s->rope_sin = alloc_floats(B * hd / 2, &ok);
-    s->scores = alloc_floats(T * EDGE_ATTN_TILE_ROWS * p.n_ctx, &ok);
+    s->scores = alloc_floats(T * EDGE_ATTN_TILE_ROWS * (int64_t)edge_attn_score_stride(p.n_ctx), &ok);
     s->qtile = alloc_floats(T * EDGE_ATTN_TILE_ROWS * hd, &ok);
     s->otile = alloc_floats(T * EDGE_ATTN_TILE_ROWS * hd, &ok);
     s->kvrow = alloc_floats(T * hd, &ok);

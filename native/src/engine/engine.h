@@ -78,7 +78,7 @@ typedef struct edge_run_state {
     float *ob;          /* [B, n_embd] sublayer output */
     float *rope_cos;    /* [B, head_dim / 2] */
     float *rope_sin;    /* [B, head_dim / 2] */
-    float *scores;      /* [n_threads, EDGE_ATTN_TILE_ROWS, n_ctx] attention probabilities, rows per worker */
+    float *scores;      /* [n_threads, EDGE_ATTN_TILE_ROWS, edge_attn_score_stride(n_ctx)] attention probabilities */
     float *qtile;       /* [n_threads, EDGE_ATTN_TILE_ROWS, head_dim] a tile's queries, gathered */
     float *otile;       /* [n_threads, EDGE_ATTN_TILE_ROWS, head_dim] their outputs, before the scatter */
     float *kvrow;       /* [n_threads, head_dim] a dequantized cached K or V row */
@@ -109,6 +109,10 @@ typedef struct edge_run_state {
  * cached rows kept in L1 for all the groups): the heads of one KV head, for as many tokens of a prompt
  * batch as fit, so a prompt reads the cache once per tile of tokens, not once per token. */
 #define EDGE_ATTN_TILE_ROWS 16
+/* Floats between two rows of attention scores: n_ctx rounded up to 1024, plus 64, so the rows of a tile lie
+ * 256 bytes apart modulo 4 KiB (rows a multiple of 4 KiB apart made every load of the loops wait on the
+ * other rows' stores with the same address bits: 4K aliasing, -35 % in the scores, -45 % in the sums). */
+static inline size_t edge_attn_score_stride(int64_t n_ctx) { return (size_t)((n_ctx + 1023) / 1024 * 1024 + 64); }
 typedef void (*edge_attn_scores_fn)(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n,
                                     float *out);
 typedef void (*edge_attn_wsum_fn)(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys,

@@ -138,11 +138,11 @@ static void attention_tiles(const attention_job *job, int ith, int64_t h0, int64
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, nq = hp->n_head * hd, group = hp->n_head / hp->n_head_kv;
-    const size_t n_ctx = (size_t)ctx->kv.n_ctx, kv_stride = ctx->kv.row_bytes;
+    const size_t ss = edge_attn_score_stride(ctx->kv.n_ctx), kv_stride = ctx->kv.row_bytes;
     const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
     const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
-    float *scores = s->scores + (size_t)ith * EDGE_ATTN_TILE_ROWS * n_ctx;
+    float *scores = s->scores + (size_t)ith * EDGE_ATTN_TILE_ROWS * ss;
     float *qt = s->qtile + (size_t)ith * EDGE_ATTN_TILE_ROWS * (size_t)hd;
     float *ot = s->otile + (size_t)ith * EDGE_ATTN_TILE_ROWS * (size_t)hd;
     const size_t head_floats = (size_t)hd * sizeof(float);
@@ -155,17 +155,17 @@ static void attention_tiles(const attention_job *job, int ith, int64_t h0, int64
             const int64_t last = ctx->n_past + i0 + nt - 1; /* the tile's last position */
             for (int64_t i = 0; i < nt; i++) /* row i * nh + r: token i0 + i, head h + r */
                 memcpy(qt + i * nh * hd, s->q + (i0 + i) * nq + h * hd, (size_t)nh * head_floats);
-            ctx->attn_scores_multi(qt, (int)rows, krows + head_bytes * (size_t)g, kv_stride, last + 1, hd, scores, n_ctx);
+            ctx->attn_scores_multi(qt, (int)rows, krows + head_bytes * (size_t)g, kv_stride, last + 1, hd, scores, ss);
             for (int64_t i = 0; i < nt; i++) {
                 const int64_t pos = ctx->n_past + i0 + i;
                 const bool mask_pads = any_real_key(ctx, pos);
                 for (int64_t r = 0; r < nh; r++) {
-                    float *p = scores + (size_t)(i * nh + r) * n_ctx;
+                    float *p = scores + (size_t)(i * nh + r) * ss;
                     head_softmax(ctx, p, mask_pads, pos);
                     for (int64_t t = pos + 1; t <= last; t++) p[t] = 0.0f;
                 }
             }
-            ctx->attn_wsum_multi(ot, (int)rows, scores, n_ctx, vrows + head_bytes * (size_t)g, kv_stride, last + 1, hd);
+            ctx->attn_wsum_multi(ot, (int)rows, scores, ss, vrows + head_bytes * (size_t)g, kv_stride, last + 1, hd);
             for (int64_t i = 0; i < nt; i++) /* the heads' outputs are adjacent in att */
                 memcpy(s->att + (i0 + i) * nq + h * hd, ot + i * nh * hd, (size_t)nh * head_floats);
         }
@@ -181,8 +181,8 @@ static void attention_worker(void *arg, int ith, int nth) {
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, nq = hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
-    const size_t n_ctx = (size_t)ctx->kv.n_ctx, kv_stride = ctx->kv.row_bytes;
-    float *scores = s->scores + (size_t)ith * EDGE_ATTN_TILE_ROWS * n_ctx;
+    const size_t kv_stride = ctx->kv.row_bytes;
+    float *scores = s->scores + (size_t)ith * EDGE_ATTN_TILE_ROWS * edge_attn_score_stride(ctx->kv.n_ctx);
     float *row = s->kvrow + (size_t)ith * (size_t)hd;
     const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
