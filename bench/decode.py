@@ -132,7 +132,23 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-Timing = tuple[float, float, float, float]  # prompt tok/s, decode tok/s, prompt tok/cpu-s, decode tok/cpu-s
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat: time the hypervisor gave the VM's CPUs to others
+    ((0, 0) where there is no /proc/stat)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return fields[7], sum(fields)
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
+# prompt tok/s, decode tok/s, prompt tok/cpu-s, decode tok/cpu-s, steal share in the prompt, in the decode
+Timing = tuple[float, float, float, float, float, float]
 
 
 class Runner(Protocol):
@@ -145,13 +161,15 @@ def timed_run(runner: Runner, prompt: list[int], n_decode: int) -> Timing:
     """One prompt evaluation, then n_decode greedy single-token steps; the same steps for either engine."""
     reset, last_logits = runner.reset, runner.last_logits
     reset()
-    t0, c0 = time.perf_counter(), cpu_seconds()
+    t0, c0, s0 = time.perf_counter(), cpu_seconds(), cpu_steal()
     tok = int(np.argmax(last_logits(prompt)))
     pp, ppc = len(prompt) / (time.perf_counter() - t0), len(prompt) / (cpu_seconds() - c0)
+    pps = steal_share(s0, s1 := cpu_steal())
     t0, c0 = time.perf_counter(), cpu_seconds()
     for _ in range(n_decode):
         tok = int(np.argmax(last_logits([tok])))
-    return pp, n_decode / (time.perf_counter() - t0), ppc, n_decode / (cpu_seconds() - c0)
+    tg, tgc = n_decode / (time.perf_counter() - t0), n_decode / max(cpu_seconds() - c0, 1e-9)
+    return pp, tg, ppc, tgc, pps, steal_share(s1, cpu_steal())
 
 
 class Paired(NamedTuple):
@@ -336,7 +354,8 @@ def main() -> None:
         )
         med: dict[str, Timing] = {}
         for name, runs in results.items():
-            pp, tg, ppc, tgc = med[name] = tuple(statistics.median([r[k] for r in runs]) for k in range(4))  # type: ignore[assignment]
+            med[name] = tuple(statistics.median([r[k] for r in runs]) for k in range(6))  # type: ignore[assignment]
+            pp, tg, ppc, tgc = med[name][:4]
             frac = statistics.median(paired[name].fractions)
             print(
                 f"  {name:10} {pp:12.1f} {tg:12.2f} {tg * per_tok / 1e9:11.1f} {frac:6.0%}"
@@ -354,6 +373,15 @@ def main() -> None:
                 f" prompt {ratios[0]:.2f}x, decode {ratios[1]:.2f}x"
                 f" (per CPU-second: prompt {ratios[2]:.2f}x, decode {ratios[3]:.2f}x)"
             )
+        # A VM's CPUs lose time to other guests (steal): a run that lost much of it measured the host, not
+        # the engine (max over the reps, since one bad rep moves a median of ratios little).
+        print(
+            "  VM steal time during the timed runs (share of all CPUs' time; max over the reps): "
+            + "; ".join(
+                f"{name} prompt {max(r[4] for r in runs):.0%}, decode {max(r[5] for r in runs):.0%}"
+                for name, runs in results.items()
+            )
+        )
         if "llama.cpp" in paired:
             e, ll = paired["grok-edge"].times, paired["llama.cpp"].times
             per_pair = statistics.median(b / a for a, b in zip(e, ll, strict=True))
