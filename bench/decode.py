@@ -26,9 +26,10 @@ of tokens with the same index, a probe apart). A plain read of the token's bytes
 threads) takes its turn as a third "engine": its fraction is the ceiling of the method here (a single
 read against the best of the 8 beside it: below 100 % wherever the bandwidth jitters from one read to
 the next). The tokens whose probes both read at most, or both more than, the median probe are also
-shown apart. The engines' timed runs alternate too, so both meet the
-same machine: the ratios printed for them are the medians over the reps of grok-edge's run against
-the llama.cpp run right after it.
+shown apart. The engines' timed runs alternate too, so both meet the same machine: the ratios
+printed for them are the medians over the reps of grok-edge's run against the llama.cpp run right
+after it. The VM's steal time in those runs (/proc/stat: CPU time the hypervisor gave to other
+guests) is printed too: where it is large, a run measured the host more than the engine.
 """
 
 from __future__ import annotations
