@@ -323,11 +323,12 @@ def test_threads_and_batching_give_the_same_bits(converted, parity_tokens, prese
     np.testing.assert_array_equal(steps5, a)
 
 
-@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0", "f32"])
 def test_grouped_attention_gives_the_same_bits_over_long_contexts(converted, kv_type):
-    # With threads <= query heads, the heads of one KV head are attended together (each cached row read
-    # once for them; the weighted sum over the values in blocks of 64 keys); with 5 threads on the tiny
-    # model's 4 heads, one head at a time. 150 positions: several key blocks, their sums carried across.
+    # With threads <= query heads, the heads of one KV head are attended together, for tiles of a batch's
+    # tokens (each cached row read once for them; the weighted sum over the values in blocks of 64 keys);
+    # with 5 threads on the tiny model's 4 heads, one head and token at a time. 150 positions: several key
+    # blocks, their sums carried across; 64-token batches and a last one of 22 (a partial tile).
     tokens = [int(t) for t in np.random.default_rng(11).integers(4, 512, 150)]
     logits = []
     for threads in (1, 2, 5):

@@ -14,21 +14,6 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float dot_f32(const float *q, const void *k_row, int64_t n) {
-    const float *k = k_row;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(k + j), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), _mm256_loadu_ps(k + j + 8), a1);
-    }
-    for (; j + 8 <= n; j += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(k + j), a0);
-    float sum = hsum256(_mm256_add_ps(a0, a1));
-    for (; j < n; j++) sum += q[j] * k[j];
-    return sum;
-}
-
-
 /* tanh for 8 lanes as Cephes' tanhf: an odd polynomial for |x| < 0.625 (no cancellation near 0),
  * 1 - 2 / (e^{2|x|} + 1) with the sign restored above; ~2 ulps. */
 static inline __m256 tanh256(__m256 x) {
@@ -105,91 +90,48 @@ static inline void fetch_row(const uint8_t *row, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)row + o, _MM_HINT_T0);
 }
 
-/* The whole-head loops: scores against n_keys cached rows (row t at k0 + t * stride), and the weighted sum
- * of the value rows, which keeps up to 64 accumulators in registers across the keys (keys with p == 0
- * add nothing and are skipped). */
-#define ATTN_SCORES(T)                                                                                    \
-    void edge_attn_scores_##T##_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys,  \
-                                      int64_t n, float *out) {                                           \
-        const size_t bytes = ROW_BYTES_##T(n);                                                          \
-        for (int64_t t = 0; t < n_keys; t++) {                                                          \
-            if (t + KV_AHEAD < n_keys) fetch_row(k0 + (size_t)(t + KV_AHEAD) * stride, bytes);           \
-            out[t] = dot_##T(q, k0 + (size_t)t * stride, n);                                             \
-        }                                                                                               \
-    }
-ATTN_SCORES(f32)
-
-/* Values c .. c + 8·NA - 1 of every key into NA accumulators (NA <= 8). */
-#define WSUM_PASS(NA, lanes)                                                                            \
-    do {                                                                                                \
-        __m256 a[8];                                                                                    \
-        for (int j = 0; j < (NA); j++) a[j] = _mm256_setzero_ps();                                      \
-        for (int64_t t = 0; t < n_keys; t++) {                                                          \
-            if (c == 0 && t + KV_AHEAD < n_keys) fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, row_bytes); \
-            if (p[t] == 0.0f) continue;                                                                 \
-            const uint8_t *row = v0 + (size_t)t * stride;                                               \
-            for (int j = 0; j < (NA); j++) a[j] = _mm256_fmadd_ps(lanes(row, p[t], c + 8 * j), a[j]);  \
-        }                                                                                               \
-        for (int j = 0; j < (NA); j++) _mm256_storeu_ps(acc + c + 8 * j, a[j]);                         \
-    } while (0)
-
-/* p · v (8 values from i) as the two factors of the fma (F32 cache; F16 and Q8_0 take the grouped loops
- * below with one head). */
-#define F32_LANES(row, pt, i) _mm256_set1_ps(pt), _mm256_loadu_ps((const float *)(const void *)(row) + (i))
-
-/* The passes: 64 values (8 accumulators) each, the last one narrower; c ends at n rounded down to 8. */
-#define WSUM_PASSES(LANES)                                                                              \
-    int64_t c = 0;                                                                                      \
-    for (; c + 64 <= n; c += 64) WSUM_PASS(8, LANES);                                                   \
-    const int na = (int)((n - c) / 8);                                                                  \
-    if (na > 0) WSUM_PASS(na, LANES);                                                                   \
-    c += 8 * na
-
-/* Values c .. n-1 (fewer than 8) key by key, in scalar. */
-#define WSUM_TAIL(scalar_at)                                                                            \
-    for (int64_t j = c; j < n; j++) {                                                                   \
-        float sum = 0.0f;                                                                               \
-        for (int64_t t = 0; t < n_keys; t++)                                                            \
-            if (p[t] != 0.0f) sum += p[t] * scalar_at(v0 + (size_t)t * stride, j);                      \
-        acc[j] = sum;                                                                                   \
-    }
-#define F16_AT(row, j) edge_f16_to_f32(((const uint16_t *)(const void *)(row))[j])
-#define F32_AT(row, j) (((const float *)(const void *)(row))[j])
-
-void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
-    const size_t row_bytes = ROW_BYTES_f32(n);
-    WSUM_PASSES(F32_LANES);
-    WSUM_TAIL(F32_AT);
-}
-
 /* ---------------------------------------------------------------- the query heads of one KV head together */
 
-/* q · k for NH queries (q + r * n) and one F16 row, converted once: two accumulators of 8 lanes per query
- * (values j..j+7 and j+8..j+15 of every 16), summed by hsum256, then the values past the last 8 in scalar. */
-static inline __attribute__((always_inline)) void dots_f16(const float *q, const int NH, const uint8_t *row, int64_t n,
-                                                           float *out, size_t out_stride) {
-    const uint16_t *k = (const uint16_t *)(const void *)row;
+/* 8 values of an F16 or F32 row from value j, as floats. */
+#define ROW8(row, j, F32)                                                                               \
+    ((F32) ? _mm256_loadu_ps((const float *)(const void *)(row) + (j))                                 \
+           : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(const void *)(row) + (j)))))
+#define ROW_AT(row, j, F32)                                                                             \
+    ((F32) ? ((const float *)(const void *)(row))[j] : edge_f16_to_f32(((const uint16_t *)(const void *)(row))[j]))
+
+/* q · k for NH queries (q + r * n) and one F16 (converted once) or F32 row: two accumulators of 8 lanes per
+ * query (values j..j+7 and j+8..j+15 of every 16), summed by hsum256, then the values past the last 8 in
+ * scalar. */
+static inline __attribute__((always_inline)) void dots_rows(const float *q, const int NH, const uint8_t *row,
+                                                            int64_t n, float *out, size_t out_stride, const int F32) {
     __m256 a0[EDGE_ATTN_MAX_HEADS], a1[EDGE_ATTN_MAX_HEADS];
     for (int r = 0; r < NH; r++) a0[r] = a1[r] = _mm256_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j)));
-        const __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j + 8)));
+        const __m256 k0 = ROW8(row, j, F32), k1 = ROW8(row, j + 8, F32);
         for (int r = 0; r < NH; r++) {
             a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * n + j), k0, a0[r]);
             a1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * n + j + 8), k1, a1[r]);
         }
     }
     for (; j + 8 <= n; j += 8) {
-        const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j)));
+        const __m256 k0 = ROW8(row, j, F32);
         for (int r = 0; r < NH; r++) a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * n + j), k0, a0[r]);
     }
     for (int r = 0; r < NH; r++) {
         const float *qr = q + r * n;
         float sum = hsum256(_mm256_add_ps(a0[r], a1[r]));
-        for (int64_t jj = j; jj < n; jj++) sum += qr[jj] * edge_f16_to_f32(k[jj]);
+        for (int64_t jj = j; jj < n; jj++) sum += qr[jj] * ROW_AT(row, jj, F32);
         out[(size_t)r * out_stride] = sum;
     }
+}
+static inline __attribute__((always_inline)) void dots_f16(const float *q, const int NH, const uint8_t *row, int64_t n,
+                                                           float *out, size_t out_stride) {
+    dots_rows(q, NH, row, n, out, out_stride, 0);
+}
+static inline __attribute__((always_inline)) void dots_f32(const float *q, const int NH, const uint8_t *row, int64_t n,
+                                                           float *out, size_t out_stride) {
+    dots_rows(q, NH, row, n, out, out_stride, 1);
 }
 
 /* The same for a Q8_0 row (n a multiple of 32): per block, the four products of 8 summed, times the
@@ -245,6 +187,7 @@ static inline __attribute__((always_inline)) void dots_q8_0(const float *q, cons
         edge_attn_scores_multi_##T##_avx2(q, 1, k0, stride, n_keys, n, out, 0);                         \
     }
 ATTN_SCORES_MULTI(f16)
+ATTN_SCORES_MULTI(f32)
 ATTN_SCORES_MULTI(q8_0)
 
 /* Keys per block of the weighted sum: the block's value rows stay in L1 while every W values of every
@@ -252,42 +195,44 @@ ATTN_SCORES_MULTI(q8_0)
 #define WSUM_KEYS 64
 _Static_assert(WSUM_KEYS <= 64, "nonzero_keys: one bit per key of a block");
 
-/* Values c .. c + 8 * NW - 1 (NW = 1 or 2 vectors; Q8: one Q8_0 block holds them) of NH heads over keys
- * t0 .. t1 - 1, each term as the one-head loops form it: p · v (F16), (p · d) · v (Q8_0). */
-static inline __attribute__((always_inline)) void wsum_block(float *acc, const int Q8, const int NH, const int NW,
+/* The cache types of the weighted sum's loops. */
+enum { KV_F16, KV_Q8_0, KV_F32 };
+
+/* Values c .. c + 8 * NW - 1 (NW = 1 or 2 vectors; Q8_0: one block holds them) of NH heads over keys
+ * t0 .. t1 - 1, key after key: p · v (F16, F32), (p · d) · v (Q8_0), keys with p == 0 adding nothing. */
+static inline __attribute__((always_inline)) void wsum_block(float *acc, const int KT, const int NH, const int NW,
                                                              const float *p, size_t p_stride, const uint8_t *v0,
                                                              size_t stride, int64_t t0, int64_t t1, int64_t n_keys,
                                                              int64_t n, int64_t c, bool fetch, uint64_t nz) {
+    const size_t row_bytes = KT == KV_Q8_0 ? ROW_BYTES_q8_0(n) : KT == KV_F32 ? ROW_BYTES_f32(n) : ROW_BYTES_f16(n);
     __m256 a[EDGE_ATTN_MAX_HEADS][2];
     for (int r = 0; r < NH; r++)
         for (int w = 0; w < NW; w++) a[r][w] = _mm256_loadu_ps(acc + r * n + c + 8 * w);
     for (int64_t t = t0; t < t1; t++) {
-        if (fetch && t + KV_AHEAD < n_keys)
-            fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, Q8 ? ROW_BYTES_q8_0(n) : ROW_BYTES_f16(n));
+        if (fetch && t + KV_AHEAD < n_keys) fetch_row(v0 + (size_t)(t + KV_AHEAD) * stride, row_bytes);
         const bool all_nonzero = nz >> (t - t0) & 1; /* then no row's p is tested */
         const uint8_t *row = v0 + (size_t)t * stride;
         __m256 v[2];
         float d = 1.0f;
-        if (Q8) {
+        if (KT == KV_Q8_0) {
             const block_q8_0 *b = (const block_q8_0 *)(const void *)row + c / QK8_0;
             d = _cvtsh_ss(b->d);
             for (int w = 0; w < NW; w++) v[w] = q8_lanes(b->qs + c % QK8_0 + 8 * w);
         } else {
-            for (int w = 0; w < NW; w++)
-                v[w] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(const void *)row + c + 8 * w)));
+            for (int w = 0; w < NW; w++) v[w] = ROW8(row, c + 8 * w, KT == KV_F32);
         }
         if (all_nonzero) {
             for (int r = 0; r < NH; r++) {
                 const float pt = p[(size_t)r * p_stride + (size_t)t];
-                const __m256 f = _mm256_set1_ps(Q8 ? pt * d : pt);
+                const __m256 f = _mm256_set1_ps(KT == KV_Q8_0 ? pt * d : pt);
                 for (int w = 0; w < NW; w++) a[r][w] = _mm256_fmadd_ps(f, v[w], a[r][w]);
             }
             continue;
         }
         for (int r = 0; r < NH; r++) {
             const float pt = p[(size_t)r * p_stride + (size_t)t];
-            if (pt == 0.0f) continue; /* as the one-head loop: keys with p == 0 add nothing */
-            const __m256 f = _mm256_set1_ps(Q8 ? pt * d : pt);
+            if (pt == 0.0f) continue;
+            const __m256 f = _mm256_set1_ps(KT == KV_Q8_0 ? pt * d : pt);
             for (int w = 0; w < NW; w++) a[r][w] = _mm256_fmadd_ps(f, v[w], a[r][w]);
         }
     }
@@ -317,14 +262,14 @@ static inline uint64_t nonzero_keys(const float *p, int g, size_t p_stride, int6
 
 /* Values c .. c + 8 * NW - 1 of the group's rows over the block (ag, pg, g, nz: the group's sums,
  * probabilities, row count and nonzero_keys; the value rows fetched ahead by the first pass only). */
-#define WSUM_GROUP(Q8, NW)                                                                              \
+#define WSUM_GROUP(KT, NW)                                                                              \
     do {                                                                                                \
         const bool fetch = c == 0 && r0 == 0;                                                           \
         switch (g) {                                                                                    \
-        case 1: wsum_block(ag, Q8, 1, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
-        case 2: wsum_block(ag, Q8, 2, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
-        case 3: wsum_block(ag, Q8, 3, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
-        default: wsum_block(ag, Q8, 4, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        case 1: wsum_block(ag, KT, 1, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        case 2: wsum_block(ag, KT, 2, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        case 3: wsum_block(ag, KT, 3, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
+        default: wsum_block(ag, KT, 4, NW, pg, p_stride, v0, stride, t0, t1, n_keys, n, c, fetch, nz); break; \
         }                                                                                               \
     } while (0)
 
@@ -338,27 +283,39 @@ static inline uint64_t nonzero_keys(const float *p, int g, size_t p_stride, int6
         BODY                                                                                            \
     }
 
-void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
-                                   size_t stride, int64_t n_keys, int64_t n) {
+/* F16 or F32 rows: steps of 16 and 8 values, then the values past the last 8 key by key in scalar. */
+static inline __attribute__((always_inline)) void wsum_rows(float *acc, int nh, const float *p, size_t p_stride,
+                                                            const uint8_t *v0, size_t stride, int64_t n_keys,
+                                                            int64_t n, const int KT) {
     for (int64_t i = 0; i < (int64_t)nh * n; i++) acc[i] = 0.0f;
     const int64_t n8 = n / 8 * 8;
     for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
         const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
         WSUM_GROUPS({
             int64_t c = 0;
-            for (; c + 16 <= n8; c += 16) WSUM_GROUP(0, 2);
-            for (; c < n8; c += 8) WSUM_GROUP(0, 1);
+            for (; c + 16 <= n8; c += 16) WSUM_GROUP(KT, 2);
+            for (; c < n8; c += 8) WSUM_GROUP(KT, 1);
         })
-        for (int r = 0; r < nh; r++) /* values n8 .. n-1 (fewer than 8), key by key in scalar */
+        for (int r = 0; r < nh; r++)
             for (int64_t j = n8; j < n; j++) {
                 float sum = acc[r * n + j];
                 for (int64_t t = t0; t < t1; t++) {
                     const float pt = p[(size_t)r * p_stride + (size_t)t];
-                    if (pt != 0.0f) sum += pt * F16_AT(v0 + (size_t)t * stride, j);
+                    if (pt != 0.0f) sum += pt * ROW_AT(v0 + (size_t)t * stride, j, KT == KV_F32);
                 }
                 acc[r * n + j] = sum;
             }
     }
+}
+
+void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n) {
+    wsum_rows(acc, nh, p, p_stride, v0, stride, n_keys, n, KV_F16);
+}
+
+void edge_attn_wsum_multi_f32_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n) {
+    wsum_rows(acc, nh, p, p_stride, v0, stride, n_keys, n, KV_F32);
 }
 
 /* n a multiple of 32 (whole Q8_0 blocks): steps of 16 values, no tail. */
@@ -368,7 +325,7 @@ void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p
     for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
         const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
         WSUM_GROUPS({
-            for (int64_t c = 0; c < n; c += 16) WSUM_GROUP(1, 2);
+            for (int64_t c = 0; c < n; c += 16) WSUM_GROUP(KV_Q8_0, 2);
         })
     }
 }
@@ -379,4 +336,8 @@ void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size
 
 void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
     edge_attn_wsum_multi_q8_0_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
+}
+
+void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
+    edge_attn_wsum_multi_f32_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
 }

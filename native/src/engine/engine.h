@@ -101,7 +101,7 @@ typedef struct edge_run_state {
 
 /* Attention over one head's slice of n_keys cached rows (row t at base + t * stride), per cache type,
  * ISA-specific: out[t] = q · k_t; acc = Σ_t p[t] v_t (rows with p[t] == 0 skipped). */
-/* Query heads of one KV head attended together (F16 and Q8_0 caches): each cached row read once for all
+/* Query heads of one KV head attended together (AVX2, every cache type): each cached row read once for all
  * of them (the rows of a long context leave L2 between heads: at 4096 positions a head's slice of K or V
  * is 1 MiB here). */
 #define EDGE_ATTN_MAX_HEADS 4
@@ -130,6 +130,10 @@ typedef void (*edge_attn_wsum_multi_fn)(float *acc, int nh, const float *p, size
 void edge_attn_scores_multi_f16_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
                                      int64_t n, float *out, size_t out_stride);
 void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n);
+void edge_attn_scores_multi_f32_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                     int64_t n, float *out, size_t out_stride);
+void edge_attn_wsum_multi_f32_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
                                    size_t stride, int64_t n_keys, int64_t n);
 void edge_attn_scores_multi_q8_0_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
                                       int64_t n, float *out, size_t out_stride);
