@@ -59,7 +59,7 @@ float edge_attn_softcap_avx2(float *s, int64_t n, float mult, float cap) {
     return max;
 }
 
-float edge_attn_exp_avx2(float *s, int64_t n, float max) {
+void edge_attn_exp_avx2(float *s, int64_t n, float max) {
     const __m256 vmax = _mm256_set1_ps(max), ninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
     __m256 acc = zero;
     int64_t t = 0;
@@ -71,7 +71,10 @@ float edge_attn_exp_avx2(float *s, int64_t n, float max) {
     }
     float sum = hsum256(acc);
     for (; t < n; t++) sum += (s[t] = expf(s[t] - max));
-    return sum;
+    const float inv = 1.0f / sum;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (t = 0; t + 8 <= n; t += 8) _mm256_storeu_ps(s + t, _mm256_mul_ps(_mm256_loadu_ps(s + t), vinv));
+    for (; t < n; t++) s[t] *= inv;
 }
 
 /* Q8_0 cache: a head's slice is n/32 blocks of (f16 scale, 32 int8). */

@@ -144,11 +144,11 @@ void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p
 void edge_attn_scores_q8_0_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
 void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
 /* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
- * max. Then s = exp(s - max) (masked: 0); returns the sum. */
+ * max. Then s = exp(s - max) (masked: 0), then s times 1 / (their sum): the probabilities. */
 typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
-typedef float (*edge_attn_exp_fn)(float *s, int64_t n, float max);
+typedef void (*edge_attn_exp_fn)(float *s, int64_t n, float max);
 float edge_attn_softcap_avx2(float *s, int64_t n, float mult, float cap);
-float edge_attn_exp_avx2(float *s, int64_t n, float max);
+void edge_attn_exp_avx2(float *s, int64_t n, float max);
 /* h = gelu_tanh(h) ⊙ u over n elements. */
 typedef void (*edge_gelu_mul_fn)(float *h, const float *u, int64_t n);
 void edge_gelu_mul_avx2(float *h, const float *u, int64_t n);

@@ -82,25 +82,26 @@ static void head_scores(edge_context *ctx, const float *q, const uint8_t *krows,
 static void head_softmax(edge_context *ctx, float *scores, bool mask_pads, int64_t pos) {
     const edge_model_hparams *hp = &ctx->model->hp;
     const float mult = (float)hp->attn_output_multiplier, cap = (float)hp->attn_logit_softcap;
-    if (mask_pads)
+    /* (memchr first: a key-by-key test of every row took 2/3 of this function's time on an 8000-token
+     * prompt without any [PAD]) */
+    if (mask_pads && memchr(ctx->is_pad, 1, (size_t)pos + 1))
         for (int64_t t = 0; t <= pos; t++)
             if (ctx->is_pad[t]) scores[t] = -INFINITY;
-    float max = -INFINITY, sum = 0.0f;
     if (ctx->attn_softcap) {
-        max = ctx->attn_softcap(scores, pos + 1, mult, cap);
-        sum = ctx->attn_exp(scores, pos + 1, max);
-    } else {
-        for (int64_t t = 0; t <= pos; t++) {
-            if (scores[t] == -INFINITY) continue;
-            float sc = scores[t] * mult;
-            if (cap > 0.0f) sc = cap * tanhf(sc / cap);
-            scores[t] = sc;
-            if (sc > max) max = sc;
-        }
-        for (int64_t t = 0; t <= pos; t++) {
-            scores[t] = expf(scores[t] - max);
-            sum += scores[t];
-        }
+        ctx->attn_exp(scores, pos + 1, ctx->attn_softcap(scores, pos + 1, mult, cap));
+        return;
+    }
+    float max = -INFINITY, sum = 0.0f;
+    for (int64_t t = 0; t <= pos; t++) {
+        if (scores[t] == -INFINITY) continue;
+        float sc = scores[t] * mult;
+        if (cap > 0.0f) sc = cap * tanhf(sc / cap);
+        scores[t] = sc;
+        if (sc > max) max = sc;
+    }
+    for (int64_t t = 0; t <= pos; t++) {
+        scores[t] = expf(scores[t] - max);
+        sum += scores[t];
     }
     const float inv = 1.0f / sum;
     for (int64_t t = 0; t <= pos; t++) scores[t] *= inv;
