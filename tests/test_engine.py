@@ -436,6 +436,13 @@ def test_bad_calls_raise_clear_errors(converted):
             model.eval([-3])
         with pytest.raises(EdgeRangeError, match="token id"):
             model.eval([2**40])
+        # the same checks on numpy ids and on lists too long for the pure-Python check
+        with pytest.raises(EdgeRangeError, match="token id 512 at index 1 is out of range"):
+            model.eval(np.array([5, 512]))
+        with pytest.raises(EdgeRangeError, match="token id 4294967301 at index 20 is out of range"):
+            model.eval([5] * 20 + [2**32 + 5])
+        with pytest.raises(EdgeArgumentError, match="integer ids"):
+            model.eval([True])
         assert model.n_past == 0  # a rejected call changes nothing
         model.eval(list(range(5, 15)))
         with pytest.raises(
