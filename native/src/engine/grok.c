@@ -193,11 +193,11 @@ static void attention_worker(void *arg, int ith, int nth) {
      * causal length), in tiles where the cache type has the loops for them. With more threads than
      * heads, (token, head) pairs round-robin, one head at a time. */
     const bool by_heads = hp->n_head >= nth;
+    const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
     if (by_heads && ctx->attn_scores_multi) {
-        attention_tiles(job, ith, hp->n_head * ith / nth, hp->n_head * (ith + 1) / nth);
+        attention_tiles(job, ith, h0, h1);
         return;
     }
-    const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
     for (int64_t task = 0; task < job->n * hp->n_head; task++) {
         const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
         if (by_heads ? h < h0 || h >= h1 : task % nth != ith) continue;
