@@ -23,6 +23,8 @@ from pathlib import Path
 import grok_reference as ref
 import numpy as np
 import pytest
+from edge.convert.layout import CheckpointShape
+from edge.convert.synthetic import make_synthetic
 from engine_gguf import params_from_gguf, write_grok_gguf
 
 import edge
@@ -343,6 +345,42 @@ def test_grouped_attention_gives_the_same_bits_over_long_contexts(converted, kv_
     np.testing.assert_array_equal(logits[4], logits[0])
     for one_token in logits[1::2]:
         np.testing.assert_array_equal(one_token[0], logits[0][-1])
+
+
+def test_six_query_heads_per_kv_head_as_grok1(tmp_path):
+    # Grok-1 has 48 query heads on 8 KV heads: 6 per KV head, so attention tiles hold 5 tokens (30 of 32
+    # rows) and the loops take each token's 6 heads as 4 + 2. A 2-layer model with 12 heads on 2 KV heads:
+    # the reference (float64) within the F16 cache's rounding, and bit for bit the same logits with the
+    # tiles (1 and 2 threads), one head and token at a time (13 threads > 12 heads) and token by token
+    # (it fails when a tile's earlier tokens keep a later token's key).
+    shape = CheckpointShape(
+        vocab_size=512,
+        d_model=384,
+        n_layers=2,
+        n_q_heads=12,
+        n_kv_heads=2,
+        key_size=32,
+        ffn_size=128,
+        n_experts=8,
+    )
+    make_synthetic(tmp_path / "ckpt-0", shape, seed=3)
+    params = ref.load_checkpoint(tmp_path / "ckpt-0", shape.key_size)
+    config = ref.GrokConfig.from_params(params, shape.key_size)
+    path = tmp_path / "g6.gguf"
+    write_grok_gguf(path, params, shape.key_size, "F32")
+    tokens = [int(t) for t in np.random.default_rng(6).integers(1, 512, 45)]
+    expected = ref.forward(params, config, tokens)
+    logits = []
+    for threads in (1, 2, 13):
+        with edge.Model(path, n_ctx=48, n_batch=16, n_threads=threads, kv_type="f16") as model:
+            logits.append(model.logits(tokens))
+            model.reset()
+            model.eval(tokens[:-1])
+            last = model.eval(tokens[-1:])
+        np.testing.assert_array_equal(last, logits[-1][-1])
+    assert rel_rms(logits[0], expected) < 2e-3  # the F16 cache's rounding (the f16 preset's bound above)
+    np.testing.assert_array_equal(logits[1], logits[0])
+    np.testing.assert_array_equal(logits[2], logits[0])
 
 
 def test_long_prompt_batches_with_expert_tiles(converted):
