@@ -23,8 +23,7 @@ from pathlib import Path
 import grok_reference as ref
 import numpy as np
 import pytest
-from edge.convert.layout import CheckpointShape
-from edge.convert.synthetic import make_synthetic
+from edge.convert.synthetic import PRESETS, make_synthetic
 from engine_gguf import params_from_gguf, write_grok_gguf
 
 import edge
@@ -353,15 +352,8 @@ def test_six_query_heads_per_kv_head_as_grok1(tmp_path):
     # the reference (float64) within the F16 cache's rounding, and bit for bit the same logits with the
     # tiles (1 and 2 threads), one head and token at a time (13 threads > 12 heads) and token by token
     # (it fails when a tile's earlier tokens keep a later token's key).
-    shape = CheckpointShape(
-        vocab_size=512,
-        d_model=384,
-        n_layers=2,
-        n_q_heads=12,
-        n_kv_heads=2,
-        key_size=32,
-        ffn_size=128,
-        n_experts=8,
+    shape = dataclasses.replace(
+        PRESETS["tiny"], d_model=384, n_layers=2, n_q_heads=12, key_size=32, ffn_size=128
     )
     make_synthetic(tmp_path / "ckpt-0", shape, seed=3)
     params = ref.load_checkpoint(tmp_path / "ckpt-0", shape.key_size)
