@@ -101,7 +101,7 @@ int main(void) {
         for (int r = 0; r < nh && ok; r++) {
             ref_wsum_f16(one, p + r * KEYS, cache, KVH * HD);
             ok = same_bits(grouped + r * HD, one, HD, "f16 sums", r);
-            edge_attn_scores_f16_avx2(q + r * HD, (const uint8_t *)cache + HD * 2, stride, KEYS, HD, s1);
+            edge_attn_scores_multi_f16_avx2(q + r * HD, 1, (const uint8_t *)cache + HD * 2, stride, KEYS, HD, s1, 0);
             ok = ok && same_bits(sg + r * KEYS, s1, KEYS, "f16 scores", r);
         }
         edge_attn_wsum_multi_f32_avx2(grouped, nh, p, KEYS, (const uint8_t *)fcache, stride * 2, KEYS, HD);
@@ -109,7 +109,7 @@ int main(void) {
         for (int r = 0; r < nh && ok; r++) {
             ref_wsum_f32(one, p + r * KEYS, fcache, KVH * HD);
             ok = same_bits(grouped + r * HD, one, HD, "f32 sums", r);
-            edge_attn_scores_f32_avx2(q + r * HD, (const uint8_t *)fcache + HD * 4, stride * 2, KEYS, HD, s1);
+            edge_attn_scores_multi_f32_avx2(q + r * HD, 1, (const uint8_t *)fcache + HD * 4, stride * 2, KEYS, HD, s1, 0);
             ok = ok && same_bits(sg + r * KEYS, s1, KEYS, "f32 scores", r);
         }
         edge_attn_wsum_multi_q8_0_avx2(grouped, nh, p, KEYS, (const uint8_t *)qcache, stride / 2 / QK8_0 * sizeof(block_q8_0), KEYS, HD);

@@ -189,10 +189,6 @@ static inline __attribute__((always_inline)) void dots_q8_0(const float *q, cons
                 }                                                                                       \
             }                                                                                           \
         }                                                                                               \
-    }                                                                                                   \
-    void edge_attn_scores_##T##_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys,  \
-                                      int64_t n, float *out) {                                          \
-        edge_attn_scores_multi_##T##_avx2(q, 1, k0, stride, n_keys, n, out, 0);                         \
     }
 ATTN_SCORES_MULTI(f16)
 ATTN_SCORES_MULTI(f32)
@@ -291,7 +287,8 @@ static inline uint64_t nonzero_keys(const float *p, int g, size_t p_stride, int6
         BODY                                                                                            \
     }
 
-/* F16 or F32 rows: steps of 16 and 8 values, then the values past the last 8 key by key in scalar. */
+/* Steps of 16 and 8 values, then (F16, F32) the values past the last 8 key by key in scalar; Q8_0 rows
+ * have n a multiple of 32: 16-value steps only. */
 static inline __attribute__((always_inline)) void wsum_rows(float *acc, int nh, const float *p, size_t p_stride,
                                                             const uint8_t *v0, size_t stride, int64_t n_keys,
                                                             int64_t n, const int KT) {
@@ -302,8 +299,10 @@ static inline __attribute__((always_inline)) void wsum_rows(float *acc, int nh, 
         WSUM_GROUPS({
             int64_t c = 0;
             for (; c + 16 <= n8; c += 16) WSUM_GROUP(KT, 2);
-            for (; c < n8; c += 8) WSUM_GROUP(KT, 1);
+            if (KT != KV_Q8_0)
+                for (; c < n8; c += 8) WSUM_GROUP(KT, 1);
         })
+        if (KT == KV_Q8_0) continue;
         for (int r = 0; r < nh; r++)
             for (int64_t j = n8; j < n; j++) {
                 float sum = acc[r * n + j];
@@ -326,26 +325,7 @@ void edge_attn_wsum_multi_f32_avx2(float *acc, int nh, const float *p, size_t p_
     wsum_rows(acc, nh, p, p_stride, v0, stride, n_keys, n, KV_F32);
 }
 
-/* n a multiple of 32 (whole Q8_0 blocks): steps of 16 values, no tail. */
 void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
                                     size_t stride, int64_t n_keys, int64_t n) {
-    for (int64_t i = 0; i < (int64_t)nh * n; i++) acc[i] = 0.0f;
-    for (int64_t t0 = 0; t0 < n_keys; t0 += WSUM_KEYS) {
-        const int64_t t1 = t0 + WSUM_KEYS < n_keys ? t0 + WSUM_KEYS : n_keys;
-        WSUM_GROUPS({
-            for (int64_t c = 0; c < n; c += 16) WSUM_GROUP(KV_Q8_0, 2);
-        })
-    }
-}
-
-void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
-    edge_attn_wsum_multi_f16_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
-}
-
-void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
-    edge_attn_wsum_multi_q8_0_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
-}
-
-void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n) {
-    edge_attn_wsum_multi_f32_avx2(acc, 1, p, 0, v0, stride, n_keys, n);
+    wsum_rows(acc, nh, p, p_stride, v0, stride, n_keys, n, KV_Q8_0);
 }

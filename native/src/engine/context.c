@@ -137,18 +137,12 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         ctx->attn_softcap = edge_attn_softcap_avx2;
         ctx->attn_exp = edge_attn_exp_avx2;
         if (p.kv_type == EDGE_TYPE_F16) {
-            ctx->attn_scores = edge_attn_scores_f16_avx2;
-            ctx->attn_wsum = edge_attn_wsum_f16_avx2;
             ctx->attn_scores_multi = edge_attn_scores_multi_f16_avx2;
             ctx->attn_wsum_multi = edge_attn_wsum_multi_f16_avx2;
         } else if (p.kv_type == EDGE_TYPE_F32) {
-            ctx->attn_scores = edge_attn_scores_f32_avx2;
-            ctx->attn_wsum = edge_attn_wsum_f32_avx2;
             ctx->attn_scores_multi = edge_attn_scores_multi_f32_avx2;
             ctx->attn_wsum_multi = edge_attn_wsum_multi_f32_avx2;
         } else if (p.kv_type == EDGE_TYPE_Q8_0) { /* head_dim % 32 == 0, checked above */
-            ctx->attn_scores = edge_attn_scores_q8_0_avx2;
-            ctx->attn_wsum = edge_attn_wsum_q8_0_avx2;
             ctx->attn_scores_multi = edge_attn_scores_multi_q8_0_avx2;
             ctx->attn_wsum_multi = edge_attn_wsum_multi_q8_0_avx2;
         }

@@ -99,31 +99,22 @@ typedef struct edge_run_state {
     size_t scratch_bytes;
 } edge_run_state;
 
-/* Attention over one head's slice of n_keys cached rows (row t at base + t * stride), per cache type,
- * ISA-specific: out[t] = q · k_t; acc = Σ_t p[t] v_t (rows with p[t] == 0 skipped). */
-/* Query heads of one KV head attended together (AVX2, every cache type): each cached row read once for all
- * of them (the rows of a long context leave L2 between heads: at 4096 positions a head's slice of K or V
- * is 1 MiB here). */
+/* The attention loops over n_keys cached rows of one KV head's slice (row t at base + t * stride), per
+ * cache type, AVX2, for nh (1..EDGE_ATTN_TILE_ROWS) query rows at once: the heads of one KV head, and in
+ * a prompt batch those of several tokens, each cached row read once for all of them (the rows of a long
+ * context leave L2 between heads: at 4096 positions a head's slice of K or V is 1 MiB here). Queries
+ * q + r * n, scores out[r * out_stride + t] = q_r · k_t; probabilities p + r * p_stride, sums
+ * acc + r * n = Σ_t p[t] v_t (keys with p[t] == 0 skipped). Each row gets bit for bit what it gets alone
+ * (nh = 1). The loops take the rows in groups of EDGE_ATTN_MAX_HEADS. */
 #define EDGE_ATTN_MAX_HEADS 4
-/* Query rows attended together (the multi loops take them in groups of EDGE_ATTN_MAX_HEADS, each block of
- * cached rows kept in L1 for all the groups): the heads of one KV head, for as many tokens of a prompt
- * batch as fit, so a prompt reads the cache once per tile of tokens, not once per token (8000-token
- * prompt on the bench's file: 32 rows 7-13 % faster than 16, 64 no faster than 32). */
+/* Query rows attended together (the loops keep each block of cached rows in L1 for all the groups): as
+ * many tokens of a prompt batch as fit, so a prompt reads the cache once per tile of tokens, not once per
+ * token (8000-token prompt on the bench's file: 32 rows 7-13 % faster than 16, 64 no faster than 32). */
 #define EDGE_ATTN_TILE_ROWS 32
 /* Floats between two rows of attention scores: n_ctx rounded up to 1024, plus 64, so the rows of a tile lie
  * 256 bytes apart modulo 4 KiB (rows a multiple of 4 KiB apart made every load of the loops wait on the
  * other rows' stores with the same address bits: 4K aliasing, -35 % in the scores, -45 % in the sums). */
 static inline size_t edge_attn_score_stride(int64_t n_ctx) { return (size_t)((n_ctx + 1023) / 1024 * 1024 + 64); }
-typedef void (*edge_attn_scores_fn)(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n,
-                                    float *out);
-typedef void (*edge_attn_wsum_fn)(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys,
-                                  int64_t n);
-void edge_attn_scores_f16_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
-void edge_attn_wsum_f16_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
-void edge_attn_scores_f32_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
-void edge_attn_wsum_f32_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
-/* The same for nh (1..EDGE_ATTN_TILE_ROWS) query rows at once, each bit for bit what the one-head loops give
- * it: queries q + r * n, scores out + r * out_stride; probabilities p + r * p_stride, sums acc + r * n. */
 typedef void (*edge_attn_scores_multi_fn)(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
                                           int64_t n, float *out, size_t out_stride);
 typedef void (*edge_attn_wsum_multi_fn)(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
@@ -136,13 +127,11 @@ void edge_attn_scores_multi_f32_avx2(const float *q, int nh, const uint8_t *k0, 
                                      int64_t n, float *out, size_t out_stride);
 void edge_attn_wsum_multi_f32_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
                                    size_t stride, int64_t n_keys, int64_t n);
+/* Q8_0: n a multiple of 32 */
 void edge_attn_scores_multi_q8_0_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
                                       int64_t n, float *out, size_t out_stride);
 void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
                                     size_t stride, int64_t n_keys, int64_t n);
-/* Q8_0: n a multiple of 32 */
-void edge_attn_scores_q8_0_avx2(const float *q, const uint8_t *k0, size_t stride, int64_t n_keys, int64_t n, float *out);
-void edge_attn_wsum_q8_0_avx2(float *acc, const float *p, const uint8_t *v0, size_t stride, int64_t n_keys, int64_t n);
 /* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
  * max. Then s = exp(s - max) (masked: 0), then s times 1 / (their sum): the probabilities. */
 typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
@@ -166,9 +155,7 @@ struct edge_context {
     edge_run_state s;
     float *f16_table; /* 65536 entries: binary16 bit pattern -> float, for reading an F16 cache */
     /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
-    edge_attn_scores_fn attn_scores;
-    edge_attn_wsum_fn attn_wsum;
-    edge_attn_scores_multi_fn attn_scores_multi; /* NULL: one head at a time (both or neither set) */
+    edge_attn_scores_multi_fn attn_scores_multi; /* both or neither set */
     edge_attn_wsum_multi_fn attn_wsum_multi;
     edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
     edge_attn_exp_fn attn_exp;

@@ -132,8 +132,8 @@ static bool any_real_key(const edge_context *ctx, int64_t pos) {
  * head together, for tiles of tokens (as many as EDGE_ATTN_TILE_ROWS rows hold), so each cached row comes
  * from memory once per tile, not once per head and token. Each row is scored against the keys up to the
  * tile's last position; its own softmax covers its causal keys 0..pos, the later ones get probability 0
- * and add nothing (the loops skip p == 0 as the one-head loops do): every row's result is bit for bit the
- * one of its token and head alone. */
+ * and add nothing (the loops skip p == 0): every row's result is bit for bit the one of its token and
+ * head alone. */
 static void attention_tiles(const attention_job *job, int ith, int64_t h0, int64_t h1) {
     edge_context *ctx = job->ctx;
     const edge_model_hparams *hp = &ctx->model->hp;
@@ -179,6 +179,15 @@ static void attention_worker(void *arg, int ith, int nth) {
     const attention_job *job = arg;
     edge_context *ctx = job->ctx;
     const edge_model_hparams *hp = &ctx->model->hp;
+    /* A contiguous range of query heads per thread, for every token (every thread has every token's
+     * causal length), in tiles where the cache type has the loops. With more threads than heads,
+     * (token, head) pairs round-robin, one head at a time. */
+    const bool by_heads = hp->n_head >= nth;
+    const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
+    if (by_heads && ctx->attn_scores_multi) {
+        attention_tiles(job, ith, h0, h1);
+        return;
+    }
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, nq = hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
@@ -188,16 +197,6 @@ static void attention_worker(void *arg, int ith, int nth) {
     const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
     const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
-
-    /* A contiguous range of query heads per thread, for every token (every thread has every token's
-     * causal length), in tiles where the cache type has the loops for them. With more threads than
-     * heads, (token, head) pairs round-robin, one head at a time. */
-    const bool by_heads = hp->n_head >= nth;
-    const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
-    if (by_heads && ctx->attn_scores_multi) {
-        attention_tiles(job, ith, h0, h1);
-        return;
-    }
     for (int64_t task = 0; task < job->n * hp->n_head; task++) {
         const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
         if (by_heads ? h < h0 || h >= h1 : task % nth != ith) continue;
@@ -205,13 +204,13 @@ static void attention_worker(void *arg, int ith, int nth) {
         const float *q = s->q + i * nq + h * hd;
         float *out = s->att + i * nq + h * hd;
         const bool mask_pads = any_real_key(ctx, pos);
-        if (ctx->attn_scores)
-            ctx->attn_scores(q, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores);
+        if (ctx->attn_scores_multi)
+            ctx->attn_scores_multi(q, 1, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores, 0);
         else
             head_scores(ctx, q, krows, g, pos, row, scores);
         head_softmax(ctx, scores, mask_pads, pos);
-        if (ctx->attn_wsum)
-            ctx->attn_wsum(out, scores, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
+        if (ctx->attn_wsum_multi)
+            ctx->attn_wsum_multi(out, 1, scores, 0, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
         else
             head_wsum(ctx, scores, vrows, g, pos, row, out);
     }
