@@ -70,20 +70,21 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         return edge_fail(EDGE_ERR_UNSUPPORTED, "%s: a Q8_0 KV cache needs head_dim (%lld) divisible by 32", model->path,
                          (long long)hp->head_dim);
 
-    edge_cpu_features cpu;
-    edge_status st = edge_cpu_detect(&cpu);
-    if (st != EDGE_OK) return st;
-    const edge_kernels *kernels = edge_kernels_for(p.isa, &cpu);
-    if (!kernels) return edge_fail(EDGE_ERR_UNSUPPORTED, "kernel path %d is not available on this CPU or build", p.isa);
-
     edge_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return edge_fail(EDGE_ERR_NOMEM, "out of memory for a context");
     ctx->model = model;
-    ctx->kernels = kernels;
-    ctx->n_threads = p.n_threads > 0 ? p.n_threads : (cpu.n_cores > 0 ? cpu.n_cores : 1);
+    edge_status st;
+    /* the pool detects the CPU once (n_threads 0: one per core); the context's paths come from it */
+    if ((st = edge_threadpool_create(p.n_threads, &ctx->pool)) != EDGE_OK) goto fail;
+    const edge_cpu_features *cpu = edge_threadpool_cpu(ctx->pool);
+    ctx->kernels = edge_kernels_for(p.isa, cpu);
+    if (!ctx->kernels) {
+        st = edge_fail(EDGE_ERR_UNSUPPORTED, "kernel path %d is not available on this CPU or build", p.isa);
+        goto fail;
+    }
+    ctx->n_threads = edge_threadpool_size(ctx->pool);
     p.n_threads = ctx->n_threads;
     ctx->params = p;
-    if ((st = edge_threadpool_create(ctx->n_threads, &ctx->pool)) != EDGE_OK) goto fail;
     if ((st = edge_kv_cache_init(&ctx->kv, p.kv_type, hp->n_layer, p.n_ctx, hp->n_head_kv * hp->head_dim)) != EDGE_OK)
         goto fail;
 
@@ -132,7 +133,7 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     ctx->gelu_mul = edge_gelu_mul_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
     /* AVX2 attention loops and GELU unless the caller forces the scalar path (as the kernels do). */
-    if (p.isa != EDGE_ISA_SCALAR && cpu.avx2 && cpu.fma && cpu.f16c) {
+    if (p.isa != EDGE_ISA_SCALAR && cpu->avx2 && cpu->fma && cpu->f16c) {
         ctx->gelu_mul = edge_gelu_mul_avx2;
         ctx->attn_softcap = edge_attn_softcap_avx2;
         ctx->attn_exp = edge_attn_exp_avx2;
