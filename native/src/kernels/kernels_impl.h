@@ -76,6 +76,11 @@ typedef enum edge_act_format {
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
  * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
+/* ... and, by the matvec kernels, a second time into L2 (prefetcht1) this far past that: L1 holds few
+ * misses in flight, L2 more; with the second stream, a 512 MiB matvec on 2 threads, alternating in one
+ * process with the first alone and a plain read: Q4_K 27.8 -> 29.9 GB/s (plain read 31.6), Q8_0
+ * 33.6 -> 37.1 (45.6); 4 KiB further little better than none, 8 to 24 KiB further all alike. */
+#define EDGE_DECODE_PREFETCH_L2 8192
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
 /* Convert blocks b0 .. b0+nb-1 of one activation row (x: the row's n floats) into the activation
