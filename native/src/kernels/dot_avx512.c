@@ -387,7 +387,10 @@ ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
         }                                                                                               \
         __m512i sumi = _mm512_setzero_si512();                                                          \
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {                                          \
-            const __m512i q = _mm512_loadu_si512((const void *)(a->qs + 64 * h));                       \
+            __m512i q = _mm512_loadu_si512((const void *)(a->qs + 64 * h));                             \
+            /* in a register: GCC would fold the load into both uses below (two 64-byte loads, not one: \
+             * one thread, 8192 x 2048 from L3, +3-8 %) */                                               \
+            __asm__("" : "+v"(q));                                                                      \
             /* Q4_K: the high nibbles in place (16 u, sums 16 times larger, within int32): the pair's     \
              * high word is then their sums shifted left by 12, not 16 (one shift fewer) */               \
             __m512i u0 = _mm512_and_si512(q, m4), u1 = _mm512_andnot_si512(m4, q);                      \
