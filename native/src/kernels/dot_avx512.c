@@ -457,6 +457,63 @@ ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
 ZMM_K4_MV(zmm_mv_q4_k, block_q4_K, 0)
 ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
 
+/* Decode, Q4_K / Q5_K, two rows at once: block i of rows A and B as the one-row body pairs blocks i and
+ * i + 1 (the scales, folding, conversion and mins of both in one operation each, here against the same
+ * activations), and both rows' accumulators in one 256-bit vector, the d and dmin of both blocks
+ * converted and multiplied by dx at once. Each row's lanes get the one-row body's operations in its
+ * order: the same bits. One thread, 2048 columns: +9 % from L1, +6 % from L3 (the memory-bound runs of
+ * the bench: no slower). */
+#define ZMM_K4_MV2(name, btype)                                                                         \
+    ALWAYS_INLINE void name##2_step(const btype *a0, const btype *a1, const block_q8_K *b, __m256 *acc,   \
+                                    const __m512i sel[2], const __m512i sel_b[2], __m256i mins_idx) {   \
+        const __m256i smv = k4_scales_mins2(a0->scales, a1->scales);                                  \
+        const __m512i sc16 = _mm512_castsi256_si512(_mm256_unpacklo_epi8(smv, _mm256_setzero_si256())); \
+        const __m512i s0 = name##_sums(a0, b, sc16, sel), s1 = name##_sums(a1, b, sc16, sel_b);        \
+        /* each row's 16 lanes summed by lane mod 4: [row A | row B] */                                 \
+        const __m512i f = _mm512_add_epi32(_mm512_shuffle_i64x2(s0, s1, _MM_SHUFFLE(2, 0, 2, 0)),      \
+                                           _mm512_shuffle_i64x2(s0, s1, _MM_SHUFFLE(3, 1, 3, 1)));     \
+        const __m256i g = _mm256_add_epi32(_mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(3, 1, 2, 0))), \
+                                           _mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(2, 0, 3, 1)))); \
+        const __m256i bs = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b->bsums));     \
+        const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_shuffle_epi8(smv, mins_idx), bs)); \
+        uint32_t d0, d1; /* d and dmin of each block */                                                  \
+        memcpy(&d0, &a0->d, 4);                                                                         \
+        memcpy(&d1, &a1->d, 4);                                                                         \
+        const __m128 dd = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)d0), (int)d1, 1));       \
+        const __m256 s = _mm256_castps128_ps256(_mm_mul_ps(dd, _mm_set1_ps(b->d)));                    \
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(g), _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2)), *acc); \
+        *acc = _mm256_fnmadd_ps(mins, _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3)), *acc); \
+    }                                                                                                   \
+    ALWAYS_INLINE void name##2_body(int64_t n, const void *w0, const void *w1, const void *x, const char *pf_end, \
+                                    float *out) {                                                       \
+        const btype *a0 = w0, *a1 = w1;                                                                 \
+        const block_q8_K *b = x;                                                                        \
+        __m256 acc = _mm256_setzero_ps(); /* row A | row B */                                           \
+        const __m512i sel[2] = {cat256(_mm256_set1_epi32(0), _mm256_set1_epi32(1)),                     \
+                                cat256(_mm256_set1_epi32(2), _mm256_set1_epi32(3))};                    \
+        const __m512i sel_b[2] = {_mm512_add_epi32(sel[0], _mm512_set1_epi32(4)),                       \
+                                  _mm512_add_epi32(sel[1], _mm512_set1_epi32(4))};                      \
+        const __m256i mins_idx = _mm256_broadcastsi128_si256(                                           \
+            _mm_setr_epi8(8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1));                \
+        const int64_t nb = n / QK_K;                                                                    \
+        int64_t i = 0;                                                                                  \
+        for (; i + 2 <= nb; i += 2) {                                                                   \
+            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, pf_end, 5);                   \
+            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, pf_end, 5);                   \
+            name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
+            name##2_step(&a0[i + 1], &a1[i + 1], &b[i + 1], &acc, sel, sel_b, mins_idx);                \
+        }                                                                                               \
+        if (i < nb) { /* an odd last block */                                                           \
+            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, pf_end, 3);                   \
+            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, pf_end, 3);                   \
+            name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
+        }                                                                                               \
+        out[0] = quad_lanes_sum(_mm256_castps256_ps128(acc));                                           \
+        out[1] = quad_lanes_sum(_mm256_extractf128_ps(acc, 1));                                         \
+    }
+ZMM_K4_MV2(zmm_mv_q4_k, block_q4_K)
+ZMM_K4_MV2(zmm_mv_q5_k, block_q5_K)
+
 /* Activations for zmm_mv_q4_k / zmm_mv_q5_k: Q8_K (same d and values) with, per block, the values in
  * the order of sub-blocks 0, 2, 1, 3, 4, 6, 5, 7 (32 each), and bsums[0..7] = the sums of 32 of
  * sub-blocks 0, 4, 1, 5, 2, 6, 3, 7 (madd with the mins in that order: lane k = sub-blocks k and k + 4). */
@@ -587,15 +644,28 @@ static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, i
  * they would come one demand miss at a time), and nothing past the run's end is fetched (another
  * thread's run or another tensor: bandwidth this token would waste). Aligned to 64 bytes: the loops'
  * placement moved one-thread L3-resident Q8_0 by 7 % between builds of the same code. */
+ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
+    for (const char *p = w; p < end && p < w + EDGE_DECODE_PREFETCH; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+}
 #define ZMM_MATVEC(name, body)                                                                          \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \
         const char *end = (const char *)w + (size_t)nr * ws;                                            \
-        for (const char *p = w; p < end && p < (const char *)w + EDGE_DECODE_PREFETCH; p += 64)        \
-            _mm_prefetch(p, _MM_HINT_T0);                                                               \
+        decode_run_start(w, end);                                                                       \
         for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);      \
     }
-ZMM_MATVEC(zmm_matvec_q4_k, zmm_mv_q4_k_body)
-ZMM_MATVEC(zmm_matvec_q5_k, zmm_mv_q5_k_body)
+/* ... with the rows in pairs (body2: two rows, out[0] and out[1]), the last one alone. */
+#define ZMM_MATVEC2(name, body2, body)                                                                  \
+    __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
+                                                  const void *x, float *y) {                             \
+        const char *end = (const char *)w + (size_t)nr * ws;                                            \
+        decode_run_start(w, end);                                                                       \
+        int64_t r = 0;                                                                                  \
+        for (; r + 2 <= nr; r += 2)                                                                     \
+            body2(n, (const char *)w + (size_t)r * ws, (const char *)w + (size_t)(r + 1) * ws, x, end, y + r); \
+        if (r < nr) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);                           \
+    }
+ZMM_MATVEC2(zmm_matvec_q4_k, zmm_mv_q4_k2_body, zmm_mv_q4_k_body)
+ZMM_MATVEC2(zmm_matvec_q5_k, zmm_mv_q5_k2_body, zmm_mv_q5_k_body)
 ZMM_MATVEC(zmm_matvec_q6_k, zmm_mv_q6_k_body)
 ZMM_MATVEC(zmm_matvec_q8_0, zmm_mv_q8_0_body)
