@@ -484,8 +484,8 @@ ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
         *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(g), _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2)), *acc); \
         *acc = _mm256_fnmadd_ps(mins, _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3)), *acc); \
     }                                                                                                   \
-    ALWAYS_INLINE void name##2_body(int64_t n, const void *w0, const void *w1, const void *x, const char *pf_end, \
-                                    float *out) {                                                       \
+    ALWAYS_INLINE void name##2_body(int64_t n, const void *w0, const void *w1, const void *x, const char *end0, \
+                                    const char *end1, float *out0, float *out1) {                       \
         const btype *a0 = w0, *a1 = w1;                                                                 \
         const block_q8_K *b = x;                                                                        \
         __m256 acc = _mm256_setzero_ps(); /* row A | row B */                                           \
@@ -498,18 +498,18 @@ ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
         const int64_t nb = n / QK_K;                                                                    \
         int64_t i = 0;                                                                                  \
         for (; i + 2 <= nb; i += 2) {                                                                   \
-            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, pf_end, 5);                   \
-            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, pf_end, 5);                   \
+            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, end0, 5);                     \
+            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end1, 5);                     \
             name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
             name##2_step(&a0[i + 1], &a1[i + 1], &b[i + 1], &acc, sel, sel_b, mins_idx);                \
         }                                                                                               \
         if (i < nb) { /* an odd last block */                                                           \
-            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, pf_end, 3);                   \
-            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, pf_end, 3);                   \
+            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, end0, 3);                     \
+            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end1, 3);                     \
             name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
         }                                                                                               \
-        out[0] = quad_lanes_sum(_mm256_castps256_ps128(acc));                                           \
-        out[1] = quad_lanes_sum(_mm256_extractf128_ps(acc, 1));                                         \
+        out0[0] = quad_lanes_sum(_mm256_castps256_ps128(acc));                                          \
+        out1[0] = quad_lanes_sum(_mm256_extractf128_ps(acc, 1));                                        \
     }
 ZMM_K4_MV2(zmm_mv_q4_k, block_q4_K)
 ZMM_K4_MV2(zmm_mv_q5_k, block_q5_K)
@@ -654,16 +654,21 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
         decode_run_start(w, end);                                                                       \
         for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);      \
     }
-/* ... with the rows in pairs (body2: two rows, out[0] and out[1]), the last one alone. */
+/* ... with the rows in pairs (body2): row r of the run's first half with row r of its second, two
+ * streams each read in order and fetched ahead within itself (adjacent rows paired, each row's lines
+ * fetched ahead by the other row's stream came after the other row had read them when a row is longer
+ * than the distance: 8192-column rows); an odd last row alone. */
 #define ZMM_MATVEC2(name, body2, body)                                                                  \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \
-        const char *end = (const char *)w + (size_t)nr * ws;                                            \
-        decode_run_start(w, end);                                                                       \
-        int64_t r = 0;                                                                                  \
-        for (; r + 2 <= nr; r += 2)                                                                     \
-            body2(n, (const char *)w + (size_t)r * ws, (const char *)w + (size_t)(r + 1) * ws, x, end, y + r); \
-        if (r < nr) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);                           \
+        const char *w0 = w, *end = w0 + (size_t)nr * ws;                                                \
+        const int64_t h = nr / 2;                                                                       \
+        const char *w1 = w0 + (size_t)h * ws;                                                           \
+        decode_run_start(w0, h > 0 ? w1 : end);                                                         \
+        if (h > 0) decode_run_start(w1, end);                                                           \
+        for (int64_t r = 0; r < h; r++)                                                                 \
+            body2(n, w0 + (size_t)r * ws, w1 + (size_t)r * ws, x, w1, end, y + r, y + h + r);           \
+        if (2 * h < nr) body(n, w0 + (size_t)(nr - 1) * ws, x, end, y + nr - 1);                        \
     }
 ZMM_MATVEC2(zmm_matvec_q4_k, zmm_mv_q4_k2_body, zmm_mv_q4_k_body)
 ZMM_MATVEC2(zmm_matvec_q5_k, zmm_mv_q5_k2_body, zmm_mv_q5_k_body)
