@@ -326,6 +326,13 @@ ALWAYS_INLINE __m128i fold_lanes16(__m512i v) {
 ALWAYS_INLINE __m128i fold_lanes8(__m256i v) {
     return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
+/* fold_lanes16 of two rows' sums at once: [row A | row B]. */
+ALWAYS_INLINE __m256i fold_lanes16_rows(__m512i a, __m512i b) {
+    const __m512i f = _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                       _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_add_epi32(_mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(3, 1, 2, 0))),
+                            _mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(2, 0, 3, 1))));
+}
 
 /* (a0 + a2) + (a1 + a3): quad_sum's order for one token. */
 ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
@@ -469,11 +476,7 @@ ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
         const __m256i smv = k4_scales_mins2(a0->scales, a1->scales);                                  \
         const __m512i sc16 = _mm512_castsi256_si512(_mm256_unpacklo_epi8(smv, _mm256_setzero_si256())); \
         const __m512i s0 = name##_sums(a0, b, sc16, sel), s1 = name##_sums(a1, b, sc16, sel_b);        \
-        /* each row's 16 lanes summed by lane mod 4: [row A | row B] */                                 \
-        const __m512i f = _mm512_add_epi32(_mm512_shuffle_i64x2(s0, s1, _MM_SHUFFLE(2, 0, 2, 0)),      \
-                                           _mm512_shuffle_i64x2(s0, s1, _MM_SHUFFLE(3, 1, 3, 1)));     \
-        const __m256i g = _mm256_add_epi32(_mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(3, 1, 2, 0))), \
-                                           _mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(2, 0, 3, 1)))); \
+        const __m256i g = fold_lanes16_rows(s0, s1);                                                    \
         const __m256i bs = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b->bsums));     \
         const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_shuffle_epi8(smv, mins_idx), bs)); \
         uint32_t d0, d1; /* d and dmin of each block */                                                  \
