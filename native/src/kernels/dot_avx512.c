@@ -363,6 +363,21 @@ ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
     return _mm256_or_si256(a, b);
 }
 
+/* The scale pairs of load h of a block: (s[4h], s[4h+1]) for lanes 0..7, (s[4h+2], s[4h+3]) for 8..15, as
+ * int32 lanes 2h and 2h+1 of the scales as int16 (sel); for the second block of a pair, whose scales are
+ * lanes 4 on, sel_b. */
+ALWAYS_INLINE void k4_selectors(__m512i sel[2], __m512i sel_b[2]) {
+    sel[0] = cat256(_mm256_set1_epi32(0), _mm256_set1_epi32(1));
+    sel[1] = cat256(_mm256_set1_epi32(2), _mm256_set1_epi32(3));
+    sel_b[0] = _mm512_add_epi32(sel[0], _mm512_set1_epi32(4));
+    sel_b[1] = _mm512_add_epi32(sel[1], _mm512_set1_epi32(4));
+}
+/* The mins of k4_scales_mins as int16, in the order of the activations' bsums (madd: lane k = sub-blocks
+ * k and k + 4). */
+ALWAYS_INLINE __m128i k4_mins_idx(void) {
+    return _mm_setr_epi8(8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1);
+}
+
 /* Decode, Q4_K / Q5_K: sub-block j is the low nibbles (j even) or the high nibbles (j odd) of
  * qs[32 (j / 2) ..] (Q5_K: plus bit j of qh[l] as bit 4), against activations in zmm_quant_q8_k_k4's
  * layout. One 64-byte load of qs holds
@@ -425,13 +440,9 @@ ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
         const btype *a = w;                                                                             \
         const block_q8_K *b = x;                                                                        \
         __m128 acc = _mm_setzero_ps();                                                                  \
-        /* the scale pairs of load h: (s[4h], s[4h+1]) for lanes 0..7, (s[4h+2], s[4h+3]) for 8..15, as \
-         * int32 lanes 2h and 2h+1 of the scales as int16 (the second block of a pair: lanes 4 on) */    \
-        const __m512i sel[2] = {cat256(_mm256_set1_epi32(0), _mm256_set1_epi32(1)),                     \
-                                cat256(_mm256_set1_epi32(2), _mm256_set1_epi32(3))};                    \
-        const __m512i sel_b[2] = {_mm512_add_epi32(sel[0], _mm512_set1_epi32(4)),                       \
-                                  _mm512_add_epi32(sel[1], _mm512_set1_epi32(4))};                      \
-        const __m128i mins_idx = _mm_setr_epi8(8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1); \
+        __m512i sel[2], sel_b[2];                                                                       \
+        k4_selectors(sel, sel_b);                                                                       \
+        const __m128i mins_idx = k4_mins_idx();                                                         \
         const int64_t nb = n / QK_K;                                                                    \
         int64_t i = 0;                                                                                  \
         /* Two blocks per step: their scales decoded, their sums folded and converted, their mins      \
@@ -492,12 +503,9 @@ ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
         const btype *a0 = w0, *a1 = w1;                                                                 \
         const block_q8_K *b = x;                                                                        \
         __m256 acc = _mm256_setzero_ps(); /* row A | row B */                                           \
-        const __m512i sel[2] = {cat256(_mm256_set1_epi32(0), _mm256_set1_epi32(1)),                     \
-                                cat256(_mm256_set1_epi32(2), _mm256_set1_epi32(3))};                    \
-        const __m512i sel_b[2] = {_mm512_add_epi32(sel[0], _mm512_set1_epi32(4)),                       \
-                                  _mm512_add_epi32(sel[1], _mm512_set1_epi32(4))};                      \
-        const __m256i mins_idx = _mm256_broadcastsi128_si256(                                           \
-            _mm_setr_epi8(8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1));                \
+        __m512i sel[2], sel_b[2];                                                                       \
+        k4_selectors(sel, sel_b);                                                                       \
+        const __m256i mins_idx = _mm256_broadcastsi128_si256(k4_mins_idx());                            \
         const int64_t nb = n / QK_K;                                                                    \
         int64_t i = 0;                                                                                  \
         for (; i + 2 <= nb; i += 2) {                                                                   \
