@@ -1,5 +1,8 @@
 """Bench the CPU matmul kernels: matrix x vector (decode) in GB/s of weights read, against the
-machine's measured read bandwidth, and matrix x matrix (prompt) in GOP/s.
+machine's measured read bandwidth ("of bw": a 1 GiB probe taken once) and against a plain read of the
+weight matrix's own bytes ("of read(w)": median over the reps of each product between two reads of the
+same memory, the larger taken: on a VM other buffers read faster or slower by placement, and the
+bandwidth moves from one second to the next), and matrix x matrix (prompt) in GOP/s.
 
     python bench/matmul.py [--threads 2] [--types Q4_K,Q6_K,Q8_0] [--isas scalar,avx2,avx512]
 """
@@ -14,6 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -21,7 +25,7 @@ from functools import partial
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import quants as gq
-from membw import read_bandwidth  # bench/membw.py (the script directory is on sys.path)
+from membw import read_bandwidth, read_of  # bench/membw.py (the script directory is on sys.path)
 
 from edge.kernels import ThreadPool, isa_supported, matmul
 
@@ -75,7 +79,8 @@ def main() -> None:
     n_cols = args.cols
     with ThreadPool(args.threads) as pool:
         print(
-            f"{'type':7} {'isa':7} {'decode GB/s':>11} {'of bw':>6} {'prompt GOP/s':>12} {'pp/tg cost':>10}"
+            f"{'type':7} {'isa':7} {'decode GB/s':>11} {'of bw':>6} {'of read(w)':>10} {'prompt GOP/s':>12}"
+            f" {'pp/tg cost':>10}"
         )
         for name in args.types.split(","):
             qtype = T[name]
@@ -83,20 +88,36 @@ def main() -> None:
             row_bytes = n_cols // block_elems * block_bytes
             n_rows = max(1, args.mib * (1 << 20) // row_bytes)
             w = random_rows(qtype, n_rows, n_cols, rng)
+            read_w = read_of(w, args.threads)
             x1 = rng.standard_normal((1, n_cols), dtype=np.float32)
             n_pp_rows = 4096
             xp = rng.standard_normal((args.prompt_tokens, n_cols), dtype=np.float32)
             for isa in isas:
                 reps = 2 if isa == "scalar" else args.reps
-                t_dec = time_best(partial(matmul, w, qtype, n_rows, n_cols, x1, isa=isa, pool=pool), reps)
+                decode = partial(matmul, w, qtype, n_rows, n_cols, x1, isa=isa, pool=pool)
+                t_dec = time_best(decode, reps)
                 gbs = n_rows * row_bytes / t_dec / 1e9
+                # against a plain read of the same bytes, the two alternating (each product between
+                # two reads, the larger taken): the kernel's share of what its memory gives now
+                of_w = []
+                before = read_w()
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    decode()
+                    product = n_rows * row_bytes / (time.perf_counter() - t0) / 1e9
+                    after = read_w()
+                    of_w.append(product / max(before, after))
+                    before = after
                 t_pp = time_best(
                     partial(matmul, w, qtype, n_pp_rows, n_cols, xp, isa=isa, pool=pool), max(2, reps // 2)
                 )
                 gops = 2 * n_pp_rows * n_cols * args.prompt_tokens / t_pp / 1e9
                 # time per token in the prompt relative to one decode matvec of the same rows
                 per_tok = (t_pp / args.prompt_tokens) / (t_dec * n_pp_rows / n_rows)
-                print(f"{name:7} {isa:7} {gbs:11.1f} {gbs / bw:6.0%} {gops:12.1f} {per_tok:10.2f}")
+                print(
+                    f"{name:7} {isa:7} {gbs:11.1f} {gbs / bw:6.0%} {statistics.median(of_w):10.0%}"
+                    f" {gops:12.1f} {per_tok:10.2f}"
+                )
 
 
 if __name__ == "__main__":

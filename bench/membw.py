@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,13 +30,33 @@ class ReadBandwidth:
         return max(self._read(parts) for parts in [split, [self.buf]] * reps)
 
     def _read(self, parts: list[np.ndarray]) -> float:
-        threads = [threading.Thread(target=np.dot, args=(p, p)) for p in parts]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return self.nbytes / (time.perf_counter() - t0) / 1e9
+        return read_parts(parts)
+
+
+def _dot_quiet(a: np.ndarray) -> None:
+    with np.errstate(all="ignore"):  # weight bytes read as float64: overflows, NaNs (the speed is the same)
+        np.dot(a, a)
+
+
+def read_parts(parts: list[np.ndarray]) -> float:
+    """One read of float64 arrays, one thread each (numpy dot of each with itself), GB/s."""
+    threads = [threading.Thread(target=_dot_quiet, args=(p,)) for p in parts]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(p.nbytes for p in parts) / (time.perf_counter() - t0) / 1e9
+
+
+def read_of(data: np.ndarray, n_threads: int) -> Callable[[], float]:
+    """A plain read of the bytes of `data` itself (split over n_threads threads), GB/s per call: the
+    bandwidth of the very memory a kernel reads. On a VM, buffers read at different speeds (placement:
+    here up to ~30 % apart at the same moment), so a probe of another buffer mixes that in."""
+    flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    words = flat[: flat.size // 8 * 8].view(np.float64)
+    parts = np.array_split(words, n_threads)
+    return lambda: read_parts(parts)
 
 
 def read_bandwidth(n_threads: int, nbytes: int = 1 << 30, reps: int = 5) -> float:
