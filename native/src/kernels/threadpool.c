@@ -13,8 +13,10 @@
 
 /* Busy waiting before sleeping, bounded in time (not iterations: a pause instruction costs from a
  * few to ~150 cycles depending on the CPU). Long enough to bridge the gaps between the matmuls of a
- * layer, short enough to waste little when the machine is oversubscribed. */
-#define SPIN_NS 100000
+ * layer and a decode loop's work between two tokens (~0.3 ms here: sampling, Python; at 0.1 ms the
+ * worker slept there and joined each token's first product 16 us late on average over a layer's
+ * products, 4 us now), short enough to waste little when the machine is oversubscribed. */
+#define SPIN_NS 500000
 
 typedef struct worker_arg {
     struct edge_threadpool *pool;
