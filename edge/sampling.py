@@ -102,7 +102,9 @@ class Sampler:
             raise ValueError("every token is banned (all logits are -inf after logit bias and penalties)")
         if p.temperature <= 0.0:
             return np.array([int(np.argmax(adjusted))]), np.array([1.0])
-        finite = np.flatnonzero(adjusted > -np.inf)
+        finite = _top_k_pool(adjusted, p.top_k)
+        if finite is None:
+            finite = np.flatnonzero(adjusted > -np.inf)
         if 0 < p.top_k < finite.size:
             # Only tokens at or above the k-th largest logit can survive top-k: sort those alone.
             values = adjusted[finite]
@@ -134,6 +136,26 @@ class Sampler:
         cum = np.cumsum(probs)
         r = self.rng.random() * cum[-1]
         return int(ids[min(int(np.searchsorted(cum, r, side="right")), ids.size - 1)])
+
+
+# Top-k over a large vocabulary: a strided sample of this many logits per top-k token picks the pool.
+_POOL_STRIDE = 64
+
+
+def _top_k_pool(adjusted: np.ndarray, top_k: int) -> np.ndarray | None:
+    """Ids (ascending) of the finite logits at or above the top_k-th largest of every _POOL_STRIDE-th
+    logit, or None where that sample does not help (top-k off, a small vocabulary, or fewer than top_k
+    finite logits in the sample). The sample's top_k logits are logits, so at least top_k logits reach
+    that threshold: the vocabulary's top_k-th largest finite logit does too, and with it every logit
+    top-k keeps (ties included). The pool is ~top_k × _POOL_STRIDE ids instead of the whole vocabulary
+    (131072 for Grok: 4 ms a token in numpy for the partition and gathers, ~0.2 ms with the pool)."""
+    if top_k <= 0 or adjusted.size < 4 * _POOL_STRIDE * top_k:
+        return None
+    sample = adjusted[::_POOL_STRIDE]
+    threshold = np.partition(sample, sample.size - top_k)[sample.size - top_k]
+    if threshold == -np.inf:
+        return None
+    return np.flatnonzero(adjusted >= threshold)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -161,6 +161,49 @@ def test_candidates_match_a_direct_reference() -> None:
         np.testing.assert_allclose(probs, ref_probs, rtol=1e-12, atol=0)
 
 
+def _logits_cases(rng: np.random.Generator, n_vocab: int) -> list[np.ndarray]:
+    """Large-vocabulary logits for the top-k pool: plain, few levels (ties at the k-th value), the largest
+    ones at the sampled ids (the pool is then little more than the top-k itself), mostly banned (-inf;
+    fewer finite logits than top_k in the pool's sample), a few forced (+inf)."""
+    plain = (rng.normal(size=n_vocab) * 2.5).astype(np.float32)
+    strided = plain.copy()
+    strided[::64] += 20.0
+    levels = rng.integers(0, 6, size=n_vocab).astype(np.float32)
+    banned = np.full(n_vocab, -np.inf, dtype=np.float32)
+    banned[rng.choice(n_vocab, size=60, replace=False)] = rng.normal(size=60).astype(np.float32)
+    forced = plain.copy()
+    forced[rng.choice(n_vocab, size=3, replace=False)] = np.inf
+    return [plain, levels, strided, banned, forced]
+
+
+@pytest.mark.parametrize("top_k", [1, 40, 64])
+def test_top_k_pool_gives_the_candidates_of_the_whole_vocabulary(
+    top_k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool (a strided sample's top_k-th logit as a threshold) only narrows what top-k sorts: every
+    case's ids and probabilities equal those computed over the whole vocabulary, bit for bit."""
+    import edge.sampling as sampling
+
+    rng = np.random.default_rng(5)
+    pool = sampling._top_k_pool
+    used = []
+    monkeypatch.setattr(sampling, "_top_k_pool", lambda x, k: used.append(pool(x, k)) or used[-1])
+    for logits in _logits_cases(rng, 40000):
+        for params in [
+            SamplingParams(temperature=0.8, top_k=top_k, top_p=1.0, min_p=0.0),
+            SamplingParams(temperature=1.3, top_k=top_k, top_p=1.0, min_p=0.0, repeat_penalty=1.3),
+            SamplingParams(temperature=0.5, top_k=top_k, top_p=0.5, min_p=0.2, logit_bias={7: 50.0}),
+        ]:
+            previous = [int(i) for i in rng.integers(0, logits.size, size=64)]
+            ids, probs = Sampler(params).candidates(logits, previous)
+            with monkeypatch.context() as whole:
+                whole.setattr(sampling, "_top_k_pool", lambda x, k: None)
+                ref_ids, ref_probs = Sampler(params).candidates(logits, previous)
+            assert ids.tolist() == ref_ids.tolist()
+            assert np.array_equal(probs, ref_probs)
+    assert any(u is not None for u in used) and any(u is None for u in used)  # both paths were taken
+
+
 def test_filters_act_before_temperature() -> None:
     # top-p 0.75 keeps {0, 1} by the untempered probabilities even at a very high temperature, and the
     # draw between them follows the tempered ones (0.5^(1/4) : 0.3^(1/4)).
