@@ -103,6 +103,11 @@ class Sampler:
         if p.temperature <= 0.0:
             return np.array([int(np.argmax(adjusted))]), np.array([1.0])
         finite = _top_k_pool(adjusted, p.top_k)
+        total = None  # top-p's normalizer when `finite` is a top-p pool (the whole vocabulary's sum)
+        if finite is None and p.top_k <= 0 and p.top_p < 1.0:
+            pool = _top_p_pool(adjusted, p.top_p)
+            if pool is not None:
+                finite, total = pool
         if finite is None:
             finite = np.flatnonzero(adjusted > -np.inf)
         if 0 < p.top_k < finite.size:
@@ -120,7 +125,7 @@ class Sampler:
         if p.top_k > 0:
             ids, vals = ids[: p.top_k], vals[: p.top_k]
         if p.top_p < 1.0:
-            probs = _softmax(vals)
+            probs = _softmax(vals) if total is None else np.exp(vals - vals[0]) / total
             cum = np.cumsum(probs)
             n_keep = int(np.searchsorted(cum, p.top_p, side="left")) + 1
             ids, vals = ids[:n_keep], vals[:n_keep]
@@ -156,6 +161,27 @@ def _top_k_pool(adjusted: np.ndarray, top_k: int) -> np.ndarray | None:
     if threshold == -np.inf:
         return None
     return np.flatnonzero(adjusted >= threshold)
+
+
+def _top_p_pool(adjusted: np.ndarray, top_p: float) -> tuple[np.ndarray, float] | None:
+    """With top-k off: (ids ascending of the logits within some margin of the largest, the softmax sum
+    over the whole vocabulary) where those ids already hold more than top_p of the probability, so the
+    smallest most-probable set reaching top_p lies among them; None where no margin up to 64 gets there,
+    for a small vocabulary, or a +inf logit. Sorting the whole vocabulary took 20 ms a token at 131072.
+    The normalizer is summed in id order, not in probability order: the set can differ from the
+    whole-vocabulary path's only where the cumulative probability lands within rounding of top_p."""
+    if adjusted.size < 4096:
+        return None
+    top = float(adjusted.max())
+    if top == np.inf:
+        return None
+    e = np.exp(adjusted - top)
+    total = float(e.sum())
+    for margin in (4.0, 8.0, 16.0, 32.0, 64.0):
+        inside = adjusted >= top - margin
+        if float(e[inside].sum()) >= top_p * total * (1.0 + 1e-9):
+            return np.flatnonzero(inside), total
+    return None
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

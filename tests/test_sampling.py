@@ -204,6 +204,37 @@ def test_top_k_pool_gives_the_candidates_of_the_whole_vocabulary(
     assert any(u is not None for u in used) and any(u is None for u in used)  # both paths were taken
 
 
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99])
+def test_top_p_pool_gives_the_candidates_of_the_whole_vocabulary(
+    top_p: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With top-k off, top-p sorts only the logits near the largest that already hold more than top_p of
+    the probability: the same candidates as over the whole vocabulary (the normalizer is summed in
+    another order, so only a cumulative probability within rounding of top_p could tell them apart)."""
+    import edge.sampling as sampling
+
+    rng = np.random.default_rng(6)
+    pool = sampling._top_p_pool
+    used = []
+    monkeypatch.setattr(sampling, "_top_p_pool", lambda x, q: used.append(pool(x, q)) or used[-1])
+    cases = _logits_cases(rng, 40000)
+    cases.append((rng.normal(size=40000) * 6).astype(np.float32))  # peaked: a small pool
+    for logits in cases:
+        for params in [
+            SamplingParams(temperature=0.8, top_k=0, top_p=top_p, min_p=0.0),
+            SamplingParams(temperature=1.3, top_k=0, top_p=top_p, min_p=0.05, repeat_penalty=1.3),
+        ]:
+            previous = [int(i) for i in rng.integers(0, logits.size, size=64)]
+            ids, probs = Sampler(params).candidates(logits, previous)
+            with monkeypatch.context() as whole:
+                whole.setattr(sampling, "_top_p_pool", lambda x, q: None)
+                ref_ids, ref_probs = Sampler(params).candidates(logits, previous)
+            assert ids.tolist() == ref_ids.tolist()
+            assert np.array_equal(probs, ref_probs)
+    small = [u for u in used if u is not None and u[0].size < 4000]
+    assert small and any(u is None for u in used)  # both paths taken, and pools far below the vocabulary
+
+
 def test_filters_act_before_temperature() -> None:
     # top-p 0.75 keeps {0, 1} by the untempered probabilities even at a very high temperature, and the
     # draw between them follows the tempered ones (0.5^(1/4) : 0.3^(1/4)).
