@@ -176,31 +176,49 @@ def _logits_cases(rng: np.random.Generator, n_vocab: int) -> list[np.ndarray]:
     return [plain, levels, strided, banned, forced]
 
 
+def _pool_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
+    """Every result the sampler's pool function `name` returns from now on, recorded."""
+    import edge.sampling as sampling
+
+    pool, used = getattr(sampling, name), []
+    monkeypatch.setattr(sampling, name, lambda x, q: used.append(pool(x, q)) or used[-1])
+    return used
+
+
+def _assert_whole_vocabulary_agrees(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    params: SamplingParams,
+    logits: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
+    """The candidates (ids and probabilities) equal those computed with the pool function `name` off."""
+    import edge.sampling as sampling
+
+    previous = [int(i) for i in rng.integers(0, logits.size, size=64)]
+    ids, probs = Sampler(params).candidates(logits, previous)
+    with monkeypatch.context() as whole:
+        whole.setattr(sampling, name, lambda x, q: None)
+        ref_ids, ref_probs = Sampler(params).candidates(logits, previous)
+    assert ids.tolist() == ref_ids.tolist()
+    assert np.array_equal(probs, ref_probs)
+
+
 @pytest.mark.parametrize("top_k", [1, 40, 64])
 def test_top_k_pool_gives_the_candidates_of_the_whole_vocabulary(
     top_k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pool (a strided sample's top_k-th logit as a threshold) only narrows what top-k sorts: every
     case's ids and probabilities equal those computed over the whole vocabulary, bit for bit."""
-    import edge.sampling as sampling
-
     rng = np.random.default_rng(5)
-    pool = sampling._top_k_pool
-    used = []
-    monkeypatch.setattr(sampling, "_top_k_pool", lambda x, k: used.append(pool(x, k)) or used[-1])
+    used = _pool_calls(monkeypatch, "_top_k_pool")
     for logits in _logits_cases(rng, 40000):
         for params in [
             SamplingParams(temperature=0.8, top_k=top_k, top_p=1.0, min_p=0.0),
             SamplingParams(temperature=1.3, top_k=top_k, top_p=1.0, min_p=0.0, repeat_penalty=1.3),
             SamplingParams(temperature=0.5, top_k=top_k, top_p=0.5, min_p=0.2, logit_bias={7: 50.0}),
         ]:
-            previous = [int(i) for i in rng.integers(0, logits.size, size=64)]
-            ids, probs = Sampler(params).candidates(logits, previous)
-            with monkeypatch.context() as whole:
-                whole.setattr(sampling, "_top_k_pool", lambda x, k: None)
-                ref_ids, ref_probs = Sampler(params).candidates(logits, previous)
-            assert ids.tolist() == ref_ids.tolist()
-            assert np.array_equal(probs, ref_probs)
+            _assert_whole_vocabulary_agrees(monkeypatch, "_top_k_pool", params, logits, rng)
     assert any(u is not None for u in used) and any(u is None for u in used)  # both paths were taken
 
 
@@ -211,12 +229,8 @@ def test_top_p_pool_gives_the_candidates_of_the_whole_vocabulary(
     """With top-k off, top-p sorts only the logits near the largest that already hold more than top_p of
     the probability: the same candidates as over the whole vocabulary (the normalizer is summed in
     another order, so only a cumulative probability within rounding of top_p could tell them apart)."""
-    import edge.sampling as sampling
-
     rng = np.random.default_rng(6)
-    pool = sampling._top_p_pool
-    used = []
-    monkeypatch.setattr(sampling, "_top_p_pool", lambda x, q: used.append(pool(x, q)) or used[-1])
+    used = _pool_calls(monkeypatch, "_top_p_pool")
     cases = _logits_cases(rng, 40000)
     cases.append((rng.normal(size=40000) * 6).astype(np.float32))  # peaked: a small pool
     for logits in cases:
@@ -224,14 +238,8 @@ def test_top_p_pool_gives_the_candidates_of_the_whole_vocabulary(
             SamplingParams(temperature=0.8, top_k=0, top_p=top_p, min_p=0.0),
             SamplingParams(temperature=1.3, top_k=0, top_p=top_p, min_p=0.05, repeat_penalty=1.3),
         ]:
-            previous = [int(i) for i in rng.integers(0, logits.size, size=64)]
-            ids, probs = Sampler(params).candidates(logits, previous)
-            with monkeypatch.context() as whole:
-                whole.setattr(sampling, "_top_p_pool", lambda x, q: None)
-                ref_ids, ref_probs = Sampler(params).candidates(logits, previous)
-            assert ids.tolist() == ref_ids.tolist()
-            assert np.array_equal(probs, ref_probs)
-    small = [u for u in used if u is not None and u[0].size < 4000]
+            _assert_whole_vocabulary_agrees(monkeypatch, "_top_p_pool", params, logits, rng)
+    small = [u for u in used if isinstance(u, tuple) and u[0].size < 4000]
     assert small and any(u is None for u in used)  # both paths taken, and pools far below the vocabulary
 
 
