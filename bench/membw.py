@@ -15,22 +15,18 @@ class ReadBandwidth:
 
     def __init__(self, n_threads: int, nbytes: int = 1 << 30) -> None:
         self.n_threads = n_threads
-        self.nbytes = nbytes
         self.buf = np.ones(nbytes // 8, dtype=np.float64)
 
     def once(self) -> float:
         """One read of the buffer split over the n_threads threads, GB/s."""
-        return self._read(np.array_split(self.buf, self.n_threads))
+        return read_parts(np.array_split(self.buf, self.n_threads))
 
     def __call__(self, reps: int = 5) -> float:
         """Best of reps reads with n_threads threads and reps with 1, GB/s (one core nearly saturates
         DRAM here, and the n-thread figure drops first when other jobs share the cores: the best of
         both is the machine's figure)."""
         split = np.array_split(self.buf, self.n_threads)
-        return max(self._read(parts) for parts in [split, [self.buf]] * reps)
-
-    def _read(self, parts: list[np.ndarray]) -> float:
-        return read_parts(parts)
+        return max(read_parts(parts) for parts in [split, [self.buf]] * reps)
 
 
 def _dot_quiet(a: np.ndarray) -> None:
