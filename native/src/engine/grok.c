@@ -16,7 +16,7 @@
 
 /* One product y = W x for n_tok rows of x, as a part of a run (edge_matmul_parts). */
 static edge_mm_part part(const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
-    return (edge_mm_part){w->type, w->data, w->row_stride, w->n_rows, w->n_cols, x, n_tok, y, NULL, NULL};
+    return (edge_mm_part){w->type, w->data, w->row_stride, w->n_rows, w->n_cols, x, n_tok, y, NULL, NULL, 1.0f};
 }
 
 /* Independent products in one pool run, with the context's preallocated scratch (no allocation here). */
@@ -387,9 +387,9 @@ edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t 
     if (logits && first_logit < n) {
         const int64_t nl = n - first_logit;
         for (int64_t i = first_logit; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, m->output_norm, d, hp->rms_eps);
-        if ((st = matmul(ctx, &m->output, s->xb + first_logit * d, nl, logits)) != EDGE_OK) return st;
-        const float scale = (float)hp->output_scale;
-        for (int64_t r = 0; r < nl * hp->n_vocab; r++) logits[r] *= scale;
+        edge_mm_part out = part(&m->output, s->xb + first_logit * d, nl, logits);
+        out.y_scale = (float)hp->output_scale; /* applied as each thread writes its rows */
+        if ((st = matmul_parts(ctx, &out, 1)) != EDGE_OK) return st;
     }
     return EDGE_OK;
 }

@@ -44,6 +44,7 @@ typedef struct edge_mm_part {
     float *y;       /* n_tok rows of n_rows */
     edge_pre_fn pre; /* optional: x = pre(x, pre_u) in place first, in pieces of whole activation blocks */
     const float *pre_u;
+    float y_scale; /* y = y_scale * (W x), each value multiplied once as its rows are written (1: none) */
 } edge_mm_part;
 
 #define EDGE_MM_MAX_PARTS 32

@@ -119,6 +119,7 @@ typedef struct mm_job {
     edge_act_quant_fn quant; /* NULL: x is used as is, or another part of the run converts it */
     edge_pre_fn pre;         /* set: x = pre(x, pre_u) in place, unit by unit, before the conversion */
     const float *pre_u;
+    float y_scale;
     const char *w;
     size_t row_stride;
     int64_t n_rows, n_cols, n_tok;
@@ -212,8 +213,8 @@ static void mm_chunk_gemm4(const mm_job *job, int64_t r0, int64_t r1, int64_t t0
     }
 }
 
-/* Rows r0 .. r1-1 against tokens t0 .. t1-1. */
-static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+/* Rows r0 .. r1-1 against tokens t0 .. t1-1, without the output scale. */
+static void mm_rows_unscaled(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
     if (job->matvec) {
         job->matvec(job->n_cols, job->w + (size_t)r0 * job->row_stride, job->row_stride, r1 - r0, job->xq, job->y + r0);
         return;
@@ -237,6 +238,19 @@ static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64
             job->dot(job->n_cols, job->w + (size_t)r * job->row_stride, xt, job->xq_stride, nt, out);
             for (int i = 0; i < nt; i++) job->y[(t + i) * job->n_rows + r] = out[i];
         }
+    }
+}
+
+/* Rows r0 .. r1-1 against tokens t0 .. t1-1, then the output scale on what they wrote, still in this
+ * thread's cache (the logits' 0.577: a serial pass over the whole vocabulary's logits after the product
+ * took ~70 us a decoded token, reading what the other threads wrote). The same one multiplication per
+ * value as that pass. */
+static void mm_rows(const mm_job *job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    mm_rows_unscaled(job, r0, r1, t0, t1);
+    if (job->y_scale == 1.0f) return;
+    for (int64_t t = t0; t < t1; t++) {
+        float *y = job->y + t * job->n_rows;
+        for (int64_t r = r0; r < r1; r++) y[r] *= job->y_scale;
     }
 }
 
@@ -364,6 +378,7 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
     job->y = part->y;
     job->pre = part->pre;
     job->pre_u = part->pre_u;
+    job->y_scale = part->y_scale;
     job->n_conv = n_tok;
     job->blk_elems = act_elems;
     /* Decode: a matvec kernel takes a whole run of rows and fetches ahead inside its block loop (interleaved
@@ -477,7 +492,7 @@ edge_status edge_matmul_parts(const edge_kernels *k, edge_threadpool *pool, cons
 edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int type, const void *w, size_t row_stride,
                            int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
                            size_t scratch_bytes) {
-    const edge_mm_part part = {type, w, row_stride, n_rows, n_cols, x, n_tok, y, NULL, NULL};
+    const edge_mm_part part = {type, w, row_stride, n_rows, n_cols, x, n_tok, y, NULL, NULL, 1.0f};
     return edge_matmul_parts(k, pool, &part, 1, scratch, scratch_bytes);
 }
 
