@@ -167,6 +167,23 @@ def test_threads_give_identical_results(qtype: T) -> None:
         np.testing.assert_array_equal(y1, y3)
 
 
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)
+def test_decode_rows_are_each_computed_once_with_any_thread_count(qtype: T) -> None:
+    """Decode splits a product's rows into a segment per thread, each thread taking over what is left of
+    the others' when done with its own: with more rows than one-thread products take (64 KiB) and thread
+    counts that split them unevenly, every row equals the one-thread product bit for bit (a row skipped
+    or computed twice into the wrong place shows up as a mismatch), the pool reused many times."""
+    rng = np.random.default_rng(77)
+    n_rows, n_cols = 1501, 512
+    raw = random_weights(qtype, n_rows, n_cols, rng)
+    x = heavy_tailed(rng, 1, n_cols)
+    y1 = matmul(raw, qtype, n_rows, n_cols, x)
+    for n_threads in (2, 3, 7):
+        with ThreadPool(n_threads) as pool:
+            for _ in range(20):
+                np.testing.assert_array_equal(matmul(raw, qtype, n_rows, n_cols, x, pool=pool), y1)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_a_token_gives_the_same_bits_in_any_batch(qtype: T, isa: str) -> None:

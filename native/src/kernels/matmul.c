@@ -24,6 +24,9 @@ _Static_assert(TOKEN_TILE % (2 * EDGE_QUAD) == 0, "token tiles hold whole quad p
 /* Activation bytes of one token group: a quarter of a 1 MiB L2 (measured: L2-resident activations
  * for 4 tokens beat fewer tokens per weight unpack in L1, up to Grok's 32768-column rows). */
 #define GROUP_ACT_BYTES (256u * 1024u)
+/* Decode: row segments per product, one per thread (threads past it only take over others' rows). */
+#define DECODE_SEGS 64
+
 /* Weight bytes of one chunk in prompt processing: a quarter of a 1 MiB L2. */
 #define CHUNK_WEIGHT_BYTES (256u * 1024u)
 /* Decode products of at most this many weight bytes run on the calling thread alone (the router: 8 rows). */
@@ -133,6 +136,10 @@ typedef struct mm_job {
     int group;    /* tokens per dot call (gemm4: quads per call) */
     edge_matvec_fn matvec; /* decode: a run of rows per call */
     _Atomic int64_t next_chunk;
+    /* Decode: thread t's segment of the rows (t < DECODE_SEGS), the rows not yet claimed as
+     * first | end << 32 (mm_rows_decode). */
+    _Atomic uint64_t seg[DECODE_SEGS];
+    int n_segs; /* as many as the pool's threads (up to DECODE_SEGS), whoever runs the product */
 } mm_job;
 
 /* The parts of one edge_matmul_parts call: one pool run for all of them. */
@@ -262,22 +269,57 @@ static void mm_chunk(const mm_job *job, int64_t chunk) {
     mm_rows(job, r0, r1, t0, t1);
 }
 
-/* Decode: runs of rows claimed from next_chunk (a row counter here), each 1/nth of what is left, down to
- * rows_per_chunk: long runs keep each thread's DRAM streams going, the short last ones keep the threads
- * from waiting on each other's last run at the end. Every run costs its streams a new start, so runs are
- * few: 1/(2 nth) of what is left (about twice the runs) was 1.5-2.5 % slower over whole Q4_K_M tokens
- * (the two alternating token by token, 120 tokens each, three times; Q8_0 even), runs capped at 256 KiB
- * 7 % slower. */
-static void mm_rows_guided(mm_job *job, int nth) {
-    int64_t r0 = atomic_load_explicit(&job->next_chunk, memory_order_relaxed);
-    while (r0 < job->n_rows) {
-        int64_t take = (job->n_rows - r0) / nth;
+static inline uint64_t seg_pack(int64_t first, int64_t end) { return (uint64_t)first | (uint64_t)end << 32; }
+static inline int64_t seg_first(uint64_t v) { return (int64_t)(v & 0xffffffffu); }
+static inline int64_t seg_end(uint64_t v) { return (int64_t)(v >> 32); }
+
+/* Claims half of what segment `seg` has left (at least rows_per_chunk), from its front (the owner) or its
+ * back (another thread), and computes it; false when the segment is empty. */
+static bool mm_claim_half(mm_job *job, _Atomic uint64_t *seg, bool front) {
+    uint64_t v = atomic_load_explicit(seg, memory_order_relaxed);
+    for (;;) {
+        const int64_t f = seg_first(v), e = seg_end(v);
+        if (f >= e) return false;
+        int64_t take = (e - f) / 2;
         if (take < job->rows_per_chunk) take = job->rows_per_chunk;
-        if (atomic_compare_exchange_weak_explicit(&job->next_chunk, &r0, r0 + take, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-            mm_rows(job, r0, r0 + take < job->n_rows ? r0 + take : job->n_rows, 0, 1);
-            r0 = atomic_load_explicit(&job->next_chunk, memory_order_relaxed);
+        if (take > e - f) take = e - f;
+        const uint64_t left = front ? seg_pack(f + take, e) : seg_pack(f, e - take);
+        if (atomic_compare_exchange_weak_explicit(seg, &v, left, memory_order_relaxed, memory_order_relaxed)) {
+            if (front)
+                mm_rows(job, f, f + take, 0, 1);
+            else
+                mm_rows(job, e - take, e, 0, 1);
+            return true;
         }
+    }
+}
+
+/* Decode: each thread reads its own segment of the rows front to back, claiming half of what is left
+ * each time, so its runs follow one another in memory and its DRAM stream goes on from one to the next
+ * (a run that jumps elsewhere restarts it: runs of 256 KiB taken in turn by the threads were 7 % slower
+ * than a share of what is left, the same runs in order within a thread's half 1 %); a thread done with
+ * its own takes half of what the fullest segment has left, from its back, until nothing is left: a
+ * thread the OS runs late, or not at all in this product, costs the others no waiting. Over whole
+ * decode tokens, alternating token by token in one process, against runs of 1/nth of the rows left
+ * claimed by all threads from one counter: Q4_K_M +2.0 % (98 of 150), after a bandwidth probe +1 %
+ * (47 of 80), Q8_0 +2.1 % (81 of 120); that counter with 1/(2 nth) had been 1.5-2.5 % slower still. */
+static void mm_rows_decode(mm_job *job, int ith) {
+    const int n_segs = job->n_segs;
+    if (ith < n_segs)
+        while (mm_claim_half(job, &job->seg[ith], true)) {
+        }
+    for (;;) {
+        int fullest = -1;
+        int64_t most = 0;
+        for (int t = 0; t < n_segs; t++) {
+            const uint64_t v = atomic_load_explicit(&job->seg[t], memory_order_relaxed);
+            if (seg_end(v) - seg_first(v) > most) {
+                most = seg_end(v) - seg_first(v);
+                fullest = t;
+            }
+        }
+        if (fullest < 0) return;
+        mm_claim_half(job, &job->seg[fullest], false);
     }
 }
 
@@ -304,18 +346,17 @@ static void mm_wait_input(mm_run *run, int p) {
 }
 
 /* Every worker: (1) the conversions (mm_convert_all); (2) the parts' products in order, each part's work
- * claimed from its own counter, so a worker with nothing left in one part goes on to the next without
- * waiting. Every piece of work is claimed, none reserved per thread: a worker the OS has not scheduled yet
- * costs no waiting for "its" share; the others take it. */
+ * claimed from its own counter (prompt chunks) or segments (decode), so a worker with nothing left in one
+ * part goes on to the next without waiting. Every piece of work is claimed, none reserved per thread: a
+ * worker the OS has not scheduled yet costs no waiting for "its" share; the others take it. */
 static void mm_run_worker(void *arg, int ith, int nth) {
     mm_run *run = arg;
-    (void)ith;
     mm_convert_all(run);
     for (int p = 0; p < run->n; p++) {
         mm_job *job = &run->job[p];
         mm_wait_input(run, p);
         if (job->n_tok == 1) {
-            mm_rows_guided(job, nth);
+            mm_rows_decode(job, ith);
             continue;
         }
         for (int64_t c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed); c < job->n_chunks;
@@ -360,6 +401,8 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
     if (n_rows <= 0 || n_cols <= 0 || n_tok <= 0)
         return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: sizes must be positive (rows %lld, cols %lld, tokens %lld)",
                          (long long)n_rows, (long long)n_cols, (long long)n_tok);
+    if (n_rows > INT32_MAX) /* decode segments hold row numbers in 32 bits */
+        return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: %lld rows (at most %d)", (long long)n_rows, INT32_MAX);
     int64_t act_elems, act_bytes;
     act_block(f, &act_elems, &act_bytes);
     if (n_cols % tr->block_elems != 0 || n_cols % act_elems != 0)
@@ -418,7 +461,7 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
 
     int64_t rpc;
     if (n_tok == 1) {
-        /* Decode claims shrinking runs of rows (mm_rows_guided), down to 16 KiB of weights. */
+        /* Decode claims shrinking runs of rows (mm_rows_decode), down to 16 KiB of weights. */
         rpc = (int64_t)(16384 / row_bytes);
     } else {
         /* About 8 chunks per thread per token tile for load balance (4 for up to 4 tokens). */
@@ -433,6 +476,12 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
     job->n_row_chunks = (n_rows + rpc - 1) / rpc;
     job->n_chunks = job->n_row_chunks * ((n_tok + TOKEN_TILE - 1) / TOKEN_TILE);
     atomic_init(&job->next_chunk, 0);
+    job->n_segs = 0;
+    if (n_tok == 1) {
+        job->n_segs = nth < DECODE_SEGS ? nth : DECODE_SEGS;
+        for (int t = 0; t < job->n_segs; t++)
+            atomic_init(&job->seg[t], seg_pack(n_rows * t / job->n_segs, n_rows * (t + 1) / job->n_segs));
+    }
     return EDGE_OK;
 }
 
