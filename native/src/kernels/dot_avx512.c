@@ -332,10 +332,14 @@ ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-/* The lines from pf on into L1, unless they lie past the decode run's end. */
+/* The lines from pf on into L1 and the lines EDGE_DECODE_PREFETCH_L2 further on into L2, unless they lie
+ * past the decode run's end. */
 ALWAYS_INLINE void decode_prefetch(const char *pf, const char *end, const int lines) {
     if (pf < end)
         _Pragma("GCC unroll 4") for (int o = 0; o < lines; o++) _mm_prefetch(pf + 64 * o, _MM_HINT_T0);
+    if (pf + EDGE_DECODE_PREFETCH_L2 < end)
+        _Pragma("GCC unroll 4") for (int o = 0; o < lines; o++)
+            _mm_prefetch(pf + EDGE_DECODE_PREFETCH_L2 + 64 * o, _MM_HINT_T1);
 }
 
 /* k4_scales_mins of two blocks, one per 128-bit lane. */

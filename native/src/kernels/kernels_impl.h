@@ -76,11 +76,13 @@ typedef enum edge_act_format {
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
  * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
-/* A second stage into L2 (prefetcht1, 8 KiB past that) measured +7 % / +10 % (Q4_K / Q8_0, a 512 MiB
- * matvec on 2 threads) in an earlier state of this VM's host; on its host of 2026-12-03 it cost 5 % on
- * the same matvec (31.0 -> 33.0 GB/s without it, 27 of 30 alternations; Q8_0 29.5 -> 30.5) and 6-9 %
- * over whole Q4_K_M decode tokens (alternating token by token: 138 and 143 of 150), where dropping the
- * L1 stage too changed nothing more: only the L1 stage is kept. */
+/* ... and, by the matvec kernels, a second time into L2 (prefetcht1) this far past that: L1 holds few
+ * misses in flight, L2 more; a 512 MiB matvec on 2 threads, alternating in one process with the first
+ * stage alone and a plain read: Q4_K 27.8 -> 29.9 GB/s (plain read 31.6), Q8_0 33.6 -> 37.1 (45.6).
+ * This shared host flips it: on 2026-12-03 whole decode tokens (alternating token by token in one
+ * process) were 6-9 % faster WITHOUT it for an hour (Q4_K_M, 279 of 300 pairs; the matvec -5 %), then
+ * 5-10 % slower without it (Q8_0 6 of 100 pairs faster, Q4_K_M 2.5 %) an hour later: kept. */
+#define EDGE_DECODE_PREFETCH_L2 8192
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
 /* Convert blocks b0 .. b0+nb-1 of one activation row (x: the row's n floats) into the activation
