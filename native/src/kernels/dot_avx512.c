@@ -326,6 +326,14 @@ ALWAYS_INLINE __m128i fold_lanes16(__m512i v) {
 ALWAYS_INLINE __m128i fold_lanes8(__m256i v) {
     return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
+/* fold_lanes16 of two rows' sums at once: [row A | row B]. */
+ALWAYS_INLINE __m256i fold_lanes16_rows(__m512i a, __m512i b) {
+    const __m512i f = _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                       _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_add_epi32(_mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(3, 1, 2, 0))),
+                            _mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(2, 0, 3, 1))));
+}
+
 /* (a0 + a2) + (a1 + a3): quad_sum's order for one token. */
 ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
     const __m128 t = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -467,6 +475,56 @@ ALWAYS_INLINE __m128i k4_mins_idx(void) {
 ZMM_K4_MV(zmm_mv_q4_k, block_q4_K, 0)
 ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
 
+/* Decode, Q4_K / Q5_K, two rows at once: block i of rows A and B as the one-row body pairs blocks i and
+ * i + 1 (the scales, folding, conversion and mins of both in one operation each, here against the same
+ * activations), and both rows' accumulators in one 256-bit vector, the d and dmin of both blocks
+ * converted and multiplied by dx at once. Each row's lanes get the one-row body's operations in its
+ * order: the same bits. 2048 columns: one thread +9 % from L1, +6 % from L3; 8192 rows from L3 on 2
+ * threads 44-50 -> 48-55 GB/s; the bench's decode from DRAM no slower (ZMM_MATVEC2 pairs the rows). */
+#define ZMM_K4_MV2(name, btype)                                                                         \
+    ALWAYS_INLINE void name##2_step(const btype *a0, const btype *a1, const block_q8_K *b, __m256 *acc,   \
+                                    const __m512i sel[2], const __m512i sel_b[2], __m256i mins_idx) {   \
+        const __m256i smv = k4_scales_mins2(a0->scales, a1->scales);                                  \
+        const __m512i sc16 = _mm512_castsi256_si512(_mm256_unpacklo_epi8(smv, _mm256_setzero_si256())); \
+        const __m512i s0 = name##_sums(a0, b, sc16, sel), s1 = name##_sums(a1, b, sc16, sel_b);        \
+        const __m256i g = fold_lanes16_rows(s0, s1);                                                    \
+        const __m256i bs = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b->bsums));     \
+        const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_shuffle_epi8(smv, mins_idx), bs)); \
+        uint32_t d0, d1; /* d and dmin of each block */                                                  \
+        memcpy(&d0, &a0->d, 4);                                                                         \
+        memcpy(&d1, &a1->d, 4);                                                                         \
+        const __m128 dd = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)d0), (int)d1, 1));       \
+        const __m256 s = _mm256_castps128_ps256(_mm_mul_ps(dd, _mm_set1_ps(b->d)));                    \
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(g), _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2)), *acc); \
+        *acc = _mm256_fnmadd_ps(mins, _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3)), *acc); \
+    }                                                                                                   \
+    ALWAYS_INLINE void name##2_body(int64_t n, const void *w0, const void *w1, const void *x, const char *end0, \
+                                    const char *end1, float *out0, float *out1) {                       \
+        const btype *a0 = w0, *a1 = w1;                                                                 \
+        const block_q8_K *b = x;                                                                        \
+        __m256 acc = _mm256_setzero_ps(); /* row A | row B */                                           \
+        __m512i sel[2], sel_b[2];                                                                       \
+        k4_selectors(sel, sel_b);                                                                       \
+        const __m256i mins_idx = _mm256_broadcastsi128_si256(k4_mins_idx());                            \
+        const int64_t nb = n / QK_K;                                                                    \
+        int64_t i = 0;                                                                                  \
+        for (; i + 2 <= nb; i += 2) {                                                                   \
+            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, end0, 5);                     \
+            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end1, 5);                     \
+            name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
+            name##2_step(&a0[i + 1], &a1[i + 1], &b[i + 1], &acc, sel, sel_b, mins_idx);                \
+        }                                                                                               \
+        if (i < nb) { /* an odd last block */                                                           \
+            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, end0, 3);                     \
+            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end1, 3);                     \
+            name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
+        }                                                                                               \
+        out0[0] = quad_lanes_sum(_mm256_castps256_ps128(acc));                                          \
+        out1[0] = quad_lanes_sum(_mm256_extractf128_ps(acc, 1));                                        \
+    }
+ZMM_K4_MV2(zmm_mv_q4_k, block_q4_K)
+ZMM_K4_MV2(zmm_mv_q5_k, block_q5_K)
+
 /* Activations for zmm_mv_q4_k / zmm_mv_q5_k: Q8_K (same d and values) with, per block, the values in
  * the order of sub-blocks 0, 2, 1, 3, 4, 6, 5, 7 (32 each), and bsums[0..7] = the sums of 32 of
  * sub-blocks 0, 4, 1, 5, 2, 6, 3, 7 (madd with the mins in that order: lane k = sub-blocks k and k + 4). */
@@ -607,13 +665,26 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
         decode_run_start(w, end);                                                                       \
         for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);      \
     }
-/* One row after the other: one stream per thread. A two-row Q4_K / Q5_K body (row r of the run's first
- * half with row r of its second: two streams, the scale decoding and fold of both rows in one operation
- * each; +9 % from L1) measured 4-5 % slower over whole Q4_K_M decode tokens on this VM's host of
- * 2026-12-03 (alternating token by token in one process: 145 of 200 pairs faster with one row; after a
- * bandwidth probe 63 of 100), as did Q6_K / Q8_0 with the halves' rows interleaved (1 %, 51 of 150);
- * adjacent rows paired were 25 % slower. */
-ZMM_MATVEC(zmm_matvec_q4_k, zmm_mv_q4_k_body)
-ZMM_MATVEC(zmm_matvec_q5_k, zmm_mv_q5_k_body)
+/* ... with the rows in pairs (body2): row r of the run's first half with row r of its second, two
+ * streams each read in order and fetched ahead within itself (adjacent rows paired, each row's lines
+ * fetched ahead by the other row's stream came after the other row had read them when a row is longer
+ * than the distance: 8192-column rows); an odd last row alone. Over whole Q4_K_M tokens (alternating token
+ * by token in one process, 2026-12-03) one row at a time was 4-5 % faster without the L2 prefetch stage
+ * (145 of 200 pairs) but ~1 % slower with it (88 of 200), in fast-memory periods; adjacent rows paired
+ * were 25 % slower. */
+#define ZMM_MATVEC2(name, body2, body)                                                                  \
+    __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
+                                                  const void *x, float *y) {                             \
+        const char *w0 = w, *end = w0 + (size_t)nr * ws;                                                \
+        const int64_t h = nr / 2;                                                                       \
+        const char *w1 = w0 + (size_t)h * ws;                                                           \
+        decode_run_start(w0, h > 0 ? w1 : end);                                                         \
+        if (h > 0) decode_run_start(w1, end);                                                           \
+        for (int64_t r = 0; r < h; r++)                                                                 \
+            body2(n, w0 + (size_t)r * ws, w1 + (size_t)r * ws, x, w1, end, y + r, y + h + r);           \
+        if (2 * h < nr) body(n, w0 + (size_t)(nr - 1) * ws, x, end, y + nr - 1);                        \
+    }
+ZMM_MATVEC2(zmm_matvec_q4_k, zmm_mv_q4_k2_body, zmm_mv_q4_k_body)
+ZMM_MATVEC2(zmm_matvec_q5_k, zmm_mv_q5_k2_body, zmm_mv_q5_k_body)
 ZMM_MATVEC(zmm_matvec_q6_k, zmm_mv_q6_k_body)
 ZMM_MATVEC(zmm_matvec_q8_0, zmm_mv_q8_0_body)
