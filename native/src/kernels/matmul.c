@@ -302,7 +302,9 @@ static bool mm_claim_half(mm_job *job, _Atomic uint64_t *seg, bool front) {
  * thread the OS runs late, or not at all in this product, costs the others no waiting. Over whole
  * decode tokens, alternating token by token in one process, against runs of 1/nth of the rows left
  * claimed by all threads from one counter: Q4_K_M +2.0 % (98 of 150), after a bandwidth probe +1 %
- * (47 of 80), Q8_0 +2.1 % (81 of 120); that counter with 1/(2 nth) had been 1.5-2.5 % slower still. */
+ * (47 of 80), Q8_0 +2.1 % (81 of 120); that counter with 1/(2 nth) had been 1.5-2.5 % slower still
+ * (these without the L2 prefetch stage; with it, against the 1/(2 nth) counter: Q4_K_M +1.8 %, 93 of
+ * 150, Q8_0 alike, 51 of 100). */
 static void mm_rows_decode(mm_job *job, int ith) {
     const int n_segs = job->n_segs;
     if (ith < n_segs)
