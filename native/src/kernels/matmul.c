@@ -315,8 +315,9 @@ static void mm_rows_decode(mm_job *job, int ith) {
         int64_t most = 0;
         for (int t = 0; t < n_segs; t++) {
             const uint64_t v = atomic_load_explicit(&job->seg[t], memory_order_relaxed);
-            if (seg_end(v) - seg_first(v) > most) {
-                most = seg_end(v) - seg_first(v);
+            const int64_t left = seg_end(v) - seg_first(v);
+            if (left > most) {
+                most = left;
                 fullest = t;
             }
         }
