@@ -340,16 +340,6 @@ ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-/* The lines from pf on into L1 and the lines EDGE_DECODE_PREFETCH_L2 further on into L2, unless they lie
- * past the decode run's end. */
-ALWAYS_INLINE void decode_prefetch(const char *pf, const char *end, const int lines) {
-    if (pf < end)
-        _Pragma("GCC unroll 4") for (int o = 0; o < lines; o++) _mm_prefetch(pf + 64 * o, _MM_HINT_T0);
-    if (pf + EDGE_DECODE_PREFETCH_L2 < end)
-        _Pragma("GCC unroll 4") for (int o = 0; o < lines; o++)
-            _mm_prefetch(pf + EDGE_DECODE_PREFETCH_L2 + 64 * o, _MM_HINT_T1);
-}
-
 /* k4_scales_mins of two blocks, one per 128-bit lane. */
 ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
     const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)s0)),
@@ -650,14 +640,7 @@ static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, i
     }
 }
 
-/* Decode: the one-token bodies above over a run of rows (contiguous), one call per run. The run's first
- * EDGE_DECODE_PREFETCH bytes are all requested at once (the block loop fetches ahead of where it is, so
- * they would come one demand miss at a time), and nothing past the run's end is fetched (another
- * thread's run or another tensor: bandwidth this token would waste). Aligned to 64 bytes: the loops'
- * placement moved one-thread L3-resident Q8_0 by 7 % between builds of the same code. */
-ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
-    for (const char *p = w; p < end && p < w + EDGE_DECODE_PREFETCH; p += 64) _mm_prefetch(p, _MM_HINT_T0);
-}
+/* Decode: the one-token bodies above over a run of rows (decode_run_start, dot_simd_x86.h). */
 #define ZMM_MATVEC(name, body)                                                                          \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \
