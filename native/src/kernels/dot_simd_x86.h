@@ -66,6 +66,10 @@ ALWAYS_INLINE __m256i scale_of2(__m256i v, int k, int k2) {
                                                     _mm_set1_epi16((short)(0x0101 * 2 * k2 + 0x0100))));
 }
 
+/* Keeps an integer accumulator updated in place: without it GCC reassociates a block's sums into one
+ * tree over all its products, keeping them all live, and with 4 tokens spills them to the stack. */
+#define SUM_IN_REGISTER(v) __asm__("" : "+x"(v))
+
 /* Signed weights: |w| (as unsigned) times x with w's sign; x is never -128 (quantize_act.c). */
 ALWAYS_INLINE __m256i dot_ss8(__m256i acc, __m256i w_abs, __m256i w, __m256i x) {
     return dot_us8(acc, w_abs, _mm256_sign_epi8(x, w));
@@ -264,6 +268,7 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m128i sm) {
                 const int8_t *xq = XROW(block_q8_K, t)[i].qs + 64 * j;                                  \
                 sumi[t] = dot_us8_scaled(sumi[t], lo, _mm256_loadu_si256((const __m256i *)xq), s_lo);   \
                 sumi[t] = dot_us8_scaled(sumi[t], hi, _mm256_loadu_si256((const __m256i *)(xq + 32)), s_hi); \
+                if (nt > 1) SUM_IN_REGISTER(sumi[t]);                                                   \
             }                                                                                           \
         }                                                                                               \
         const float dw = f16(ai->d), dmw = f16(ai->dmin);                                               \
@@ -332,6 +337,7 @@ ALWAYS_INLINE void simd_dot_q6_k_step(const block_q6_K *ai, const void *x, size_
             _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
                 const int8_t *xq = XROW(block_q8_K, t)[i].qs + 128 * h + 32 * g;
                 sumi[t] = dot_us8_scaled(sumi[t], u[g], _mm256_loadu_si256((const __m256i *)xq), s);
+                if (nt > 1) SUM_IN_REGISTER(sumi[t]);
             }
         }
     }
