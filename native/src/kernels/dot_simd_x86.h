@@ -297,11 +297,17 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i smv2) {
 #define NO_HIGH_APPLY(hb, j, lo, hi)
 /* Q5_K: bit 2j of qh[l] is the fifth bit of sub-block 2j's element l, bit 2j+1 of sub-block 2j+1's. */
 #define Q5K_HIGH_LOAD(a, i, hb) hb = _mm256_loadu_si256((const __m256i *)(a)[i].qh)
+/* Bit b (0..7) of every byte of hb moved to bit 4 by one 16-bit shift (none for b = 4): the bits a shift
+ * brings in from the neighbouring byte land outside bit 4 (b <= 4 shifts left by at most 4, b > 4 right by
+ * at most 3), then masked. Three operations per sub-block instead of four. */
+ALWAYS_INLINE __m256i q5k_bit_to_4(__m256i hb, const int b) {
+    const __m256i at = b < 4 ? _mm256_slli_epi16(hb, 4 - b) : b > 4 ? _mm256_srli_epi16(hb, b - 4) : hb;
+    return _mm256_and_si256(at, _mm256_set1_epi8(0x10));
+}
 #define Q5K_HIGH_APPLY(hb, j, lo, hi)                                                                   \
     do {                                                                                                \
-        const __m256i one = _mm256_set1_epi8(1);                                                        \
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * (j)), one), 4)); \
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * (j) + 1), one), 4)); \
+        lo = _mm256_or_si256(lo, q5k_bit_to_4(hb, 2 * (j)));                                            \
+        hi = _mm256_or_si256(hi, q5k_bit_to_4(hb, 2 * (j) + 1));                                        \
     } while (0)
 
 K4_DOT(simd_dot_q4_k, block_q4_K, NO_HIGH)
