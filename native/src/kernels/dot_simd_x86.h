@@ -9,7 +9,9 @@
  * and unpacked once and used for every token, which is what makes prompt processing compute-bound
  * instead of re-reading weights per token. The integer sums equal the scalar kernels' exactly (no
  * int16 saturation can occur: each bound is noted at its kernel), so the paths differ from the
- * scalar reference only in float summation order. */
+ * scalar reference only in float summation order. The dot kernels of the types that dominate Grok files
+ * (Q4_K, Q5_K, Q6_K, Q8_0) are written as per-block steps, which the AVX2 build also runs over runs of
+ * rows for decode (SIMD_MATVEC2): a token's sums are the same in either. */
 #include <immintrin.h>
 
 #include "kernels_impl.h"

@@ -120,7 +120,8 @@ typedef void (*edge_gemm4_fn)(int64_t n, const void *w, size_t w_stride, int nr,
                               int nq, float *out);
 
 /* One token against n_rows rows (w, w + w_stride, ...): y[r] = row r · x (x as matvec_quant converts it where
- * the table has one), bit for bit the token's result in the table's gemm4 kernel (the same in any batch);
+ * the table has one), bit for bit the token's result in the table's gemm4 kernel, or in its dot kernel where it
+ * has no gemm4 (the same in any batch);
  * fetches the weights EDGE_DECODE_PREFETCH ahead itself.
  * Optional: saves the per-row call in decode. */
 typedef void (*edge_matvec_fn)(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *x, float *y);
