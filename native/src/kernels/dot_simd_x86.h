@@ -277,12 +277,15 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i smv2) {
                 if (nt > 1) SUM_IN_REGISTER(sumi[t]);                                                   \
             }                                                                                           \
         }                                                                                               \
-        const float dw = f16(ai->d), dmw = f16(ai->dmin);                                               \
+        uint32_t dd; /* d and dmin, adjacent: converted, then multiplied by a token's scale, together */   \
+        memcpy(&dd, &ai->d, 4);                                                                         \
+        const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));                                     \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                          \
             const block_q8_K *b = XROW(block_q8_K, t) + i;                                              \
             const __m256i mt = k4_min_terms(b->bsums, smv);                                             \
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(dw * b->d), acc[t]);   \
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_set1_ps(dmw * b->d), acc[t]);      \
+            const __m128 s = _mm_mul_ps(dm, _mm_set1_ps(b->d));                                         \
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_broadcastss_ps(s), acc[t]);    \
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mt), _mm256_broadcastss_ps(_mm_movehdup_ps(s)), acc[t]); \
         }                                                                                               \
     }                                                                                                   \
     ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
