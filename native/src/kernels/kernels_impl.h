@@ -76,8 +76,9 @@ typedef enum edge_act_format {
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
  * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
-/* ... and, by the matvec kernels, a second time into L2 (prefetcht1) this far past that: L1 holds few
- * misses in flight, L2 more; a 512 MiB matvec on 2 threads, alternating in one process with the first
+/* ... and, by the AVX-512 matvec kernels (not the AVX2 ones: EDGE_SIMD_DECODE_L2), a second time into L2
+ * (prefetcht1) this far past that: L1 holds few misses in flight, L2 more; on the Zen 4 host of the AVX-512
+ * kernels, a 512 MiB matvec on 2 threads, alternating in one process with the first
  * stage alone and a plain read: Q4_K 27.8 -> 29.9 GB/s (plain read 31.6), Q8_0 33.6 -> 37.1 (45.6).
  * This shared host flips it: on 2026-12-03 whole decode tokens (alternating token by token in one
  * process) were 6-9 % faster WITHOUT it for an hour (Q4_K_M, 279 of 300 pairs; the matvec -5 %), then
