@@ -631,14 +631,17 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
  * with row r of its second (two streams, each read in order and fetched ahead within itself; an odd last row
  * alone). Each row gets its dot body's operations in its order: the same bits as the prompt path for the
  * same token. On a 2-core Zen 3 (no AVX-512), 2048 x 2048-column products over 512 MiB on 2 threads,
- * alternating in one process with the driver's per-row dot calls (before the scale shuffles below):
+ * alternating in one process with the driver's per-row dot calls (before the scale shuffles above):
  * Q4_K 18.3 -> 22.3 GB/s, Q6_K 18.6 -> 25.7, Q8_0 26.6 -> 30.4 (a plain read of the same memory 35-41);
  * bench/matmul.py's decode Q4_K 19.8 -> 30.6, Q6_K 17.9 -> 32.3, Q8_0 20.6 -> 34.2 GB/s. */
-#define SIMD_MATVEC2(name, btype, step, elems, lines)                                                   \
+#define SIMD_MATVEC2(name, btype, step, elems)                                                          \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \
         const char *w0 = w, *end = w0 + (size_t)nr * ws;                                                \
         const int64_t h = nr / 2, nb = n / (elems);                                                     \
+        /* a block's bytes in cache lines, rounded up: each step fetches that many from its block's start \
+         * on, so consecutive steps leave no line out */                                                \
+        const int lines = (int)((sizeof(btype) + 63) / 64);                                            \
         const char *w1 = w0 + (size_t)h * ws;                                                           \
         decode_run_start(w0, h > 0 ? w1 : end);                                                         \
         if (h > 0) decode_run_start(w1, end);                                                           \
@@ -664,12 +667,10 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
             y[nr - 1] = hsum_ps(acc[0]);                                                                \
         }                                                                                               \
     }
-/* lines: a block's bytes in cache lines, rounded up (each step fetches that many from its block's start
- * on, so consecutive steps leave no line out) */
-SIMD_MATVEC2(simd_matvec_q4_k, block_q4_K, simd_dot_q4_k_step, QK_K, 3)
-SIMD_MATVEC2(simd_matvec_q5_k, block_q5_K, simd_dot_q5_k_step, QK_K, 3)
-SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K, 4)
-SIMD_MATVEC2(simd_matvec_q8_0, block_q8_0, simd_dot_q8_0_step, QK8_0, 1)
+SIMD_MATVEC2(simd_matvec_q4_k, block_q4_K, simd_dot_q4_k_step, QK_K)
+SIMD_MATVEC2(simd_matvec_q5_k, block_q5_K, simd_dot_q5_k_step, QK_K)
+SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K)
+SIMD_MATVEC2(simd_matvec_q8_0, block_q8_0, simd_dot_q8_0_step, QK8_0)
 #define EDGE_SIMD_MATVEC_Q4_K simd_matvec_q4_k
 #define EDGE_SIMD_MATVEC_Q5_K simd_matvec_q5_k
 #define EDGE_SIMD_MATVEC_Q6_K simd_matvec_q6_k
