@@ -188,10 +188,11 @@ def test_decode_rows_are_each_computed_once_with_any_thread_count(qtype: T) -> N
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_a_token_gives_the_same_bits_in_any_batch(qtype: T, isa: str) -> None:
     """Each row of a batched product equals, bit for bit, the product of that token alone: prompt reuse,
-    incremental decoding and a fresh batch agree (batches of 2+ tokens take the quad kernels on AVX-512,
-    one token the one-token kernels, which sum in the same order; on AVX2 one token runs the dot kernels'
-    per-block steps over runs of rows, two rows at once, an odd last row alone: 33 rows). Rows of an even
-    and of an odd number of blocks (kernels that take two blocks at a time end on a single one)."""
+    incremental decoding and a fresh batch agree (batches of 2+ tokens take the quad kernels on AVX-512
+    and for Q8_0 on AVX2, one token the one-token kernels, which sum in the same order; on AVX2 one token
+    of the K-quants runs the dot kernels' per-block steps over runs of rows, two rows at once, an odd last
+    row alone: 33 rows). Rows of an even and of an odd number of blocks (kernels that take two blocks at a
+    time end on a single one)."""
     rng = np.random.default_rng(int(qtype) + 2024)
     n_rows = 33
     block = gq.GGML_QUANT_SIZES[qtype][0]

@@ -292,20 +292,6 @@ ALWAYS_INLINE void zmm_gemm4_q5_k_body(int64_t n, const void *w, size_t ws, cons
     zmm_gemm4_k4_body(n, w, ws, x, xs, out, R, Q, 1);
 }
 
-/* Constant row and quad counts for the bodies above (the accumulators stay in registers). */
-#define GEMM4_DISPATCH(name)                                                                               \
-    static void name(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out) { \
-        switch (nr * 8 + nq) {                                                                             \
-        case 8 + 1: name##_body(n, w, ws, x, xs, out, 1, 1); break;                                        \
-        case 8 + 2: name##_body(n, w, ws, x, xs, out, 1, 2); break;                                        \
-        case 8 + 3: name##_body(n, w, ws, x, xs, out, 1, 3); break;                                        \
-        case 8 + 4: name##_body(n, w, ws, x, xs, out, 1, 4); break;                                        \
-        case 16 + 1: name##_body(n, w, ws, x, xs, out, 2, 1); break;                                       \
-        case 16 + 2: name##_body(n, w, ws, x, xs, out, 2, 2); break;                                       \
-        case 16 + 3: name##_body(n, w, ws, x, xs, out, 2, 3); break;                                       \
-        default: name##_body(n, w, ws, x, xs, out, 2, 4); break;                                           \
-        }                                                                                                  \
-    }
 GEMM4_DISPATCH(zmm_gemm4_q4_k)
 GEMM4_DISPATCH(zmm_gemm4_q5_k)
 GEMM4_DISPATCH(zmm_gemm4_q6_k)

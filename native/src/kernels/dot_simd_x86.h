@@ -9,9 +9,10 @@
  * and unpacked once and used for every token, which is what makes prompt processing compute-bound
  * instead of re-reading weights per token. The integer sums equal the scalar kernels' exactly (no
  * int16 saturation can occur: each bound is noted at its kernel), so the paths differ from the
- * scalar reference only in float summation order. The dot kernels of the types that dominate Grok files
- * (Q4_K, Q5_K, Q6_K, Q8_0) are written as per-block steps, which the AVX2 build also runs over runs of
- * rows for decode (SIMD_MATVEC2): a token's sums are the same in either. */
+ * scalar reference only in float summation order. The dot kernels of the K-quants that dominate Grok
+ * files (Q4_K, Q5_K, Q6_K) are written as per-block steps, which the AVX2 build also runs over runs of
+ * rows for decode (SIMD_MATVEC2): a token's sums are the same in either. AVX2 Q8_0 prompts run on quads
+ * of interleaved tokens (ymm_gemm4_q8_0), with a one-token kernel that sums as they do. */
 #include <immintrin.h>
 
 #include "kernels_impl.h"
@@ -107,6 +108,21 @@ ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
         }                                                                                                \
     }
 
+/* Constant row and quad counts for a gemm4 body (the accumulators stay in registers). */
+#define GEMM4_DISPATCH(name)                                                                               \
+    static void name(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nq, float *out) { \
+        switch (nr * 8 + nq) {                                                                             \
+        case 8 + 1: name##_body(n, w, ws, x, xs, out, 1, 1); break;                                        \
+        case 8 + 2: name##_body(n, w, ws, x, xs, out, 1, 2); break;                                        \
+        case 8 + 3: name##_body(n, w, ws, x, xs, out, 1, 3); break;                                        \
+        case 8 + 4: name##_body(n, w, ws, x, xs, out, 1, 4); break;                                        \
+        case 16 + 1: name##_body(n, w, ws, x, xs, out, 2, 1); break;                                       \
+        case 16 + 2: name##_body(n, w, ws, x, xs, out, 2, 2); break;                                       \
+        case 16 + 3: name##_body(n, w, ws, x, xs, out, 2, 3); break;                                       \
+        default: name##_body(n, w, ws, x, xs, out, 2, 4); break;                                           \
+        }                                                                                                  \
+    }
+
 /* ------------------------------------------------------------------ float weights (x in F32) */
 
 #define FLOAT_DOT(name, LOAD8, SCALAR)                                                                  \
@@ -148,28 +164,50 @@ FLOAT_DOT(simd_dot_bf16, LOAD_BF16, SCALAR_BF16)
 
 /* ------------------------------------------------------------------ 32-element blocks (x in Q8_0 / Q8_1) */
 
+#define SCALE_CHUNK 64
+/* sc[t][j] = d of weight block j (its f16 at d, blocks bs bytes apart) * d of token t's activation block c + j,
+ * for j < m: the products of the per-block loop, computed 8 at a time ahead of it. */
+ALWAYS_INLINE void block_scales(const uint16_t *d, size_t bs, int m, const void *x, size_t xs, int64_t n,
+                                int64_t c, const int nt, float sc[4][SCALE_CHUNK]) {
+    const char *p = (const char *)d;
+    int j = 0;
+    for (; j + 8 <= m; j += 8) {
+        uint16_t h[8];
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) memcpy(&h[k], p + (size_t)(j + k) * bs, 2);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++)
+            _mm256_store_ps(&sc[t][j], _mm256_mul_ps(dw, _mm256_loadu_ps(edge_q8s_d(XROW(char, t), n) + c + j)));
+    }
+    for (; j < m; j++) {
+        uint16_t h;
+        memcpy(&h, p + (size_t)j * bs, 2);
+        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sc[t][j] = f16(h) * edge_q8s_d(XROW(char, t), n)[c + j];
+    }
+}
+
 /* Signed 32-element weights (Q8_0, Q4_0, Q5_0, IQ4_NL): w = d * v with v int8; maddubs bound
  * 2 * 128 * 127 = 32512 < 32767. UNPACK(a, i) yields the 32 signed values of block i. */
 #define SIGNED32_DOT(name, btype, UNPACK)                                                               \
-    /* block i of a row (ai = its address) against the nt activation rows */                            \
-    ALWAYS_INLINE void name##_step(const btype *ai, const void *x, size_t xs, int64_t n, int64_t i, const int nt, \
-                                   __m256 acc[4]) {                                                      \
-        const __m256i v = UNPACK(ai, 0);                                                                \
-        const __m256i va = _mm256_sign_epi8(v, v);                                                      \
-        const float dw = f16(ai->d);                                                                    \
-        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                          \
-            const void *xt = XROW(char, t);                                                             \
-            const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v,                                    \
-                                      _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(xt) + 32 * i))); \
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * edge_q8s_d(xt, n)[i]), acc[t]); \
-        }                                                                                               \
-    }                                                                                                   \
     ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
                                    float *out) {                                                       \
         const btype *a = w;                                                                             \
+        const int64_t nb = n / 32;                                                                      \
         __m256 acc[4];                                                                                  \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();              \
-        for (int64_t i = 0; i < n / 32; i++) name##_step(&a[i], x, xs, n, i, nt, acc);                 \
+        float sc[4][SCALE_CHUNK] __attribute__((aligned(32)));                                          \
+        for (int64_t c = 0; c < nb; c += SCALE_CHUNK) {                                                 \
+            const int m = nb - c < SCALE_CHUNK ? (int)(nb - c) : SCALE_CHUNK;                           \
+            block_scales(&a[c].d, sizeof(btype), m, x, xs, n, c, nt, sc);                               \
+            for (int j = 0; j < m; j++) {                                                               \
+                const __m256i v = UNPACK(a, c + j);                                                     \
+                const __m256i va = _mm256_sign_epi8(v, v);                                              \
+                _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {                                  \
+                    const __m256i p = dot_ss8(_mm256_setzero_si256(), va, v,                            \
+                        _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(XROW(char, t)) + 32 * (c + j)))); \
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sc[t][j]), acc[t]);  \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                  \
     }                                                                                                   \
     MULTI_TOKEN(name)
@@ -627,14 +665,15 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
 }
 
 #if !EDGE_SIMD_VNNI
-/* AVX2 decode: the per-block steps of the dot bodies above over a run of rows, row r of the run's first half
- * with row r of its second (two streams, each read in order and fetched ahead within itself; an odd last row
- * alone). Each row gets its dot body's operations in its order: the same bits as the prompt path for the
- * same token. On a 2-core Zen 3 (no AVX-512), 2048 x 2048-column products over 512 MiB on 2 threads,
+/* AVX2 decode: per-block steps (a step may take a btype of several blocks; tail then takes a last one
+ * left over, final sums the accumulator) over a run of rows, row r of the run's first half with row r of its
+ * second (two streams, each read in order and fetched ahead within itself; an odd last row alone). Each row
+ * gets the operations of the prompt path's kernel in its order (the dot body's steps, or for Q8_0 the quad
+ * kernel's sums): the same bits as the prompt path for the same token. On a 2-core Zen 3 (no AVX-512), 2048 x 2048-column products over 512 MiB on 2 threads,
  * alternating in one process with the driver's per-row dot calls (before the scale shuffles above):
  * Q4_K 18.3 -> 22.3 GB/s, Q6_K 18.6 -> 25.7, Q8_0 26.6 -> 30.4 (a plain read of the same memory 35-41);
  * bench/matmul.py's decode Q4_K 19.8 -> 30.6, Q6_K 17.9 -> 32.3, Q8_0 20.6 -> 34.2 GB/s. */
-#define SIMD_MATVEC2(name, btype, step, elems)                                                          \
+#define SIMD_MATVEC2(name, btype, step, elems, tail, final)                                                          \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \
         const char *w0 = w, *end = w0 + (size_t)nr * ws;                                                \
@@ -654,8 +693,10 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
                 step(&a0[i], x, 0, n, i, 1, acc0);                                                      \
                 step(&a1[i], x, 0, n, i, 1, acc1);                                                      \
             }                                                                                           \
-            y[r] = hsum_ps(acc0[0]);                                                                    \
-            y[h + r] = hsum_ps(acc1[0]);                                                                \
+            tail(&a0[nb], x, n, acc0);                                                                  \
+            tail(&a1[nb], x, n, acc1);                                                                  \
+            y[r] = final(acc0[0]);                                                                      \
+            y[h + r] = final(acc1[0]);                                                                \
         }                                                                                               \
         if (2 * h < nr) {                                                                               \
             const btype *a = (const btype *)(w0 + (size_t)(nr - 1) * ws);                               \
@@ -664,13 +705,125 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
                 decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, end, lines);               \
                 step(&a[i], x, 0, n, i, 1, acc);                                                        \
             }                                                                                           \
-            y[nr - 1] = hsum_ps(acc[0]);                                                                \
+            tail(&a[nb], x, n, acc);                                                                    \
+            y[nr - 1] = final(acc[0]);                                                                  \
         }                                                                                               \
     }
-SIMD_MATVEC2(simd_matvec_q4_k, block_q4_K, simd_dot_q4_k_step, QK_K)
-SIMD_MATVEC2(simd_matvec_q5_k, block_q5_K, simd_dot_q5_k_step, QK_K)
-SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K)
-SIMD_MATVEC2(simd_matvec_q8_0, block_q8_0, simd_dot_q8_0_step, QK8_0)
+/* nothing past the last whole step (rows of whole steps) */
+ALWAYS_INLINE void no_tail(const void *rest, const void *x, int64_t n, __m256 acc[4]) { (void)rest, (void)x, (void)n, (void)acc; }
+SIMD_MATVEC2(simd_matvec_q4_k, block_q4_K, simd_dot_q4_k_step, QK_K, no_tail, hsum_ps)
+SIMD_MATVEC2(simd_matvec_q5_k, block_q5_K, simd_dot_q5_k_step, QK_K, no_tail, hsum_ps)
+SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K, no_tail, hsum_ps)
+
+/* Q8_0 prompts on AVX2: rows against up to four quads of interleaved tokens (EDGE_Q8Q), the weights
+ * replicated per token. A block's integer sums stay per token in int32 lanes, the low 128-bit lane holding
+ * the token's even groups of 4 values (0-3, 8-11, 16-19, 24-27), the high one its odd groups: one
+ * conversion and one FMA per block, 4 tokens and row, where the one-row kernel above takes one per token
+ * (on Zen 3 maddubs, madd, the conversion and the FMA share two pipes). Even and odd blocks accumulate
+ * apart, so that the one-token kernel can take two blocks per step (simd_matvec_q8_0). The quads' values
+ * are stored plus 128 (vpdpbusd's unsigned side, dot_avx512.c): the xor takes it off. */
+ALWAYS_INLINE __m256i q8q_replicate(const int8_t *qs, int k) {
+    /* values 8k..8k+3 for each token in the low lane, 8k+4..8k+7 in the high one */
+    int64_t v;
+    memcpy(&v, qs + 8 * k, 8);
+    return _mm256_shuffle_epi8(_mm256_set1_epi64x(v), _mm256_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,
+                                                                        4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7));
+}
+
+/* Block i of row a against Q quads: acc[q] += its sums times d * (each token's scale). */
+ALWAYS_INLINE void q8q_block(const block_q8_0 *a, int64_t i, int64_t n, const void *x, size_t xs, __m256 *acc,
+                             const int Q) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256i p[EDGE_GEMM4_MAX_Q];
+    _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) p[q] = _mm256_setzero_si256();
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        const __m256i wr = q8q_replicate(a[i].qs, k), wa = _mm256_sign_epi8(wr, wr);
+        _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+            const uint8_t *v = edge_q8q_qs(XROW(char, q)) + (size_t)i * QK8_0 * EDGE_QUAD + 32 * k;
+            p[q] = dot_ss8(p[q], wa, wr, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)v), bias));
+            SUM_IN_REGISTER(p[q]);
+        }
+    }
+    const __m256 dw = _mm256_set1_ps(f16(a[i].d));
+    _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+        const __m256 dx = _mm256_broadcast_ps((const __m128 *)(edge_q8q_d(XROW(char, q), n) + i * EDGE_QUAD));
+        acc[q] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[q]), _mm256_mul_ps(dw, dx), acc[q]);
+    }
+}
+
+ALWAYS_INLINE void ymm_gemm4_q8_0_row(int64_t n, const block_q8_0 *a, const void *x, size_t xs, float *out, const int Q) {
+    __m256 even[EDGE_GEMM4_MAX_Q], odd[EDGE_GEMM4_MAX_Q];
+    _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) even[q] = odd[q] = _mm256_setzero_ps();
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        q8q_block(a, i, n, x, xs, even, Q);
+        q8q_block(a, i + 1, n, x, xs, odd, Q);
+    }
+    if (i < nb) q8q_block(a, i, n, x, xs, even, Q);
+    /* per token (even blocks' even groups + odd blocks' even groups) + (the same of the odd groups):
+     * q8_0_eo_sum's order */
+    _Pragma("GCC unroll 8") for (int q = 0; q < Q; q++) {
+        const __m256 s = _mm256_add_ps(even[q], odd[q]);
+        _mm_storeu_ps(out + q * EDGE_QUAD, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+    }
+}
+
+ALWAYS_INLINE void ymm_gemm4_q8_0_body(int64_t n, const void *w, size_t ws, const void *x, size_t xs, float *out,
+                                       const int R, const int Q) {
+    _Pragma("GCC unroll 2") for (int r = 0; r < R; r++)
+        ymm_gemm4_q8_0_row(n, (const block_q8_0 *)((const char *)w + r * ws), x, xs, out + r * EDGE_GEMM4_MAX_Q * EDGE_QUAD, Q);
+}
+
+GEMM4_DISPATCH(ymm_gemm4_q8_0)
+
+/* One token, the quad kernel's sums for one slot: per block its products summed per group of 4 values
+ * (madd), then the even groups and the odd ones; two blocks a step, folded to [even, odd] of each (5
+ * operations for both, where one block alone takes 4), converted and accumulated at once: lanes [even
+ * blocks' even, odd | odd blocks' even, odd] of the low half of acc[0]. */
+typedef struct {
+    block_q8_0 b[2];
+} block_q8_0x2;
+ALWAYS_INLINE __m256i q8_0_block_dot(const block_q8_0 *ai, const void *x, int64_t i) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)ai->qs);
+    return dot_ss8(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), v,
+                   _mm256_loadu_si256((const __m256i *)(edge_q8s_qs(x) + 32 * i)));
+}
+ALWAYS_INLINE void q8_0_eo_step2(const block_q8_0x2 *ai, const void *x, size_t xs, int64_t n, int64_t i2, const int nt,
+                                 __m256 acc[4]) {
+    (void)xs, (void)nt;
+    const int64_t i = 2 * i2;
+    const __m256i p0 = q8_0_block_dot(&ai->b[0], x, i), p1 = q8_0_block_dot(&ai->b[1], x, i + 1);
+    const __m256i h = _mm256_add_epi32(_mm256_unpacklo_epi64(p0, p1), _mm256_unpackhi_epi64(p0, p1));
+    const __m128i eo = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    uint16_t d0, d1;
+    memcpy(&d0, &ai->b[0].d, 2);
+    memcpy(&d1, &ai->b[1].d, 2);
+    const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)d0 | (int)d1 << 16));
+    const __m128 s = _mm_mul_ps(dw, _mm_castpd_ps(_mm_load_sd((const double *)(edge_q8s_d(x, n) + i))));
+    acc[0] = _mm256_castps128_ps256(
+        _mm_fmadd_ps(_mm_cvtepi32_ps(eo), _mm_unpacklo_ps(s, s), _mm256_castps256_ps128(acc[0])));
+}
+/* the last block of a row of an odd number of blocks: an even one */
+ALWAYS_INLINE void q8_0_eo_tail(const void *rest, const void *x, int64_t n, __m256 acc[4]) {
+    const int64_t i = n / QK8_0 - 1;
+    if (i % 2 == 0) {
+        const block_q8_0 *ai = rest;
+        const __m256i p = q8_0_block_dot(ai, x, i);
+        const __m256i h = _mm256_add_epi32(p, _mm256_shuffle_epi32(p, _MM_SHUFFLE(1, 0, 3, 2)));
+        const __m128i eo = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const __m128 a = _mm256_castps256_ps128(acc[0]);
+        const __m128 e = _mm_fmadd_ps(_mm_cvtepi32_ps(eo), _mm_set1_ps(f16(ai->d) * edge_q8s_d(x, n)[i]), a);
+        acc[0] = _mm256_castps128_ps256(_mm_blend_ps(a, e, 3));
+    }
+}
+ALWAYS_INLINE float q8_0_eo_sum(__m256 acc) {
+    const __m128 a = _mm256_castps256_ps128(acc), t = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+SIMD_MATVEC2(simd_matvec_q8_0, block_q8_0x2, q8_0_eo_step2, 2 * QK8_0, q8_0_eo_tail, q8_0_eo_sum)
+
+#define EDGE_SIMD_GEMM4_Q8_0 ymm_gemm4_q8_0
 #define EDGE_SIMD_MATVEC_Q4_K simd_matvec_q4_k
 #define EDGE_SIMD_MATVEC_Q5_K simd_matvec_q5_k
 #define EDGE_SIMD_MATVEC_Q6_K simd_matvec_q6_k
@@ -695,6 +848,7 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
 #if EDGE_SIMD_VNNI
     .isa = EDGE_ISA_AVX512,
     .name = "avx512",
+    .gemm4_fetch_next = 1,
 #else
     .isa = EDGE_ISA_AVX2,
     .name = "avx2",
@@ -726,23 +880,27 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
             [EDGE_TYPE_Q8_0] = EDGE_SIMD_MATVEC_Q8_0,
         },
 #endif
-#ifdef EDGE_SIMD_MATVEC_QUANT_K4
     .matvec_quant =
         {
+#ifdef EDGE_SIMD_MATVEC_QUANT_K4
             [EDGE_TYPE_Q4_K] = EDGE_SIMD_MATVEC_QUANT_K4,
             [EDGE_TYPE_Q5_K] = EDGE_SIMD_MATVEC_QUANT_K4,
-            [EDGE_TYPE_Q8_0] = EDGE_SIMD_MATVEC_QUANT_Q8_0,
-        },
 #endif
-#ifdef EDGE_SIMD_GEMM4_Q4_K
+#ifdef EDGE_SIMD_MATVEC_QUANT_Q8_0
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_MATVEC_QUANT_Q8_0,
+#endif
+        },
     .gemm4 =
         {
+#ifdef EDGE_SIMD_GEMM4_Q4_K
             [EDGE_TYPE_Q4_K] = EDGE_SIMD_GEMM4_Q4_K,
             [EDGE_TYPE_Q5_K] = EDGE_SIMD_GEMM4_Q5_K,
             [EDGE_TYPE_Q6_K] = EDGE_SIMD_GEMM4_Q6_K,
-            [EDGE_TYPE_Q8_0] = EDGE_SIMD_GEMM4_Q8_0,
-        },
 #endif
+#ifdef EDGE_SIMD_GEMM4_Q8_0
+            [EDGE_TYPE_Q8_0] = EDGE_SIMD_GEMM4_Q8_0,
+#endif
+        },
     .quant_q8_0 = simd_quant_q8_0,
     .quant_q8_1 = simd_quant_q8_1,
     .quant_q8_k = simd_quant_q8_k,

@@ -132,6 +132,10 @@ struct edge_kernels {
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
+    /* 1: the driver fetches the next row pair into L2 while a gemm4 kernel computes (AVX-512: +13-15 %
+     * on Zen 4, matmul.c); 0: not (AVX2 Q8_0 prompts on a Zen 3 without it: +7.5 %, 20 of 20 alternating
+     * 64-token prompts) */
+    int gemm4_fetch_next;
     edge_matvec_fn matvec[EDGE_N_TYPES]; /* NULL: one token row by row through dot[], the driver fetching ahead */
     /* NULL: matvec reads the format's usual activations; set: it reads this conversion's layout instead */
     edge_act_quant_fn matvec_quant[EDGE_N_TYPES];

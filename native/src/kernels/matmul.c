@@ -6,7 +6,7 @@
  * chunks of (row block × token tile) from an atomic counter and compute each row of the block
  * against up to EDGE_DOT_MAX_TOK tokens at a time, so a weight row loaded once serves several
  * tokens (prompt processing) while decode (one token) is a plain row split. Where the ISA has a
- * gemm4 kernel for the type (AVX-512: K-quants, Q8_0), two tokens or more convert the activations
+ * gemm4 kernel for the type (AVX-512: K-quants, Q8_0; AVX2: Q8_0), two tokens or more convert the activations
  * into quads of interleaved tokens instead (block_q8_Kx4, Q8_0 quads) and run two rows against up to
  * four quads per call. */
 #include <sched.h>
@@ -119,6 +119,7 @@ EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
 typedef struct mm_job {
     edge_dot_fn dot;
     edge_gemm4_fn gemm4;     /* set: activations in quads of interleaved tokens (block_q8_Kx4) */
+    int gemm4_fetch_next;    /* the table's */
     edge_act_quant_fn quant; /* NULL: x is used as is, or another part of the run converts it */
     edge_pre_fn pre;         /* set: x = pre(x, pre_u) in place, unit by unit, before the conversion */
     const float *pre_u;
@@ -205,7 +206,7 @@ static void mm_chunk_gemm4(const mm_job *job, int64_t r0, int64_t r1, int64_t t0
         const char *xt = job->xq + (size_t)(t / EDGE_QUAD) * job->xq_stride;
         for (int64_t r = r0; r < r1; r += 2) {
             const int nr = r + 1 < r1 ? 2 : 1;
-            if (r + 3 < r1) { /* the next row pair, from DRAM while this one computes */
+            if (job->gemm4_fetch_next && r + 3 < r1) { /* the next row pair, from DRAM while this one computes */
                 /* into L2 (prefetcht1): requests for L1 stalled on its few fill buffers, ~36 lines at once
                  * (a 16-token expert product, 8192 x 2048 Q4_K / Q6_K: +13-15 %) */
                 const char *p = job->w + (size_t)(r + 2) * job->row_stride;
@@ -438,6 +439,7 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
      * on the batch it is in. */
     if (k->dot[type] && k->gemm4[type] && (f == EDGE_ACT_Q8_K || f == EDGE_ACT_Q8_0) && n_tok >= 2) {
         job->gemm4 = k->gemm4[type];
+        job->gemm4_fetch_next = k->gemm4_fetch_next;
         job->n_conv = (n_tok + EDGE_QUAD - 1) / EDGE_QUAD * EDGE_QUAD;
     }
     if (f == EDGE_ACT_F32) {
