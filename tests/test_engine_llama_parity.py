@@ -5,9 +5,14 @@ legitimately decides. The test does not hide that: for each candidate prompt it 
 evaluates the same sequence with our engine, and measures per step i delta_i = max |ours - llama.cpp|
 over that step's logits. It uses the first prompt where every step's top-1/top-2 gap in llama.cpp
 exceeds 2 * delta_i — there the two argmaxes provably cannot differ unless an engine is wrong — and
-then requires the 32 tokens to be identical (through both generate_tokens and the text API). The
-typical delta is bounded (stated per type), so a broken engine cannot pass by having no qualifying
-prompt: that fails too.
+then requires the 32 tokens to be identical (through both generate_tokens and the text API), and that
+prompt's typical delta to be within the bound stated per type. A broken engine cannot pass by having
+no qualifying prompt: that fails too. The bound is not applied to the prompts skipped: a near-tie in a
+router early in a sequence sends a token to another expert in one engine (a legitimate rounding
+decision), and its changed keys and values move every later step, so the median over the steps of such
+a prompt exceeds the typical delta (measured: "hello world", 0.076 of max |logit| with a step of 0.42 at
+position 6, with this engine's kernels before and after the AVX2 Q8_0 quad kernels alike). Which
+prompts qualify moves with any change of float summation order, so there are several candidates.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ PROMPTS = [
     "the model routes each token to two experts",
     "print the value and return",
     "grok",
+    "once upon a time",
+    "to be or not to be",
+    "the quick brown fox jumps over the lazy dog",
 ]
 # Bound on the median over steps of delta_i, relative to max |logit|. F32: both compute in float32 with
 # F16 KV caches; llama.cpp's GELU uses an F16 lookup table (measured ~8e-4). Q8_0: both round
@@ -76,10 +84,10 @@ def test_greedy_continuation_matches_llama_cpp(preset, converted):
                 ours_logits = model.logits(prompt + theirs[:-1])[steps]
                 their_steps = their_logits[steps]
                 delta, margin, fair = greedy_margins(ours_logits, their_steps)
-                assert np.median(delta) < DELTA_BOUND[preset] * np.abs(their_steps).max(), (text, delta)
-                tried.append((text, margin))
+                tried.append((text, round(margin, 2), round(float(np.median(delta)), 4)))
                 if not fair:
                     continue  # a near-tie within rounding distance: not a fair comparison
+                assert np.median(delta) < DELTA_BOUND[preset] * np.abs(their_steps).max(), (text, delta)
                 ours = model.generate_tokens(prompt, N_NEW, temperature=0.0)
                 assert ours == theirs, (text, ours, theirs)
                 # and through the text API: the same tokens, detokenized
@@ -88,7 +96,9 @@ def test_greedy_continuation_matches_llama_cpp(preset, converted):
                 return
     finally:
         llm.close()
-    pytest.fail(f"no prompt whose top-2 gaps all exceed 2 * delta (prompt, min gap/delta): {tried}")
+    pytest.fail(
+        f"no prompt whose top-2 gaps all exceed 2 * delta (prompt, min gap/delta, median delta): {tried}"
+    )
 
 
 def _continuation_text(model: edge.Model, ids: list[int]) -> str:
