@@ -719,7 +719,8 @@ SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K, no_tail, hs
  * replicated per token. A block's integer sums stay per token in int32 lanes, the low 128-bit lane holding
  * the token's even groups of 4 values (0-3, 8-11, 16-19, 24-27), the high one its odd groups: one
  * conversion and one FMA per block, 4 tokens and row, where the one-row kernel above takes one per token
- * (on Zen 3 maddubs, madd, the conversion and the FMA share two pipes). Even and odd blocks accumulate
+ * (on Zen 3, independent instructions: maddubs with madd, maddubs with the FMA, the conversion with the
+ * FMA issue 2 a cycle together). Even and odd blocks accumulate
  * apart, so that the one-token kernel can take two blocks per step (simd_matvec_q8_0). The quads' values
  * are stored plus 128 (vpdpbusd's unsigned side, dot_avx512.c): the xor takes it off. */
 ALWAYS_INLINE __m256i q8q_replicate(const int8_t *qs, int k) {
