@@ -123,6 +123,22 @@ ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
         }                                                                                                  \
     }
 
+/* nt = 1..EDGE_DOT_WIDE_TOK (8): for the kernels a table marks dot_wide. */
+#define MULTI_TOKEN_WIDE(name)                                                                          \
+    __attribute__((unused)) static void name(int64_t n, const void *w, const void *x, size_t xs, int nt,  \
+                                             float *out) {                                             \
+        switch (nt) {                                                                                    \
+        case 1: name##_body(n, w, x, xs, 1, out); break;                                                 \
+        case 2: name##_body(n, w, x, xs, 2, out); break;                                                 \
+        case 3: name##_body(n, w, x, xs, 3, out); break;                                                 \
+        case 4: name##_body(n, w, x, xs, 4, out); break;                                                 \
+        case 5: name##_body(n, w, x, xs, 5, out); break;                                                 \
+        case 6: name##_body(n, w, x, xs, 6, out); break;                                                 \
+        case 7: name##_body(n, w, x, xs, 7, out); break;                                                 \
+        default: name##_body(n, w, x, xs, 8, out); break;                                                \
+        }                                                                                                \
+    }
+
 /* ------------------------------------------------------------------ float weights (x in F32) */
 
 #define FLOAT_DOT(name, LOAD8, SCALAR)                                                                  \
@@ -294,10 +310,10 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i smv2) {
 #define K4_DOT(name, btype, HIGH_BITS)                                                                  \
     /* block i of a row (ai = its address) against the nt activation rows */                            \
     ALWAYS_INLINE void name##_step(const btype *ai, const void *x, size_t xs, int64_t n, int64_t i, const int nt, \
-                                   __m256 acc[4]) {                                                      \
+                                   __m256 acc[EDGE_DOT_WIDE_TOK]) {                                                      \
         const __m256i m4 = _mm256_set1_epi8(0x0F);                                                      \
         const __m256i smv = _mm256_broadcastsi128_si256(k4_scales_mins(ai->scales));                    \
-        __m256i sumi[4];                                                                                \
+        __m256i sumi[EDGE_DOT_WIDE_TOK];                                                                                \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();          \
         __m256i hb = _mm256_setzero_si256();                                                            \
         (void)hb;                                                                                       \
@@ -329,12 +345,12 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i smv2) {
     ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
                                    float *out) {                                                       \
         const btype *a = w;                                                                             \
-        __m256 acc[4];                                                                                  \
+        __m256 acc[EDGE_DOT_WIDE_TOK];                                                                                  \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();              \
         for (int64_t i = 0; i < n / QK_K; i++) name##_step(&a[i], x, xs, n, i, nt, acc);               \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                  \
     }                                                                                                   \
-    MULTI_TOKEN(name)
+    MULTI_TOKEN_WIDE(name)
 
 #define NO_HIGH_LOAD(a, i, hb)
 #define NO_HIGH_APPLY(hb, j, lo, hi)
@@ -686,7 +702,7 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
         if (h > 0) decode_run_start(w1, end);                                                           \
         for (int64_t r = 0; r < h; r++) {                                                               \
             const btype *a0 = (const btype *)(w0 + (size_t)r * ws), *a1 = (const btype *)(w1 + (size_t)r * ws); \
-            __m256 acc0[4] = {_mm256_setzero_ps()}, acc1[4] = {_mm256_setzero_ps()};                     \
+            __m256 acc0[EDGE_DOT_WIDE_TOK] = {_mm256_setzero_ps()}, acc1[EDGE_DOT_WIDE_TOK] = {_mm256_setzero_ps()}; \
             for (int64_t i = 0; i < nb; i++) {                                                          \
                 decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, w1, lines);               \
                 decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end, lines);              \
@@ -700,7 +716,7 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
         }                                                                                               \
         if (2 * h < nr) {                                                                               \
             const btype *a = (const btype *)(w0 + (size_t)(nr - 1) * ws);                               \
-            __m256 acc[4] = {_mm256_setzero_ps()};                                                      \
+            __m256 acc[EDGE_DOT_WIDE_TOK] = {_mm256_setzero_ps()};                                      \
             for (int64_t i = 0; i < nb; i++) {                                                          \
                 decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, end, lines);               \
                 step(&a[i], x, 0, n, i, 1, acc);                                                        \
@@ -853,6 +869,7 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
 #else
     .isa = EDGE_ISA_AVX2,
     .name = "avx2",
+    .dot_wide = {[EDGE_TYPE_Q4_K] = 1, [EDGE_TYPE_Q5_K] = 1},
 #endif
     .dot =
         {

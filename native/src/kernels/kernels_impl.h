@@ -70,8 +70,9 @@ typedef enum edge_act_format {
 } edge_act_format;
 
 /* Dot products of one weight row (n elements) with nt activation rows (x + t*x_stride bytes),
- * out[t] for t < nt, nt <= EDGE_DOT_MAX_TOK. */
+ * out[t] for t < nt, nt <= EDGE_DOT_MAX_TOK (EDGE_DOT_WIDE_TOK for the types a table marks dot_wide). */
 #define EDGE_DOT_MAX_TOK 4
+#define EDGE_DOT_WIDE_TOK 8
 /* Decode (one token) streams every weight byte once from DRAM: the weights are fetched this far ahead
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
  * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
@@ -131,6 +132,9 @@ struct edge_kernels {
     int isa;
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
+    /* 1: dot[type] takes up to EDGE_DOT_WIDE_TOK tokens a call (AVX2 Q4_K / Q5_K: the block's unpacked
+     * weights and scales serve twice as many tokens) */
+    unsigned char dot_wide[EDGE_N_TYPES];
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
     /* 1: the driver fetches the next row pair into L2 while a gemm4 kernel computes (AVX-512: +13-15 %
      * on Zen 4, matmul.c); 0: not (AVX2 Q8_0 prompts on a Zen 3 without it: +7.5 %, 20 of 20 alternating

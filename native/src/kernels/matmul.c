@@ -231,7 +231,7 @@ static void mm_rows_unscaled(const mm_job *job, int64_t r0, int64_t r1, int64_t 
         mm_chunk_gemm4(job, r0, r1, t0, t1);
         return;
     }
-    float out[EDGE_DOT_MAX_TOK];
+    float out[EDGE_DOT_WIDE_TOK];
     /* Tokens outer, rows inner: the converted activations of a token group stay in L1 while the
      * chunk's weight rows stream from L2 (weights cost fewer bytes per multiply-add than
      * activations, since each weight byte serves the whole group). */
@@ -457,8 +457,9 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
             job->xq_stride = f == EDGE_ACT_Q8_K ? (size_t)(n_cols / QK_K) * sizeof(block_q8_Kx4) : EDGE_Q8Q_ROW_BYTES(n_cols);
     }
 
-    /* Tokens per dot call: up to EDGE_DOT_MAX_TOK, fewer when their activations would not fit in L2. */
-    job->group = EDGE_DOT_MAX_TOK;
+    /* Tokens per dot call: up to EDGE_DOT_MAX_TOK (EDGE_DOT_WIDE_TOK where the table's kernel takes them),
+     * fewer when their activations would not fit in L2. */
+    job->group = k->dot[type] && k->dot_wide[type] ? EDGE_DOT_WIDE_TOK : EDGE_DOT_MAX_TOK;
     while (job->group > 1 && (size_t)job->group * job->xq_stride > GROUP_ACT_BYTES) job->group /= 2;
     /* gemm4: quads per call (xq_stride is a quad's). Measured on Q4_K 8192 x 2048, 16 tokens, one thread:
      * 2 rows x 4 quads 210 GMAC/s, x 2 quads 175, x 1 quad 122 (the one-row kernel: 108). */
