@@ -132,7 +132,7 @@ struct edge_kernels {
     int isa;
     const char *name;
     edge_dot_fn dot[EDGE_N_TYPES];
-    /* 1: dot[type] takes up to EDGE_DOT_WIDE_TOK tokens a call (AVX2 Q4_K / Q5_K: the block's unpacked
+    /* 1: dot[type] takes up to EDGE_DOT_WIDE_TOK tokens a call (AVX2 Q4_K, Q5_K, Q6_K: the block's unpacked
      * weights and scales serve twice as many tokens) */
     unsigned char dot_wide[EDGE_N_TYPES];
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
