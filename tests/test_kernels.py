@@ -34,7 +34,9 @@ ACT_BLOCK = {t: (256 if gq.GGML_QUANT_SIZES[t][0] == 256 else 32) for t in F16_F
 # (n_rows, n_cols): odd row counts; column counts that are and are not multiples of 256.
 SHAPES_256 = [(7, 256), (33, 512), (5, 2048)]
 SHAPES_32 = [(7, 96), (33, 512), (5, 2048)]
-N_TOK = [1, 3, 8, 17, 37]
+# Token counts: every count a dot call takes (1..8: AVX2 K-quants take up to 8 a call, the others 4; 17 and
+# 37 leave 1 and 5 after whole groups; 37 crosses the driver's 32-token tile).
+N_TOK = [1, 2, 3, 4, 5, 6, 7, 8, 17, 37]
 U = 2.0**-24  # unit roundoff of float32
 
 
