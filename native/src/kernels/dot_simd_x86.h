@@ -96,17 +96,21 @@ ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
 
 #define XROW(type, t) ((const type *)((const char *)x + (size_t)(t) * xs))
 
-/* Dispatch nt = 1..4 to an always-inlined body with a constant token count. */
-#define MULTI_TOKEN(name)                                                                               \
+/* Dispatch nt = 1..4 (MULTI_TOKEN), or 1..EDGE_DOT_WIDE_TOK = 8 for the kernels a table marks dot_wide
+ * (MULTI_TOKEN_WIDE), to an always-inlined body with a constant token count. */
+#define TOKEN_CASE(name, k) case k: name##_body(n, w, x, xs, k, out); break;
+#define TOKEN_CASES_3(name) TOKEN_CASE(name, 1) TOKEN_CASE(name, 2) TOKEN_CASE(name, 3)
+#define TOKEN_CASES_7(name) TOKEN_CASES_3(name) TOKEN_CASE(name, 4) TOKEN_CASE(name, 5) TOKEN_CASE(name, 6) TOKEN_CASE(name, 7)
+#define MULTI_TOKEN_UPTO(name, CASES, last)                                                             \
     __attribute__((unused)) static void name(int64_t n, const void *w, const void *x, size_t xs, int nt,  \
                                              float *out) {                                             \
         switch (nt) {                                                                                    \
-        case 1: name##_body(n, w, x, xs, 1, out); break;                                                 \
-        case 2: name##_body(n, w, x, xs, 2, out); break;                                                 \
-        case 3: name##_body(n, w, x, xs, 3, out); break;                                                 \
-        default: name##_body(n, w, x, xs, 4, out); break;                                                \
+            CASES(name)                                                                                  \
+        default: name##_body(n, w, x, xs, last, out); break;                                             \
         }                                                                                                \
     }
+#define MULTI_TOKEN(name) MULTI_TOKEN_UPTO(name, TOKEN_CASES_3, 4)
+#define MULTI_TOKEN_WIDE(name) MULTI_TOKEN_UPTO(name, TOKEN_CASES_7, 8)
 
 /* Constant row and quad counts for a gemm4 body (the accumulators stay in registers). */
 #define GEMM4_DISPATCH(name)                                                                               \
@@ -121,22 +125,6 @@ ALWAYS_INLINE __m256i bytes_from_bits32(const uint8_t *p) {
         case 16 + 3: name##_body(n, w, ws, x, xs, out, 2, 3); break;                                       \
         default: name##_body(n, w, ws, x, xs, out, 2, 4); break;                                           \
         }                                                                                                  \
-    }
-
-/* nt = 1..EDGE_DOT_WIDE_TOK (8): for the kernels a table marks dot_wide. */
-#define MULTI_TOKEN_WIDE(name)                                                                          \
-    __attribute__((unused)) static void name(int64_t n, const void *w, const void *x, size_t xs, int nt,  \
-                                             float *out) {                                             \
-        switch (nt) {                                                                                    \
-        case 1: name##_body(n, w, x, xs, 1, out); break;                                                 \
-        case 2: name##_body(n, w, x, xs, 2, out); break;                                                 \
-        case 3: name##_body(n, w, x, xs, 3, out); break;                                                 \
-        case 4: name##_body(n, w, x, xs, 4, out); break;                                                 \
-        case 5: name##_body(n, w, x, xs, 5, out); break;                                                 \
-        case 6: name##_body(n, w, x, xs, 6, out); break;                                                 \
-        case 7: name##_body(n, w, x, xs, 7, out); break;                                                 \
-        default: name##_body(n, w, x, xs, 8, out); break;                                                \
-        }                                                                                                \
     }
 
 /* ------------------------------------------------------------------ float weights (x in F32) */
