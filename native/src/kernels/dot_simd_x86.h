@@ -298,10 +298,10 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i smv2) {
 #define K4_DOT(name, btype, HIGH_BITS)                                                                  \
     /* block i of a row (ai = its address) against the nt activation rows */                            \
     ALWAYS_INLINE void name##_step(const btype *ai, const void *x, size_t xs, int64_t n, int64_t i, const int nt, \
-                                   __m256 acc[EDGE_DOT_WIDE_TOK]) {                                                      \
+                                   __m256 acc[EDGE_DOT_WIDE_TOK]) {                                     \
         const __m256i m4 = _mm256_set1_epi8(0x0F);                                                      \
         const __m256i smv = _mm256_broadcastsi128_si256(k4_scales_mins(ai->scales));                    \
-        __m256i sumi[EDGE_DOT_WIDE_TOK];                                                                                \
+        __m256i sumi[EDGE_DOT_WIDE_TOK];                                                                \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();          \
         __m256i hb = _mm256_setzero_si256();                                                            \
         (void)hb;                                                                                       \
@@ -333,7 +333,7 @@ ALWAYS_INLINE __m256i k4_min_terms(const int16_t *bsums, __m256i smv2) {
     ALWAYS_INLINE void name##_body(int64_t n, const void *w, const void *x, size_t xs, const int nt,   \
                                    float *out) {                                                       \
         const btype *a = w;                                                                             \
-        __m256 acc[EDGE_DOT_WIDE_TOK];                                                                                  \
+        __m256 acc[EDGE_DOT_WIDE_TOK];                                                                  \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();              \
         for (int64_t i = 0; i < n / QK_K; i++) name##_step(&a[i], x, xs, n, i, nt, acc);               \
         _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) out[t] = hsum_ps(acc[t]);                  \
@@ -673,11 +673,12 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
  * left over, final sums the accumulator) over a run of rows, row r of the run's first half with row r of its
  * second (two streams, each read in order and fetched ahead within itself; an odd last row alone). Each row
  * gets the operations of the prompt path's kernel in its order (the dot body's steps, or for Q8_0 the quad
- * kernel's sums): the same bits as the prompt path for the same token. On a 2-core Zen 3 (no AVX-512), 2048 x 2048-column products over 512 MiB on 2 threads,
- * alternating in one process with the driver's per-row dot calls (before the scale shuffles above):
- * Q4_K 18.3 -> 22.3 GB/s, Q6_K 18.6 -> 25.7, Q8_0 26.6 -> 30.4 (a plain read of the same memory 35-41);
- * bench/matmul.py's decode Q4_K 19.8 -> 30.6, Q6_K 17.9 -> 32.3, Q8_0 20.6 -> 34.2 GB/s. */
-#define SIMD_MATVEC2(name, btype, step, elems, tail, final)                                                          \
+ * kernel's sums): the same bits as the prompt path for the same token. On a 2-core Zen 3 (no AVX-512),
+ * 2048 x 2048-column products over 512 MiB on 2 threads, alternating in one process with the driver's
+ * per-row dot calls (before the scale shuffles above): Q4_K 18.3 -> 22.3 GB/s, Q6_K 18.6 -> 25.7, Q8_0
+ * 26.6 -> 30.4 (a plain read of the same memory 35-41); bench/matmul.py's decode Q4_K 19.8 -> 30.6,
+ * Q6_K 17.9 -> 32.3, Q8_0 20.6 -> 34.2 GB/s. */
+#define SIMD_MATVEC2(name, btype, step, elems, tail, final)                                             \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \
         const char *w0 = w, *end = w0 + (size_t)nr * ws;                                                \
@@ -700,7 +701,7 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
             tail(&a0[nb], x, n, acc0);                                                                  \
             tail(&a1[nb], x, n, acc1);                                                                  \
             y[r] = final(acc0[0]);                                                                      \
-            y[h + r] = final(acc1[0]);                                                                \
+            y[h + r] = final(acc1[0]);                                                                  \
         }                                                                                               \
         if (2 * h < nr) {                                                                               \
             const btype *a = (const btype *)(w0 + (size_t)(nr - 1) * ws);                               \
@@ -714,7 +715,9 @@ ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
         }                                                                                               \
     }
 /* nothing past the last whole step (rows of whole steps) */
-ALWAYS_INLINE void no_tail(const void *rest, const void *x, int64_t n, __m256 acc[4]) { (void)rest, (void)x, (void)n, (void)acc; }
+ALWAYS_INLINE void no_tail(const void *rest, const void *x, int64_t n, __m256 acc[4]) {
+    (void)rest, (void)x, (void)n, (void)acc;
+}
 SIMD_MATVEC2(simd_matvec_q4_k, block_q4_K, simd_dot_q4_k_step, QK_K, no_tail, hsum_ps)
 SIMD_MATVEC2(simd_matvec_q5_k, block_q5_K, simd_dot_q5_k_step, QK_K, no_tail, hsum_ps)
 SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K, no_tail, hsum_ps)
@@ -724,9 +727,9 @@ SIMD_MATVEC2(simd_matvec_q6_k, block_q6_K, simd_dot_q6_k_step, QK_K, no_tail, hs
  * the token's even groups of 4 values (0-3, 8-11, 16-19, 24-27), the high one its odd groups: one
  * conversion and one FMA per block, 4 tokens and row, where the one-row kernel above takes one per token
  * (on Zen 3, independent instructions: maddubs with madd, maddubs with the FMA, the conversion with the
- * FMA issue 2 a cycle together). Even and odd blocks accumulate
- * apart, so that the one-token kernel can take two blocks per step (simd_matvec_q8_0). The quads' values
- * are stored plus 128 (vpdpbusd's unsigned side, dot_avx512.c): the xor takes it off. */
+ * FMA issue 2 a cycle together). Even and odd blocks accumulate apart, so that the one-token kernel can
+ * take two blocks per step (simd_matvec_q8_0). The quads' values are stored plus 128 (vpdpbusd's unsigned
+ * side, dot_avx512.c): the xor takes it off. */
 ALWAYS_INLINE __m256i q8q_replicate(const int8_t *qs, int k) {
     /* values 8k..8k+3 for each token in the low lane, 8k+4..8k+7 in the high one */
     int64_t v;
@@ -789,6 +792,10 @@ GEMM4_DISPATCH(ymm_gemm4_q8_0)
 typedef struct {
     block_q8_0 b[2];
 } block_q8_0x2;
+/* lane k of the low half plus lane k of the high half */
+ALWAYS_INLINE __m128i add_halves_epi32(__m256i v) {
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
 ALWAYS_INLINE __m256i q8_0_block_dot(const block_q8_0 *ai, const void *x, int64_t i) {
     const __m256i v = _mm256_loadu_si256((const __m256i *)ai->qs);
     return dot_ss8(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), v,
@@ -800,7 +807,7 @@ ALWAYS_INLINE void q8_0_eo_step2(const block_q8_0x2 *ai, const void *x, size_t x
     const int64_t i = 2 * i2;
     const __m256i p0 = q8_0_block_dot(&ai->b[0], x, i), p1 = q8_0_block_dot(&ai->b[1], x, i + 1);
     const __m256i h = _mm256_add_epi32(_mm256_unpacklo_epi64(p0, p1), _mm256_unpackhi_epi64(p0, p1));
-    const __m128i eo = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    const __m128i eo = add_halves_epi32(h);
     uint16_t d0, d1;
     memcpy(&d0, &ai->b[0].d, 2);
     memcpy(&d1, &ai->b[1].d, 2);
@@ -816,7 +823,7 @@ ALWAYS_INLINE void q8_0_eo_tail(const void *rest, const void *x, int64_t n, __m2
         const block_q8_0 *ai = rest;
         const __m256i p = q8_0_block_dot(ai, x, i);
         const __m256i h = _mm256_add_epi32(p, _mm256_shuffle_epi32(p, _MM_SHUFFLE(1, 0, 3, 2)));
-        const __m128i eo = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const __m128i eo = add_halves_epi32(h);
         const __m128 a = _mm256_castps256_ps128(acc[0]);
         const __m128 e = _mm_fmadd_ps(_mm_cvtepi32_ps(eo), _mm_set1_ps(f16(ai->d) * edge_q8s_d(x, n)[i]), a);
         acc[0] = _mm256_castps128_ps256(_mm_blend_ps(a, e, 3));
