@@ -424,7 +424,7 @@ ALWAYS_INLINE __m128i k4_mins_idx(void) {
         /* Two blocks per step: their scales decoded, their sums folded and converted, their mins      \
          * multiplied in one 256- or 512-bit operation each; accumulated block by block as before. */    \
         for (; i + 2 <= nb; i += 2) {                                                                   \
-            decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 5); /* 2 blocks: <= 6 lines, the rest next step */ \
+            decode_prefetch((const char *)&a[i] + EDGE_SIMD_DECODE_AHEAD, pf_end, 5); /* 2 blocks: <= 6 lines, the rest next step */ \
             const __m256i smv = k4_scales_mins2(a[i].scales, a[i + 1].scales);                        \
             const __m512i sc16 = _mm512_castsi256_si512(_mm256_unpacklo_epi8(smv, _mm256_setzero_si256())); \
             const __m512i s0 = name##_sums(&a[i], &b[i], sc16, sel), s1 = name##_sums(&a[i + 1], &b[i + 1], sc16, sel_b); \
@@ -439,7 +439,7 @@ ALWAYS_INLINE __m128i k4_mins_idx(void) {
             acc = name##_acc(acc, &a[i + 1], b[i + 1].d, _mm512_extractf32x4_ps(sums, 2), _mm256_extractf128_ps(mins, 1)); \
         }                                                                                               \
         if (i < nb) { /* an odd last block */                                                           \
-            decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 3);                    \
+            decode_prefetch((const char *)&a[i] + EDGE_SIMD_DECODE_AHEAD, pf_end, 3);                    \
             const __m128i smv = k4_scales_mins(a[i].scales);                                            \
             const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(smv));                    \
             const __m128i mins = _mm_madd_epi16(_mm_shuffle_epi8(smv, mins_idx), _mm_loadu_si128((const __m128i *)b[i].bsums)); \
@@ -485,14 +485,14 @@ ZMM_K4_MV(zmm_mv_q5_k, block_q5_K, 1)
         const int64_t nb = n / QK_K;                                                                    \
         int64_t i = 0;                                                                                  \
         for (; i + 2 <= nb; i += 2) {                                                                   \
-            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, end0, 5);                     \
-            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end1, 5);                     \
+            decode_prefetch((const char *)&a0[i] + EDGE_SIMD_DECODE_AHEAD, end0, 5);                     \
+            decode_prefetch((const char *)&a1[i] + EDGE_SIMD_DECODE_AHEAD, end1, 5);                     \
             name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
             name##2_step(&a0[i + 1], &a1[i + 1], &b[i + 1], &acc, sel, sel_b, mins_idx);                \
         }                                                                                               \
         if (i < nb) { /* an odd last block */                                                           \
-            decode_prefetch((const char *)&a0[i] + EDGE_DECODE_PREFETCH, end0, 3);                     \
-            decode_prefetch((const char *)&a1[i] + EDGE_DECODE_PREFETCH, end1, 3);                     \
+            decode_prefetch((const char *)&a0[i] + EDGE_SIMD_DECODE_AHEAD, end0, 3);                     \
+            decode_prefetch((const char *)&a1[i] + EDGE_SIMD_DECODE_AHEAD, end1, 3);                     \
             name##2_step(&a0[i], &a1[i], &b[i], &acc, sel, sel_b, mins_idx);                            \
         }                                                                                               \
         out0[0] = quad_lanes_sum(_mm256_castps256_ps128(acc));                                          \
@@ -548,7 +548,7 @@ ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, con
         _mm512_set_epi16(15, 11, 15, 11, 15, 11, 15, 11, 14, 10, 14, 10, 14, 10, 14, 10, 13, 9, 13, 9, 13, 9, 13, 9, 12,
                          8, 12, 8, 12, 8, 12, 8)};
     for (int64_t i = 0; i < n / QK_K; i++) {
-        decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 4); /* a block spans at most 4 lines */
+        decode_prefetch((const char *)&a[i] + EDGE_SIMD_DECODE_AHEAD, pf_end, 4); /* a block spans at most 4 lines */
         const __m256i sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
         __m512i sumi = _mm512_setzero_si512();
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
@@ -589,7 +589,7 @@ ALWAYS_INLINE void zmm_mv_q8_0_body(int64_t n, const void *w, const void *x, con
     const int64_t nb = n / QK8_0;
     int64_t i = 0;
     for (; i + 1 < nb; i += 2) {
-        decode_prefetch((const char *)&a[i] + EDGE_DECODE_PREFETCH, pf_end, 2); /* two blocks: at most 3 lines */
+        decode_prefetch((const char *)&a[i] + EDGE_SIMD_DECODE_AHEAD, pf_end, 2); /* two blocks: at most 3 lines */
         const __m256i pe = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)(corr + 8 * i)),
                                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[i].qs), flip),
                                                _mm256_loadu_si256((const __m256i *)(xq + 32 * i)));

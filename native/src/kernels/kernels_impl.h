@@ -75,7 +75,8 @@ typedef enum edge_act_format {
 #define EDGE_DOT_WIDE_TOK 8
 /* Decode (one token) streams every weight byte once from DRAM: the weights are fetched this far ahead
  * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
- * A table's matvec kernels fetch ahead themselves; for dot the driver does it. */
+ * A table's matvec kernels fetch ahead themselves (the AVX2 ones 2 KiB: EDGE_SIMD_DECODE_AHEAD); for dot
+ * the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
 /* ... and, by the AVX-512 matvec kernels (not the AVX2 ones: EDGE_SIMD_DECODE_L2), a second time into L2
  * (prefetcht1) this far past that: L1 holds few misses in flight, L2 more; on the Zen 4 host of the AVX-512
