@@ -328,15 +328,8 @@ ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
 
 /* k4_scales_mins of two blocks, one per 128-bit lane. */
 ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
-    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)s0)),
-                                              _mm_loadu_si128((const __m128i *)s1), 1);
-    __m256i a = _mm256_shuffle_epi32(v, 0x98);
-    a = _mm256_srlv_epi32(a, _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4));
-    a = _mm256_and_si256(a, _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f,
-                                              0x3f3f3f3f, 0x0f0f0f0f));
-    __m256i b = _mm256_shuffle_epi32(v, 0x50);
-    b = _mm256_and_si256(_mm256_srli_epi32(b, 2), _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030));
-    return _mm256_or_si256(a, b);
+    return k4_scales_mins_of(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)s0)),
+                                                     _mm_loadu_si128((const __m128i *)s1), 1));
 }
 
 /* The scale pairs of load h of a block: (s[4h], s[4h+1]) for lanes 0..7, (s[4h+2], s[4h+3]) for 8..15, as
