@@ -320,12 +320,6 @@ ALWAYS_INLINE __m256i fold_lanes16_rows(__m512i a, __m512i b) {
                             _mm512_castsi512_si256(_mm512_shuffle_i64x2(f, f, _MM_SHUFFLE(2, 0, 3, 1))));
 }
 
-/* (a0 + a2) + (a1 + a3): quad_sum's order for one token. */
-ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
-    const __m128 t = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-
 /* k4_scales_mins of two blocks, one per 128-bit lane. */
 ALWAYS_INLINE __m256i k4_scales_mins2(const uint8_t *s0, const uint8_t *s1) {
     return k4_scales_mins_of(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)s0)),

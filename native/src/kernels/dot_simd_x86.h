@@ -21,11 +21,14 @@
 
 /* ------------------------------------------------------------------ primitives */
 
+/* (a0 + a2) + (a1 + a3): also the order of dot_avx512.c's quad_sum for one token */
+ALWAYS_INLINE float quad_lanes_sum(__m128 a) {
+    const __m128 t = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
 ALWAYS_INLINE float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return quad_lanes_sum(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
 }
 
 ALWAYS_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
@@ -851,10 +854,7 @@ ALWAYS_INLINE void q8_0_eo_tail(const void *rest, const void *x, int64_t n, __m2
         acc[0] = _mm256_castps128_ps256(_mm_blend_ps(a, e, 3));
     }
 }
-ALWAYS_INLINE float q8_0_eo_sum(__m256 acc) {
-    const __m128 a = _mm256_castps256_ps128(acc), t = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
+ALWAYS_INLINE float q8_0_eo_sum(__m256 acc) { return quad_lanes_sum(_mm256_castps256_ps128(acc)); }
 SIMD_MATVEC2(simd_matvec_q8_0, block_q8_0x2, q8_0_eo_step2, 2 * QK8_0, q8_0_eo_tail, q8_0_eo_sum)
 
 #define EDGE_SIMD_GEMM4_Q8_0 ymm_gemm4_q8_0
