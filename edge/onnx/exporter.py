@@ -30,11 +30,9 @@ tensor is read one expert at a time, so the export's memory is about one matrix,
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -336,24 +334,24 @@ def export_onnx(
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out}: exists and is not empty (use force=True / --force to overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (MODEL_FILE + ".partial")
-    with GrokGGUF(gguf_path) as src:
+    with GrokGGUF(gguf_path) as src:  # a bad GGUF fails before anything is written
+        if out.exists() and any(out.iterdir()) and not force:
+            raise FileExistsError(f"{out}: exists and is not empty (use force=True / --force to overwrite)")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (MODEL_FILE, DATA_FILE):  # a half-written folder is never taken for a model
+            (out / name).unlink(missing_ok=True)
         writer = ExternalDataWriter(out, DATA_FILE)
         try:
             model = _Exporter(src, writer, precision, progress).build()
-        finally:
+        except BaseException:
             writer.close()
-        with open(tmp, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, out / MODEL_FILE)
+            (out / DATA_FILE).unlink(missing_ok=True)
+            raise
+        writer.close()
+        tmp = out / (MODEL_FILE + ".partial")
+        tmp.write_bytes(model.SerializeToString())
         write_genai_config(out, src, precision)
         write_tokenizer_files(out, src)
+        os.replace(tmp, out / MODEL_FILE)
     return out
 
-
-def export_info(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The grok_edge.json written beside the model (hyperparameters, tokenizer, precision)."""
-    return json.loads((Path(out_dir) / "grok_edge.json").read_text())
