@@ -354,4 +354,3 @@ def export_onnx(
         write_tokenizer_files(out, src)
         os.replace(tmp, out / MODEL_FILE)
     return out
-
