@@ -10,17 +10,19 @@ The graph (per layer, hidden state as rows [batch·seq, d]):
   ``softcap`` = 30, which onnxruntime applies in Grok's order: s·scale, then cap·tanh(s/cap), then the
   attention bias, causal mask, float32 softmax; rotate-half rotary (``do_rotary``, not interleaved) from
   cos/sin caches of ``position · base^(-2j/D)``, positions 0, 1, ... from the cache length. The bias is
-  -1e30 on keys whose ``attention_mask`` is 0: the runner (edge.onnx.runner) sets 0 for [PAD] (id 0)
-  tokens, as the engine masks [PAD] keys; onnxruntime-genai sets it for pad_token_id in the prompt.
+  -1e30 on keys whose ``attention_mask`` is 0. edge.onnx.runner sets 0 for [PAD] (id 0) tokens, so
+  [PAD] keys are masked as the engine masks them; onnxruntime-genai's loop passes a mask of ones for a
+  single sequence (measured), so there a [PAD] inside a prompt is attended like any token.
   ``seqlens_k`` and ``total_sequence_length`` come from the mask's length, not its sum, so a masked key
   in the middle changes no position.
 - MoE: router ``softmax(x·Wr)`` in float32, ``TopK`` (k = expert_used_count); the gates are the
   probabilities themselves, not renormalized. Every token is routed ([PAD] too). Each expert is an
   ``If`` over "some row chose it": the rows that did are gathered, run through
   ``(gelu_tanh(x·W1) ⊙ (x·V))·W2``, scaled by their gate and added back (``ScatterND``, reduction add):
-  only the selected experts are computed. onnxruntime's MoE/QMoE operators are not used: their
-  activations (relu, gelu with erf, silu, swiglu, identity) include no GELU-gated expert
-  (tests/test_onnx_export.py runs them against Grok's expert to show it).
+  only the selected experts computed. onnxruntime's MoE/QMoE operators are not used: on CPU their
+  activations (relu, gelu, silu, identity: not gated; swiglu: SiLU-gated) include no GELU-gated expert,
+  and "geglu" (GELU-tanh gated, Grok's expert) is CUDA-only; tests/test_onnx_export.py runs each against
+  Grok's expert on CPU. The If form runs on every execution provider.
 - Embedding ``Gather · embedding_scale``; logits ``h·Eᵀ · output_scale`` (tied to the embedding unless
   the GGUF has ``output.weight``).
 
