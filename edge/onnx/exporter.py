@@ -24,7 +24,8 @@ The graph (per layer, hidden state as rows [batch·seq, d]):
   and "geglu" (GELU-tanh gated, Grok's expert) is CUDA-only; tests/test_onnx_export.py runs each against
   Grok's expert on CPU. The If form runs on every execution provider.
 - Embedding ``Gather · embedding_scale``; logits ``h·Eᵀ · output_scale`` (tied to the embedding unless
-  the GGUF has ``output.weight``).
+  the GGUF has ``output.weight``). fp32 uses one table for both; the other precisions gather from a
+  float16 copy of the table and compute the logits with their own form of it (int: 8-bit MatMulNBits).
 
 Weights are written one at a time to ``model.onnx.data`` (edge.onnx.external_data); a stacked expert
 tensor is read one expert at a time, so the export's memory is about one matrix, not the model.
