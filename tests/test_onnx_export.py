@@ -303,3 +303,20 @@ def test_export_cli(
     bad.write_bytes(b"GGUF" + b"\0" * 60)
     assert main(["export-onnx", str(bad), "-o", str(tmp_path / "x")]) == 1
     assert str(bad) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_streamed_in_small_chunks_same_bytes(
+    precision: str,
+    demo_gguf: Callable[[str], Path],
+    demo_export: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Matrices decoded a few rows at a time (as a large model's are) give the same files."""
+    from edge.onnx import exporter
+
+    monkeypatch.setattr(exporter, "CHUNK_BYTES", 64 << 10)  # 64 rows of 256 a chunk on the demo model
+    folder = export_onnx(demo_gguf("f32"), tmp_path / precision, precision)
+    for name in ("model.onnx", "model.onnx.data"):
+        assert (folder / name).read_bytes() == (demo_export(precision) / name).read_bytes()

@@ -34,7 +34,7 @@ tensor is read one expert at a time, so the export's memory is about one matrix,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from edge.onnx.grok_gguf import GrokGGUF, GrokHparams
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
+CHUNK_BYTES = 64 << 20  # float32 bytes of the rows decoded at a time
 MASK_BIAS = -1e30  # added to masked keys' capped scores (the official code's mask value)
 
 
@@ -75,6 +76,23 @@ class _Exporter:
     def vector(self, gguf_name: str) -> str:
         return self._init(gguf_name, self.src.vector(gguf_name, self.hp.n_embd))
 
+    def _chunks(self, rows: int, cols: int) -> list[tuple[int, int]]:
+        step = max(1, CHUNK_BYTES // (4 * cols))
+        return [(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+    def _float_matrix(
+        self, name: str, gguf_name: str, rows: int, cols: int, dtype: type, expert: int | None = None
+    ) -> str:
+        """The GGUF matrix as a float initializer [rows, cols], dequantized and written in row chunks."""
+
+        def parts() -> Iterator[np.ndarray]:
+            for a, b in self._chunks(rows, cols):
+                raw, tname = self.src.rows(gguf_name, rows, cols, expert, a, b)
+                yield nbits.dequantize(raw, tname, b - a, cols).astype(dtype)
+
+        proto = self.writer.streamed(name, np.dtype(dtype), (rows, cols), parts())
+        return self.g.add_initializer(proto)
+
     def linear(
         self,
         g: Graph,
@@ -86,29 +104,36 @@ class _Exporter:
         hint: str = "y",
     ) -> str:
         """``x · Wᵀ`` for the GGUF matrix ``gguf_name`` [n_out, n_in] (one expert of it if given)."""
-        raw, tname = self.src.matrix(gguf_name, n_out, n_in, expert)
         base = gguf_name.removesuffix(".weight") + ("" if expert is None else f".{expert}")
-        if self.precision in ("fp32", "fp16"):
-            w = nbits.dequantize(raw, tname, n_out, n_in)
-            if self.precision == "fp16":
-                w16 = self._init(base + ".fp16", w.astype(np.float16))
-                w_name = g.op("Cast", [w16], hint=base + ".cast", to=TensorProto.FLOAT)
-            else:
-                w_name = self._init(base, w)
-            del w
+        if self.precision == "fp32":
+            w_name = self._float_matrix(base, gguf_name, n_out, n_in, np.float32, expert)
             return g.op("Gemm", [x, w_name], hint=hint, transB=1)
-        q = nbits.to_nbits(raw, tname, n_out, n_in, self._bits(gguf_name))
-        inputs = [self._init(base + ".qweight", q.b), self._init(base + ".scales", q.scales)]
-        if q.zero_points is not None:
-            inputs.append(self._init(base + ".zero_points", q.zero_points))
+        if self.precision == "fp16":
+            w16 = self._float_matrix(base + ".fp16", gguf_name, n_out, n_in, np.float16, expert)
+            w_name = g.op("Cast", [w16], hint=base + ".cast", to=TensorProto.FLOAT)
+            return g.op("Gemm", [x, w_name], hint=hint, transB=1)
+        bits = self._bits(gguf_name)
+        nbits.target_type(bits, n_in)  # ValueError for rows MatMulNBits cannot block
+        scales: list[np.ndarray] = []
+
+        def parts() -> Iterator[np.ndarray]:
+            for a, b in self._chunks(n_out, n_in):
+                raw, tname = self.src.rows(gguf_name, n_out, n_in, expert, a, b)
+                q = nbits.to_nbits(raw, tname, b - a, n_in, bits)
+                scales.append(q.scales)
+                yield q.b
+
+        shape = (n_out, n_in // nbits.BLOCK, nbits.BLOCK * bits // 8)
+        proto = self.writer.streamed(base + ".qweight", np.dtype(np.uint8), shape, parts())
+        inputs = [x, self.g.add_initializer(proto), self._init(base + ".scales", np.concatenate(scales))]
         return g.op(
             "MatMulNBits",
-            [x, *inputs],
+            inputs,
             hint=hint,
             domain=MS,
             K=n_in,
             N=n_out,
-            bits=q.bits,
+            bits=bits,
             block_size=nbits.BLOCK,
             accuracy_level=0,
         )
@@ -193,15 +218,16 @@ class _Exporter:
 
     def _embedding(self, flat_ids: str) -> str:
         hp, g = self.hp, self.g
-        raw, tname = self.src.matrix("token_embd.weight", hp.n_vocab, hp.n_embd)
-        table = nbits.dequantize(raw, tname, hp.n_vocab, hp.n_embd)
         if self.precision == "fp32":
-            self.embd = self._init("token_embd", table)
+            self.embd = self._float_matrix(
+                "token_embd", "token_embd.weight", hp.n_vocab, hp.n_embd, np.float32
+            )
             rows = g.op("Gather", [self.embd, flat_ids], hint="embd", axis=0)
         else:  # float16 table (gathered rows cast back); int exports quantize the output side separately
-            self.embd = self._init("token_embd.fp16", table.astype(np.float16))
+            self.embd = self._float_matrix(
+                "token_embd.fp16", "token_embd.weight", hp.n_vocab, hp.n_embd, np.float16
+            )
             rows = g.op("Cast", [g.op("Gather", [self.embd, flat_ids], axis=0)], hint="embd", to=FLOAT)
-        del table
         return g.op("Mul", [rows, g.const(hp.embedding_scale, np.float32)], hint="h")
 
     def _output(self, h: str) -> str:

@@ -8,7 +8,9 @@ that onnxruntime can map the file instead of reading it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,20 +34,39 @@ class ExternalDataWriter:
         arr = np.ascontiguousarray(array)
         if arr.nbytes < INLINE_LIMIT:
             return numpy_helper.from_array(arr, name)
+        return self.streamed(name, arr.dtype, arr.shape, [arr])
+
+    def streamed(
+        self, name: str, dtype: np.dtype[Any], shape: tuple[int, ...], parts: Iterable[np.ndarray]
+    ) -> onnx.TensorProto:
+        """A tensor of ``shape`` written from ``parts`` (consecutive slices in C order, each of ``dtype``),
+        so that no more than one part is in memory. ValueError if they do not fill the shape exactly."""
         pad = (-self.offset) % ALIGN
         if pad:
             self._file.write(b"\0" * pad)
             self.offset += pad
-        self._file.write(memoryview(arr.reshape(-1)).cast("B"))
+        dt = np.dtype(dtype)
+        want = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        written = 0
+        for part in parts:
+            arr = np.ascontiguousarray(part)
+            if arr.dtype != dt:
+                raise ValueError(f"{name}: a part of type {arr.dtype}, not {dt}")
+            self._file.write(memoryview(arr.reshape(-1)).cast("B"))
+            written += arr.nbytes
+        if written != want:
+            raise ValueError(
+                f"{name}: {written} bytes written for shape {tuple(shape)} of {dt} ({want} bytes)"
+            )
         proto = onnx.TensorProto()
         proto.name = name
-        proto.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
-        proto.dims.extend(arr.shape)
-        for key, value in (("location", self.filename), ("offset", self.offset), ("length", arr.nbytes)):
+        proto.data_type = onnx.helper.np_dtype_to_tensor_dtype(dt)
+        proto.dims.extend(shape)
+        for key, value in (("location", self.filename), ("offset", self.offset), ("length", want)):
             entry = proto.external_data.add()
             entry.key, entry.value = key, str(value)
         proto.data_location = onnx.TensorProto.EXTERNAL
-        self.offset += arr.nbytes
+        self.offset += want
         self.count += 1
         return proto
 

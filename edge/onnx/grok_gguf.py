@@ -12,10 +12,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from edge.convert import grok1
 from edge.gguf import GGUFFile, TensorInfo
+
+_FLOAT_TYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype(ml_dtypes.bfloat16)}
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,16 @@ class GrokGGUF:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        self._fd = -1
         self.file = GGUFFile(self.path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._validate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _validate(self) -> None:
         meta = self.file.metadata
         self.metadata = meta
         arch = meta.get("general.architecture")
@@ -99,6 +111,9 @@ class GrokGGUF:
 
     def close(self) -> None:
         self.file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> GrokGGUF:
         return self
@@ -115,9 +130,9 @@ class GrokGGUF:
     def has(self, name: str) -> bool:
         return any(t.name == name for t in self.file.tensors)
 
-    def matrix(self, name: str, rows: int, cols: int, expert: int | None = None) -> tuple[np.ndarray, str]:
-        """(raw data [rows, ...], GGUF type name) of a matrix [rows, cols]; ``expert`` picks one expert of
-        a stacked ``blk.N.ffn_*_exps`` tensor or its per-expert form ``blk.N.ffn_*.E``."""
+    def _resolve(self, name: str, rows: int, cols: int, expert: int | None) -> tuple[TensorInfo, int]:
+        """(tensor, byte offset in the file of the matrix) for a matrix [rows, cols]; ``expert`` picks one
+        expert of a stacked ``blk.N.ffn_*_exps`` tensor or its per-expert form ``blk.N.ffn_*.E``."""
         if expert is not None and not self.has(name):
             name = name.replace("_exps.weight", f".{expert}.weight")
             expert = None
@@ -125,8 +140,35 @@ class GrokGGUF:
         want = (rows, cols) if expert is None else (self.hp.n_expert, rows, cols)
         if tuple(info.shape) != want:
             raise ValueError(f"{self.path}: tensor {name!r} has shape {tuple(info.shape)}, expected {want}")
-        raw = self.file.array(info)
-        return (raw if expert is None else raw[expert]), info.type_name
+        per_matrix = info.nbytes // (1 if expert is None else self.hp.n_expert)
+        return info, self.file.data_offset + info.offset + (expert or 0) * per_matrix
+
+    def rows(
+        self,
+        name: str,
+        rows: int,
+        cols: int,
+        expert: int | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> tuple[np.ndarray, str]:
+        """Rows ``start:stop`` of a matrix [rows, cols] (see _resolve) and its GGUF type name: typed
+        [n, cols] for F32/F16/BF16, else raw bytes uint8 [n, row_bytes]. Read from the file, not the
+        mapping, so the pages read do not stay in this process's resident memory."""
+        info, offset = self._resolve(name, rows, cols, expert)
+        stop = rows if stop is None else stop
+        row_bytes = info.nbytes // (info.n_elements // cols)
+        data = os.pread(self._fd, (stop - start) * row_bytes, offset + start * row_bytes)
+        if len(data) != (stop - start) * row_bytes:
+            raise ValueError(f"{self.path}: tensor {info.name!r} is cut short")
+        dtype = _FLOAT_TYPES.get(info.type_name)
+        if dtype is not None:
+            return np.frombuffer(data, dtype=dtype).reshape(stop - start, cols), info.type_name
+        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, row_bytes), info.type_name
+
+    def matrix(self, name: str, rows: int, cols: int, expert: int | None = None) -> tuple[np.ndarray, str]:
+        """A whole matrix (see rows)."""
+        return self.rows(name, rows, cols, expert)
 
     def vector(self, name: str, n: int) -> np.ndarray:
         info = self.info(name)

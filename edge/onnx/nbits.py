@@ -29,12 +29,11 @@ BLOCK = 32
 
 @dataclass
 class NBitsWeight:
-    """One matrix in MatMulNBits form: B uint8 [N, K/32, 32·bits/8], scales float32 [N·K/32], zero
-    points (float32 [N·K/32], or None for the default), N, K, bits."""
+    """One matrix in MatMulNBits form with the default zero point: B uint8 [N, K/32, 32·bits/8], scales
+    float32 [N·K/32], N, K, bits."""
 
     b: np.ndarray
     scales: np.ndarray
-    zero_points: np.ndarray | None
     n: int
     k: int
     bits: int
@@ -48,7 +47,7 @@ class NBitsWeight:
             q[:, :, 1::2] = self.b >> 4
         else:
             q = self.b.astype(np.float64)
-        zp = 2.0 ** (self.bits - 1) if self.zero_points is None else self.zero_points.reshape(self.n, nb, 1)
+        zp = 2.0 ** (self.bits - 1)
         return ((q - zp) * self.scales.reshape(self.n, nb, 1).astype(np.float64)).reshape(self.n, self.k)
 
 
@@ -65,14 +64,14 @@ def from_q8_0(raw: np.ndarray, n: int, k: int) -> NBitsWeight:
     blocks = np.ascontiguousarray(raw).reshape(n, k // BLOCK, 34)
     d = _f16(blocks, 0)
     q = blocks[:, :, 2:].view(np.int8).astype(np.int16) + 128
-    return NBitsWeight(q.astype(np.uint8), d.reshape(-1), None, n, k, 8)
+    return NBitsWeight(q.astype(np.uint8), d.reshape(-1), n, k, 8)
 
 
 def from_q4_0(raw: np.ndarray, n: int, k: int) -> NBitsWeight:
     blocks = np.ascontiguousarray(raw).reshape(n, k // BLOCK, 18)
     qs = blocks[:, :, 2:]
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # element j: low nibble of byte j, j+16: high
-    return NBitsWeight(_pack4(q), _f16(blocks, 0).reshape(-1), None, n, k, 4)
+    return NBitsWeight(_pack4(q), _f16(blocks, 0).reshape(-1), n, k, 4)
 
 
 _REPACK = {"Q8_0": from_q8_0, "Q4_0": from_q4_0}
