@@ -109,6 +109,32 @@ def test_fp32_synthetic_matches_engine(
     _engine_vs_onnx(converted("f32"), folder, parity_tokens)
 
 
+def test_fp32_head_dim_128_matches_engine(tiny_tokenizer: Path, tmp_path: Path) -> None:
+    """Grok-1's head size (128) and a 4:1 GQA group, which the tiny models (64, 2:1) do not have."""
+    from edge.convert.layout import CheckpointShape
+    from edge.convert.pipeline import convert_checkpoint
+    from edge.convert.synthetic import make_synthetic
+
+    shape = CheckpointShape(
+        vocab_size=512,
+        d_model=512,
+        n_layers=2,
+        n_q_heads=4,
+        n_kv_heads=1,
+        key_size=128,
+        ffn_size=256,
+        n_experts=8,
+    )
+    make_synthetic(tmp_path / "ckpt-0", shape, seed=3)
+    gguf = tmp_path / "wide.gguf"
+    convert_checkpoint(
+        tmp_path / "ckpt-0", gguf, tiny_tokenizer, preset="f32", key_size=128, show_progress=False
+    )
+    folder = export_onnx(gguf, tmp_path / "onnx", "fp32")
+    prompt = [int(t) for t in np.random.default_rng(5).integers(4, 512, size=12)]
+    _engine_vs_onnx(gguf, folder, prompt)
+
+
 def test_prompt_in_chunks_equals_one_pass(demo_export: Callable[[str], Path], heldout_ids: list[int]) -> None:
     """Cached evaluation in chunks (rotary positions, cache offsets) gives the one-pass logits."""
     ids = heldout_ids[:40]
