@@ -78,7 +78,7 @@ _REPACK = {"Q8_0": from_q8_0, "Q4_0": from_q4_0}
 
 
 def target_type(bits: int, k: int) -> str:
-    """The GGUF type an ``bits``-bit MatMulNBits weight with rows of ``k`` is made from."""
+    """The GGUF type a ``bits``-bit MatMulNBits weight with rows of ``k`` is made from."""
     if k % BLOCK:
         raise ValueError(f"MatMulNBits needs rows that are a multiple of {BLOCK} elements, not {k}")
     return "Q8_0" if bits == 8 else "Q4_0"
