@@ -30,6 +30,10 @@ shown apart. The engines' timed runs alternate too, so both meet the same machin
 printed for them are the medians over the reps of grok-edge's run against the llama.cpp run right
 after it. The VM's steal time in those runs (/proc/stat: CPU time the hypervisor gave to other
 guests) is printed too: where it is large, a run measured the host more than the engine.
+
+With --json PATH the figures are also written to PATH (one run, per preset: the engines' median
+speeds, the ratios, the fraction of the read bandwidth, the bytes per token), with the command, the
+date and the machine; bench/plot.py draws such a file.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import datetime
+import json
+import platform
 import resource
 import statistics
 import subprocess
@@ -291,6 +298,22 @@ class LlamaRunner:
         self.llm.close()
 
 
+def machine_description(threads: int) -> str:
+    """The CPU model, its core count, the kernel path grok-edge picks on it, and the thread count."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from edge.kernels import isa_supported
+
+    isa = next((name for name in ("avx512", "avx2", "neon") if isa_supported(name)), "scalar")
+    return f"{model}, {os.cpu_count()} logical CPUs, {isa} kernels, {threads} threads"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -305,12 +328,14 @@ def main() -> None:
         "--paired", type=int, default=48, help="decoded tokens between bandwidth probes, per engine"
     )
     ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args()
+    record: dict[str, object] = {}
 
     files = build_files(args.workdir, args.presets.split(","), args.layers, args.tokenizer)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(1000, 100000, size=args.prompt)]
-    for path in files.values():
+    for preset, path in files.items():
         per_tok, size = bytes_per_token(path)
         print(
             f"\n{path.name}: {size / 2**30:.2f} GiB, {per_tok / 2**20:.0f} MiB of weights per decoded token"
@@ -354,6 +379,7 @@ def main() -> None:
             f" {'prompt tok/cpu-s':>16} {'decode tok/cpu-s':>16}"
         )
         med: dict[str, Timing] = {}
+        ratios: list[float] = []
         for name, runs in results.items():
             med[name] = tuple(statistics.median([r[k] for r in runs]) for k in range(6))  # type: ignore[assignment]
             pp, tg, ppc, tgc = med[name][:4]
@@ -400,6 +426,33 @@ def main() -> None:
                 f"-{max(token_probes):.1f} GB/s)"
             )
             print("    " + by_host_state(times, fractions, token_probes, split, per_tok))
+        record[preset] = {
+            "file_bytes": size,
+            "bytes_per_token": per_tok,
+            "ratio_prompt": ratios[0] if ratios else None,
+            "ratio_decode": ratios[1] if ratios else None,
+            "decode_of_bandwidth": statistics.median(paired["grok-edge"].fractions),
+            "engines": {
+                name: {
+                    "prompt_tok_s": m[0],
+                    "decode_tok_s": m[1],
+                    "decode_of_bandwidth": statistics.median(paired[name].fractions),
+                }
+                for name, m in med.items()
+            },
+            "read_bandwidth_probes_gb_s": probes,
+        }
+    if args.json:
+        out = {
+            "command": " ".join(["python", *sys.argv]),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine_description(args.threads),
+            "source": "measured by bench/decode.py",
+            "runs": [{"presets": record}],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Constants of the official Grok-1 forward pass (xai-org/grok-1 run.py / model.py; ../shared/GROK1.md).
+"""Constants of the official Grok-1 forward pass (xai-org/grok-1 run.py / model.py; docs/grok1.md).
 
 One place for the numbers: the converter writes them into GGUF metadata, the float64 reference and
 the training script of the demo model compute with them. The C engine reads them from metadata.

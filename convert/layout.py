@@ -1,6 +1,6 @@
 """The parameter tree of the official Grok-1 release: module paths, file order, shapes, scale layouts.
 
-Facts from xai-org/grok-1 (model.py, checkpoint.py; see shared/GROK1.md):
+Facts from xai-org/grok-1 (model.py, checkpoint.py; see docs/grok1.md):
 - haiku names every parameter by module path; the checkpoint holds one file per module parameter,
   ``ckpt-0/tensor{i:05d}_000``, file i being the i-th leaf of ``jax.tree_util`` flattening, which
   sorts dict keys as strings. So the order is the SORTED list of module paths (layers 0, 1, 10, 11,

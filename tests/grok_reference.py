@@ -1,4 +1,4 @@
-"""The Grok-1 forward pass in float64 numpy, written from shared/GROK1.md (the official model.py).
+"""The Grok-1 forward pass in float64 numpy, written from docs/grok1.md (the official model.py).
 
 It reads the release-format checkpoint directly (not a GGUF), so it is an independent witness for
 the converter, llama.cpp and our engine. API (kept simple; the engine tests reuse it):

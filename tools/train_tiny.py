@@ -1,6 +1,6 @@
 """Train the tiny Grok-1-architecture model shipped as grok-edge's demo, and export it in release format.
 
-The model is Grok-1 as released (../shared/GROK1.md), scaled down: the same blocks, four RMSNorms per
+The model is Grok-1 as released (docs/grok1.md), scaled down: the same blocks, four RMSNorms per
 layer, embedding and output multipliers, attention multiplier and 30·tanh(s/30) cap, rotate-half RoPE,
 GQA, 8 experts top-2 with un-renormalized softmax gates, gelu(x W1) ⊙ (x V) experts, tied embeddings.
 Only the sizes differ (TinyConfig). d_model and the expert width are 256 so that every matrix row is a

@@ -1,7 +1,7 @@
 /*
  * edge.h — the entire public C surface of grok-edge.
  *
- * Rules (see README, developer section):
+ * Rules (see docs/architecture.md):
  *  - Every function that can fail returns edge_status; results come back through out-pointers.
  *    On failure edge_last_error() returns a message for the calling thread.
  *  - Objects are opaque handles created by the _open / _create functions and released by _close / _free

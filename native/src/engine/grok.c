@@ -1,4 +1,4 @@
-/* grok.c — the Grok-1 forward pass. Read it beside GROK1.md (the numerics, from xAI's model.py, which is
+/* grok.c — the Grok-1 forward pass. Read it beside docs/grok1.md (the numerics, from xAI's model.py, which is
  * the authority where llama.cpp or other ports differ).
  *
  *   h = E[tokens] * embedding_scale

@@ -7,7 +7,7 @@
 #include "engine/engine.h"
 
 /* Constants llama.cpp's grok graph uses when a GGUF does not carry them (files made by llama.cpp's
- * convert_hf_to_gguf.py). They are Grok-1's run.py values (GROK1.md); our converter writes them as
+ * convert_hf_to_gguf.py). They are Grok-1's run.py values (docs/grok1.md); our converter writes them as
  * metadata, and then the metadata wins. */
 #define GROK1_EMBEDDING_SCALE 78.38367176906169
 #define GROK1_OUTPUT_SCALE 0.5773502691896257
