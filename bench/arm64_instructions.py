@@ -3,17 +3,18 @@
     python bench/arm64_instructions.py [--presets q4_k_m,q8_0] [--workdir /tmp/grok-edge-arm64]
 
 Cross-builds libedge for aarch64 (cmake/aarch64-linux-gnu.cmake; cached in build/arm64) and
-tests/arm64_model_driver.c, converts the shipped demo model (edge/data/tiny-grok: Grok-1's architecture,
-d_model 256, 11 layers, 8 experts top-2, vocab 4096) at each preset, and runs one-token decode steps under
-qemu-aarch64 -cpu max with one thread, for each path: scalar (scalar kernels, attention and GELU), neon (ARMv8.0
-Advanced SIMD) and neon_dotprod (sdot).
+tests/arm64_model_driver.c, converts the shipped demo model (edge/data/tiny-grok: Grok-1's
+architecture, d_model 256, 11 layers, 8 experts top-2, vocab 4096) at each preset, and runs one-token
+decode steps under qemu-aarch64 -cpu max with one thread, for each path: scalar (scalar kernels,
+attention and GELU), neon (ARMv8.0 Advanced SIMD) and neon_dotprod (sdot).
 
-Counter: qemu's TCG plugin interface, with bench/qemu_insn_count.c (built here with the host compiler; Debian's
-qemu-user supports plugins but ships none): every translated block adds its instruction count to a counter
-each time it runs, i.e. the guest instructions executed (valgrind cannot run arm64 code on this x86-64 host).
-Instructions are exact and repeatable, unlike emulated time; they are not cycles: a NEON instruction does 4-16
-lanes of work and costs more than a scalar one on real cores, so the ratio bounds the speed-up from above on a
-compute-bound core, and decode on a real Mac is bound by memory bandwidth as much as by instructions.
+Counter: qemu's TCG plugin interface, with bench/qemu_insn_count.c (built here with the host
+compiler; Debian's qemu-user supports plugins but ships none): every translated block adds its
+instruction count to a counter each time it runs, i.e. the guest instructions executed (valgrind
+cannot run arm64 code on this x86-64 host). Instructions are exact and repeatable, unlike emulated
+time; they are not cycles: a NEON instruction does 4-16 lanes of work and may cost more than a
+scalar one on a real core, so the ratio is not a speed-up, and decode on a real Mac is bound by
+memory bandwidth as much as by instructions.
 
 Per decoded token = (count with D2 decoded tokens - count with D1) / (D2 - D1), after the same 1-token prompt:
 loading, context creation and the prompt cancel out, and each decoded token attends to a few more keys than
@@ -49,8 +50,9 @@ def build_plugin(workdir: Path) -> Path:
 
 
 def demo_gguf(workdir: Path, preset: str) -> Path:
-    from edge.commands.demo import data_dir, model_info
     from edge.convert.pipeline import convert_checkpoint
+
+    from edge.commands.demo import data_dir, model_info
 
     out = workdir / f"tiny-grok-{preset}.gguf"
     if not out.exists():
@@ -81,7 +83,9 @@ def instructions(driver: Path, plugin: Path, gguf: Path, path: str, n_decode: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="q4_k_m,q8_0", help="demo model presets (comma-separated)")
-    ap.add_argument("--workdir", type=Path, default=None, help="converted files and logits (default: a temp dir)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="converted files and logits (default: a temp dir)"
+    )
     args = ap.parse_args()
     missing = missing_tools()
     if missing:
@@ -90,7 +94,9 @@ def main() -> None:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         build = cross_build()
-        driver = cross_program(build, [ROOT / "tests" / "arm64_model_driver.c"], workdir / "arm64_model_driver")
+        driver = cross_program(
+            build, [ROOT / "tests" / "arm64_model_driver.c"], workdir / "arm64_model_driver"
+        )
         plugin = build_plugin(workdir)
         print("instructions per decoded token, qemu-aarch64 -cpu max, 1 thread, F16 KV cache, demo model")
         print(f"(decoded tokens {D1 + 1}..{D2} of a 1-token prompt; counter: bench/qemu_insn_count.c)")

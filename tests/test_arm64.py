@@ -65,8 +65,9 @@ def model_drivers(arm64_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def demo_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped demo model (edge/data/tiny-grok) converted at q4_k_m, the demo's default file."""
-    from edge.commands.demo import data_dir, model_info
     from edge.convert.pipeline import convert_checkpoint
+
+    from edge.commands.demo import data_dir, model_info
 
     out = tmp_path_factory.mktemp("demo") / "tiny-grok-q4_k_m.gguf"
     convert_checkpoint(
@@ -81,17 +82,20 @@ def demo_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_plain_level_holds_no_dotprod_instruction(arm64_lib: Path) -> None:
-    """dot_neon.c is built for ARMv8.0 (a Cortex-A53/A57 has no sdot), dot_neon_dotprod.c uses sdot."""
+    """dot_neon.c is built for ARMv8.0 (a Cortex-A53/A57 has no sdot), dot_dotprod_neon.c uses sdot."""
     objects = {p.name: p for p in arm64_lib.rglob("*.o")}
     counts = {}
-    for name in ("dot_neon.c.o", "dot_neon_dotprod.c.o", "attention_neon.c.o"):
+    for name in ("dot_neon.c.o", "dot_dotprod_neon.c.o", "attention_neon.c.o"):
         assert name in objects, f"{name} not built in {arm64_lib}"
         dump = subprocess.run(
-            ["aarch64-linux-gnu-objdump", "-d", str(objects[name])], capture_output=True, text=True, check=True
+            ["aarch64-linux-gnu-objdump", "-d", str(objects[name])],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         counts[name] = sum(1 for line in dump.splitlines() if "\tsdot\t" in line or "\tudot\t" in line)
     assert counts["dot_neon.c.o"] == 0 and counts["attention_neon.c.o"] == 0
-    assert counts["dot_neon_dotprod.c.o"] > 0
+    assert counts["dot_dotprod_neon.c.o"] > 0
 
 
 @pytest.mark.parametrize("cpu", list(CPU_MODELS))
@@ -130,15 +134,22 @@ def model_logits(command: Callable[[list[str]], subprocess.CompletedProcess[str]
     return logits.reshape(len(TOKENS), -1)
 
 
-# (file, KV cache type, bound on the rel. RMS difference of all logits between the aarch64 and x86-64 builds).
-# F32 weights and cache: float32 arithmetic only, in another order; test_engine.py's bound for every CPU
-# path against the float64 reference is 5e-6. Quantized weights: the same integers wherever both builds
-# quantize an activation to the same int8, and an activation within float rounding of a rounding boundary
-# flips a value by one step (measured below, in the report of the change that added this test).
+# (file, KV cache type, bound on the rel. RMS difference of all logits between the aarch64 and x86-64 builds):
+# test_engine.py's bounds for every CPU path (test_every_cpu_path_matches_the_reference). F32 weights and
+# cache: float32 arithmetic in another order only, 5e-6 (measured 6.9e-7). Quantized weights: the activations
+# are quantized to int8 by the same code, but a value within float rounding of a rounding boundary lands on
+# either side depending on the order of the sums before it (or on FMA contraction: gcc fuses a * b + c on
+# aarch64, not on x86-64), and the random synthetic model amplifies such flips over its 11 layers: on its
+# Q8_0 file the x86-64 build's own AVX2 and scalar paths differ by 0.035, its scalar path and the aarch64
+# build's scalar path by 0.017, and the paths compared here by 0.038 (Q4_K_M: 0.093, 0.086, 0.093); the
+# bound is test_engine.py's for every path's Q8_0 logits, 0.15. The trained demo model does not amplify
+# them: measured 1.6e-7 (no flip on these tokens); its bound, 1e-3, leaves room for a few one-step flips,
+# while a wrong kernel moves its logits by far more (a Q4_K scale taken from the wrong sub-block: 0.65).
+# The greedy tokens must agree as well.
 MODELS = {
     "synthetic-f32": ("f32", "f32", 5e-6),
-    "synthetic-q8_0": ("q8_0", "f16", 2e-3),
-    "demo-q4_k_m": ("demo", "f16", 2e-3),
+    "synthetic-q8_0": ("q8_0", "f16", 0.15),
+    "demo-q4_k_m": ("demo", "f16", 1e-3),
 }
 
 
@@ -175,7 +186,8 @@ def test_whole_model_logits_match_the_x86_build(
 # differently: undefined first. sys/sysctl.h (cpu.c's sysctlbyname) is not in glibc: a stand-in header with
 # the macOS prototype (sysctl(3)) lets cpu.c's macOS branch be parsed; whether Apple's header matches it is
 # not checked here.
-MACOS_FLAGS = ["-target", "arm64-apple-macos12", "-U__nonnull", "-std=gnu11", "-D_GNU_SOURCE", "-fsyntax-only"]
+MACOS_FLAGS = ["-target", "arm64-apple-macos12", "-U__nonnull", "-std=gnu11", "-D_GNU_SOURCE"]
+MACOS_FLAGS += ["-fsyntax-only"]
 MACOS_FLAGS += ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", '-DEDGE_VERSION_STRING="0"']
 SYSCTL_STAND_IN = "#include <stddef.h>\nint sysctlbyname(const char *, void *, size_t *, void *, size_t);\n"
 
@@ -197,11 +209,12 @@ def test_macos_branches_compile_for_apple_silicon(tmp_path: Path) -> None:
     checked = []
     for src in macos_sources():
         # each ISA file with the flags CMake gives it (the plain NEON files: the ARMv8.0 baseline)
-        isa = ["-march=armv8.2-a+dotprod"] if src.name.endswith("_neon_dotprod.c") else []
-        isa = ["-march=armv8-a"] if src.name.endswith("_neon.c") else isa
+        isa = ["-march=armv8-a"] if src.name.endswith("_neon.c") else []
+        isa = ["-march=armv8.2-a+dotprod"] if src.name.endswith("_dotprod_neon.c") else isa
         run = subprocess.run(
             ["clang", *MACOS_FLAGS, *isa, *includes, str(src)], capture_output=True, text=True, timeout=300
         )
         assert run.returncode == 0, f"{src.relative_to(ROOT)}:\n{run.stdout}{run.stderr}"
         checked.append(src.name)
-    assert {"cpu.c", "gguf.c", "threadpool.c", "dot_neon.c", "dot_neon_dotprod.c", "attention_neon.c"} <= set(checked)
+    expected = {"cpu.c", "gguf.c", "threadpool.c", "dot_neon.c", "dot_dotprod_neon.c", "attention_neon.c"}
+    assert expected <= set(checked)

@@ -1,6 +1,6 @@
 /* dot_neon_impl.h — the arm64 Advanced SIMD (NEON) kernels, written once and compiled twice: by dot_neon.c
  * (plain ARMv8.0 NEON: int8 products widened with smull/smlal and pairwise-added into int32 with sadalp) and by
- * dot_neon_dotprod.c (ARMv8.2 dotprod: the same sums with one sdot per 16 products). Included only by those
+ * dot_dotprod_neon.c (ARMv8.2 dotprod: the same sums with one sdot per 16 products). Included only by those
  * two files, each compiled with its level's flags only (native/CMakeLists.txt), so the plain table never
  * holds an instruction a Cortex-A53/A57/A72 lacks.
  *

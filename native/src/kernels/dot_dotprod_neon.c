@@ -1,4 +1,4 @@
-/* dot_neon_dotprod.c — ARMv8.2 dotprod kernels (one sdot per 16 int8 products: Cortex-A55/A76 and later,
+/* dot_dotprod_neon.c — ARMv8.2 dotprod kernels (one sdot per 16 int8 products: Cortex-A55/A76 and later,
  * Neoverse, every Apple Silicon core); see dot_neon_impl.h. Compiled for arm64 only, with +dotprod; chosen at
  * run time when the CPU reports it (cpu.c). */
 #define EDGE_NEON_DOTPROD 1
