@@ -8,7 +8,8 @@
  * (its edge_isa) and EDGE_NEON_NAME.
  *
  * Every kernel computes one weight row against nt (1..EDGE_DOT_MAX_TOK) activation rows: a weight block is
- * loaded and unpacked once and used for every token (decode: nt = 1; prompts: up to 4 tokens a call). The
+ * loaded and unpacked once and used for every token (prompts: up to 4 tokens a call); decode runs the same
+ * kernels inlined for one token over a run of rows (matvec). The
  * integer sums are the scalar kernels' exactly (dot_scalar.c): each sub-block's sum of products is formed in
  * int32 lanes, times its integer scale, and the lanes added (no intermediate can overflow: int8 products are
  * at most 128 * 127, and the plain level adds two of them in int16 before widening: 32512 < 32767). The K-quant
@@ -159,14 +160,13 @@ NEON_INLINE void unpack_iq4_nl(const block_iq4_nl *b, int8x16_t *v0, int8x16_t *
         const int64_t nb = n / 32;                                                                          \
         float32x4_t acc[EDGE_DOT_MAX_TOK];                                                                  \
         float tail[EDGE_DOT_MAX_TOK];                                                                       \
-        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0), tail[t] = 0.0f;                               \
+        for (int t = 0; t < EDGE_DOT_MAX_TOK; t++) acc[t] = vdupq_n_f32(0), tail[t] = 0.0f;                 \
         int64_t i = 0;                                                                                      \
         for (; i + 4 <= nb; i += 4) {                                                                       \
             int8x16_t v[8];                                                                                 \
-            for (int k = 0; k < 4; k++) unpack_##T(&a[i + k], &v[2 * k], &v[2 * k + 1]);                     \
-            const float dw[4] = {f16_to_f32(a[i].d), f16_to_f32(a[i + 1].d), f16_to_f32(a[i + 2].d),        \
-                                 f16_to_f32(a[i + 3].d)};                                                   \
-            const float32x4_t vdw = vld1q_f32(dw);                                                          \
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) unpack_##T(&a[i + k], &v[2 * k], &v[2 * k + 1]); \
+            const uint16_t dh[4] = {a[i].d, a[i + 1].d, a[i + 2].d, a[i + 3].d};                            \
+            const float32x4_t vdw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));                       \
             for (int t = 0; t < nt; t++) {                                                                  \
                 const char *xt = (const char *)x + (size_t)t * xs;                                          \
                 const int8_t *y = edge_q8s_qs(xt) + i * 32;                                                 \
@@ -257,7 +257,7 @@ NEON_INLINE void dot_k4(int64_t n, const uint8_t *w, size_t block_bytes, size_t 
             h1 = vld1q_u8(blk + offsetof(block_q5_K, qh) + 16);
         }
         int32x4_t acc[EDGE_DOT_MAX_TOK];
-        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int t = 0; t < EDGE_DOT_MAX_TOK; t++) acc[t] = vdupq_n_s32(0); /* all: no memset call */
         for (int j = 0; j < 4; j++) {
             const uint8x16_t q0 = vld1q_u8(blk + qs_off + 32 * j), q1 = vld1q_u8(blk + qs_off + 32 * j + 16);
             int8x16_t l0 = low_nibbles(q0), l1 = low_nibbles(q1), u0 = high_nibbles(q0), u1 = high_nibbles(q1);
@@ -305,7 +305,7 @@ static void dot_q6_k(int64_t n, const void *w, const void *x, size_t xs, int nt,
     const int8x16_t off = vdupq_n_s8(32);
     for (int64_t i = 0; i < n / QK_K; i++) {
         int32x4_t acc[EDGE_DOT_MAX_TOK];
-        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int t = 0; t < EDGE_DOT_MAX_TOK; t++) acc[t] = vdupq_n_s32(0); /* all: no memset call */
         for (int half = 0; half < 2; half++) {
             const uint8_t *ql = a[i].ql + 64 * half, *qh = a[i].qh + 32 * half;
             for (int c = 0; c < 2; c++) { /* values ll = 16c .. 16c + 15 of each group */
@@ -344,7 +344,7 @@ static void dot_q3_k(int64_t n, const void *w, const void *x, size_t xs, int nt,
         int sc[16];
         for (int k = 0; k < 16; k++) sc[k] = edge_q3k_scale(a[i].scales, k);
         int32x4_t acc[EDGE_DOT_MAX_TOK];
-        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int t = 0; t < EDGE_DOT_MAX_TOK; t++) acc[t] = vdupq_n_s32(0); /* all: no memset call */
         for (int c = 0; c < 2; c++) { /* values ll = 16c .. 16c + 15 of each group */
             const uint8x16_t hm = vld1q_u8(a[i].hmask + 16 * c);
             for (int half = 0; half < 2; half++) {
@@ -385,12 +385,13 @@ static void dot_q2_k(int64_t n, const void *w, const void *x, size_t xs, int nt,
         vst1q_u8(sc, vandq_u8(scales, vdupq_n_u8(0xF)));
         vst1q_u8(mn, vshrq_n_u8(scales, 4));
         int32x4_t acc[EDGE_DOT_MAX_TOK];
-        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int t = 0; t < EDGE_DOT_MAX_TOK; t++) acc[t] = vdupq_n_s32(0); /* all: no memset call */
         for (int half = 0; half < 2; half++)
             for (int c = 0; c < 2; c++) {
                 const uint8x16_t q = vld1q_u8(a[i].qs + 32 * half + 16 * c);
                 int8x16_t v[4];
-                for (int j = 0; j < 4; j++) v[j] = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(q, vdupq_n_s8((int8_t)(-2 * j))), m3));
+                for (int j = 0; j < 4; j++)
+                    v[j] = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(q, vdupq_n_s8((int8_t)(-2 * j))), m3));
                 for (int t = 0; t < nt; t++) {
                     const int8_t *y = q8k_of(x, xs, t, i)->qs + 128 * half + 16 * c;
                     for (int j = 0; j < 4; j++) {
@@ -416,11 +417,12 @@ static void dot_iq4_xs(int64_t n, const void *w, const void *x, size_t xs, int n
     float s[EDGE_DOT_MAX_TOK] = {0};
     for (int64_t i = 0; i < n / QK_K; i++) {
         int32x4_t acc[EDGE_DOT_MAX_TOK];
-        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int t = 0; t < EDGE_DOT_MAX_TOK; t++) acc[t] = vdupq_n_s32(0); /* all: no memset call */
         for (int k = 0; k < QK_K / 32; k++) {
             const int ls = ((a[i].scales_l[k / 2] >> (4 * (k % 2))) & 0xF) | (((a[i].scales_h >> (2 * k)) & 3) << 4);
             const uint8x16_t q = vld1q_u8(a[i].qs + 16 * k);
-            const int8x16_t v0 = vqtbl1q_s8(table, vandq_u8(q, vdupq_n_u8(0xF))), v1 = vqtbl1q_s8(table, vshrq_n_u8(q, 4));
+            const int8x16_t v0 = vqtbl1q_s8(table, vandq_u8(q, vdupq_n_u8(0xF)));
+            const int8x16_t v1 = vqtbl1q_s8(table, vshrq_n_u8(q, 4));
             for (int t = 0; t < nt; t++)
                 acc[t] = vmlaq_n_s32(acc[t], dot32(v0, v1, q8k_of(x, xs, t, i)->qs + 32 * k), ls - 32);
         }
@@ -429,6 +431,36 @@ static void dot_iq4_xs(int64_t n, const void *w, const void *x, size_t xs, int n
     }
     for (int t = 0; t < nt; t++) out[t] = s[t];
 }
+
+/* ------------------------------------------------------------------ decode: one token, a run of rows */
+
+/* y[r] = row r · x for n_rows rows, each row the dot kernel's one-token sum (the same bits; inlined with nt = 1,
+ * so no token loop is left and the driver's per-row call and fetch loop are saved), the weights fetched
+ * EDGE_DECODE_PREFETCH ahead as the driver does for dot kernels. */
+#define MATVEC(T)                                                                                           \
+    __attribute__((flatten)) static void matvec_##T(int64_t n, const void *w, size_t ws, int64_t n_rows,    \
+                                                    const void *x, float *y) {                              \
+        for (int64_t r = 0; r < n_rows; r++) {                                                              \
+            const char *row = (const char *)w + (size_t)r * ws;                                             \
+            for (size_t o = 0; o < ws; o += 64) __builtin_prefetch(row + EDGE_DECODE_PREFETCH + o, 0, 3);   \
+            dot_##T(n, row, x, 0, 1, y + r);                                                                \
+        }                                                                                                   \
+    }
+MATVEC(f32)
+MATVEC(f16)
+MATVEC(bf16)
+MATVEC(q4_0)
+MATVEC(q4_1)
+MATVEC(q5_0)
+MATVEC(q5_1)
+MATVEC(q8_0)
+MATVEC(iq4_nl)
+MATVEC(q2_k)
+MATVEC(q3_k)
+MATVEC(q4_k)
+MATVEC(q5_k)
+MATVEC(q6_k)
+MATVEC(iq4_xs)
 
 const struct edge_kernels EDGE_NEON_TABLE = {
     .isa = EDGE_NEON_ISA,
@@ -450,6 +482,24 @@ const struct edge_kernels EDGE_NEON_TABLE = {
             [EDGE_TYPE_Q5_K] = dot_q5_k,
             [EDGE_TYPE_Q6_K] = dot_q6_k,
             [EDGE_TYPE_IQ4_XS] = dot_iq4_xs,
+        },
+    .matvec =
+        {
+            [EDGE_TYPE_F32] = matvec_f32,
+            [EDGE_TYPE_F16] = matvec_f16,
+            [EDGE_TYPE_BF16] = matvec_bf16,
+            [EDGE_TYPE_Q4_0] = matvec_q4_0,
+            [EDGE_TYPE_Q4_1] = matvec_q4_1,
+            [EDGE_TYPE_Q5_0] = matvec_q5_0,
+            [EDGE_TYPE_Q5_1] = matvec_q5_1,
+            [EDGE_TYPE_Q8_0] = matvec_q8_0,
+            [EDGE_TYPE_IQ4_NL] = matvec_iq4_nl,
+            [EDGE_TYPE_Q2_K] = matvec_q2_k,
+            [EDGE_TYPE_Q3_K] = matvec_q3_k,
+            [EDGE_TYPE_Q4_K] = matvec_q4_k,
+            [EDGE_TYPE_Q5_K] = matvec_q5_k,
+            [EDGE_TYPE_Q6_K] = matvec_q6_k,
+            [EDGE_TYPE_IQ4_XS] = matvec_iq4_xs,
         },
     .quant_q8_0 = edge_quant_act_q8_0,
     .quant_q8_1 = edge_quant_act_q8_1,
