@@ -12,11 +12,11 @@ import numpy as np
 
 from edge._native import EdgeArgumentError, check, ffi, lib
 
-ISAS: dict[str, int] = {"auto": -1, "scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
+ISAS: dict[str, int] = {"auto": -1, "scalar": 0, "avx2": 1, "avx512": 2, "neon": 3, "neon_dotprod": 4}
 
 
 def isa_code(isa: str) -> int:
-    """edge_isa code of a kernel path name (auto, scalar, avx2, avx512, neon)."""
+    """edge_isa code of a kernel path name (auto, scalar, avx2, avx512, neon, neon_dotprod)."""
     try:
         return ISAS[isa]
     except KeyError:

@@ -78,8 +78,8 @@ class Model:
     """A Grok model from a GGUF file and one inference context over it.
 
     ``n_ctx`` is clamped to the model's context length; ``kv_type``: "f16" (default), "q8_0" (half the
-    memory) or "f32" (exact); ``isa`` forces a CPU kernel path ("scalar", "avx2", "avx512", "neon";
-    "auto" picks the best this CPU runs)."""
+    memory) or "f32" (exact); ``isa`` forces a CPU kernel path ("scalar", "avx2", "avx512", "neon",
+    "neon_dotprod"; "auto" picks the best this CPU runs)."""
 
     def __init__(
         self,

@@ -1,9 +1,10 @@
-/* attention_driver.c — the grouped attention loops (attention_avx2.c), 1 .. EDGE_ATTN_TILE_ROWS rows at
- * once, bit for bit against a scalar sum in the loops' order (weighted sums) and against one row at a
- * time (scores), for the F16, F32 and Q8_0 caches, with zeros of p at keys whose cached values are not
- * finite: a key with p == 0 must add nothing to that row, not 0 * inf = NaN (rows with p != 0 there are
- * infinite or NaN in both). Built and run by tests/test_attention_kernels.py on CPUs with AVX2 + FMA +
- * F16C. Prints "ok" and exits 0, or names the first mismatch and exits 1. */
+/* attention_driver.c — the grouped attention loops (attention_avx2.c; attention_neon.c when built with
+ * -DATTN_ISA=neon), 1 .. EDGE_ATTN_TILE_ROWS rows at once, bit for bit against a scalar sum in the loops'
+ * order (weighted sums) and against one row at a time (scores), for the F16, F32 and Q8_0 caches, with zeros
+ * of p at keys whose cached values are not finite: a key with p == 0 must add nothing to that row, not
+ * 0 * inf = NaN (rows with p != 0 there are infinite or NaN in both). Built and run by
+ * tests/test_attention_kernels.py on CPUs with AVX2 + FMA + F16C, and for aarch64 under qemu by
+ * tests/test_arm64.py. Prints "ok" and exits 0, or names the first mismatch and exits 1. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,14 @@
 
 #include "blocks.h"
 #include "engine/engine.h"
+
+/* The loops under test: attention_avx2.c's by default, attention_neon.c's with -DATTN_ISA=neon. */
+#ifndef ATTN_ISA
+#define ATTN_ISA avx2
+#endif
+#define ATTN_CAT2(name, isa) name##_##isa
+#define ATTN_CAT(name, isa) ATTN_CAT2(name, isa)
+#define ATTN(name) ATTN_CAT(name, ATTN_ISA)
 
 #define HD 128
 #define KVH 2
@@ -96,23 +105,23 @@ int main(void) {
     }
     int ok = 1;
     for (int nh = 1; nh <= EDGE_ATTN_TILE_ROWS && ok; nh++) {
-        edge_attn_wsum_multi_f16_avx2(grouped, nh, p, KEYS, (const uint8_t *)cache, stride, KEYS, HD);
-        edge_attn_scores_multi_f16_avx2(q, nh, (const uint8_t *)cache + HD * 2, stride, KEYS, HD, sg, KEYS);
+        ATTN(edge_attn_wsum_multi_f16)(grouped, nh, p, KEYS, (const uint8_t *)cache, stride, KEYS, HD);
+        ATTN(edge_attn_scores_multi_f16)(q, nh, (const uint8_t *)cache + HD * 2, stride, KEYS, HD, sg, KEYS);
         for (int r = 0; r < nh && ok; r++) {
             ref_wsum_f16(one, p + r * KEYS, cache, KVH * HD);
             ok = same_bits(grouped + r * HD, one, HD, "f16 sums", r);
-            edge_attn_scores_multi_f16_avx2(q + r * HD, 1, (const uint8_t *)cache + HD * 2, stride, KEYS, HD, s1, 0);
+            ATTN(edge_attn_scores_multi_f16)(q + r * HD, 1, (const uint8_t *)cache + HD * 2, stride, KEYS, HD, s1, 0);
             ok = ok && same_bits(sg + r * KEYS, s1, KEYS, "f16 scores", r);
         }
-        edge_attn_wsum_multi_f32_avx2(grouped, nh, p, KEYS, (const uint8_t *)fcache, stride * 2, KEYS, HD);
-        edge_attn_scores_multi_f32_avx2(q, nh, (const uint8_t *)fcache + HD * 4, stride * 2, KEYS, HD, sg, KEYS);
+        ATTN(edge_attn_wsum_multi_f32)(grouped, nh, p, KEYS, (const uint8_t *)fcache, stride * 2, KEYS, HD);
+        ATTN(edge_attn_scores_multi_f32)(q, nh, (const uint8_t *)fcache + HD * 4, stride * 2, KEYS, HD, sg, KEYS);
         for (int r = 0; r < nh && ok; r++) {
             ref_wsum_f32(one, p + r * KEYS, fcache, KVH * HD);
             ok = same_bits(grouped + r * HD, one, HD, "f32 sums", r);
-            edge_attn_scores_multi_f32_avx2(q + r * HD, 1, (const uint8_t *)fcache + HD * 4, stride * 2, KEYS, HD, s1, 0);
+            ATTN(edge_attn_scores_multi_f32)(q + r * HD, 1, (const uint8_t *)fcache + HD * 4, stride * 2, KEYS, HD, s1, 0);
             ok = ok && same_bits(sg + r * KEYS, s1, KEYS, "f32 scores", r);
         }
-        edge_attn_wsum_multi_q8_0_avx2(grouped, nh, p, KEYS, (const uint8_t *)qcache, stride / 2 / QK8_0 * sizeof(block_q8_0), KEYS, HD);
+        ATTN(edge_attn_wsum_multi_q8_0)(grouped, nh, p, KEYS, (const uint8_t *)qcache, stride / 2 / QK8_0 * sizeof(block_q8_0), KEYS, HD);
         for (int r = 0; r < nh && ok; r++) {
             ref_wsum_q8_0(one, p + r * KEYS, qcache, KVH * HD / QK8_0);
             ok = same_bits(grouped + r * HD, one, HD, "q8_0 sums", r);

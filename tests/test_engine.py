@@ -91,8 +91,8 @@ def test_pad_tokens_are_masked_like_the_official_model(converted, tiny_reference
     assert rel_rms(steps, r) < 5e-6
 
 
-# The paths that exist today (x86-64 SIMD skips on other CPUs); NEON joins when its kernels are built.
-@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+# Every path (each skips on a CPU without it; the arm64 ones also run under qemu in test_arm64.py).
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon", "neon_dotprod"])
 def test_every_cpu_path_matches_the_reference(
     isa, converted, parity_tokens, reference_logits, file_reference
 ):

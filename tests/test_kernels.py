@@ -22,7 +22,7 @@ TYPES = [
     T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1,
     T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS,
 ]  # fmt: skip
-ISAS = [isa for isa in ("scalar", "avx2", "avx512", "neon") if isa_supported(isa)]
+ISAS = [isa for isa in ("scalar", "avx2", "avx512", "neon", "neon_dotprod") if isa_supported(isa)]
 
 # Byte offsets of the f16 scale fields in one block (ggml layouts, see native/src/core/blocks.h).
 F16_FIELDS = {
@@ -273,5 +273,5 @@ def test_auto_is_the_best_supported_path() -> None:
     rng = np.random.default_rng(4)
     raw = random_weights(T.Q6_K, 9, 512, rng)
     x = heavy_tailed(rng, 2, 512)
-    best = next(isa for isa in ("avx512", "avx2", "neon", "scalar") if isa_supported(isa))
+    best = next(isa for isa in ("avx512", "avx2", "neon_dotprod", "neon", "scalar") if isa_supported(isa))
     np.testing.assert_array_equal(matmul(raw, T.Q6_K, 9, 512, x), matmul(raw, T.Q6_K, 9, 512, x, isa=best))

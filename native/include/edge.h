@@ -165,7 +165,8 @@ EDGE_API edge_status edge_dequantize(int type, const void *src, int64_t n, float
 /* ---------------------------------------------------------------- kernels (section: kernels) */
 /* CPU kernel paths. AUTO picks the best one this CPU supports; tests force each path in turn. */
 typedef enum edge_isa {
-    EDGE_ISA_AUTO = -1, EDGE_ISA_SCALAR = 0, EDGE_ISA_AVX2 = 1, EDGE_ISA_AVX512 = 2, EDGE_ISA_NEON = 3
+    EDGE_ISA_AUTO = -1, EDGE_ISA_SCALAR = 0, EDGE_ISA_AVX2 = 1, EDGE_ISA_AVX512 = 2, EDGE_ISA_NEON = 3,
+    EDGE_ISA_NEON_DOTPROD = 4 /* arm64: NEON = plain ARMv8.0 Advanced SIMD; NEON_DOTPROD = with sdot (ARMv8.2) */
 } edge_isa;
 
 /* Whether a path is compiled in and runs on this CPU. */

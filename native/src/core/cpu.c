@@ -40,6 +40,16 @@ static void detect_x86(edge_cpu_features *f) {
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+
+/* A macOS hw.optional.* flag; `absent` where the key does not exist (it does from macOS 12). */
+static int apple_feature(const char *name, int absent) {
+    int value = 0;
+    size_t len = sizeof value;
+    if (sysctlbyname(name, &value, &len, NULL, 0) != 0) return absent;
+    return value != 0;
+}
 #endif
 static void detect_arm64(edge_cpu_features *f) {
     f->aarch64 = 1;
@@ -47,7 +57,8 @@ static void detect_arm64(edge_cpu_features *f) {
 #if defined(__linux__)
     f->dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #elif defined(__APPLE__)
-    f->dotprod = 1; /* every Apple Silicon core has it */
+    /* every Apple Silicon Mac (M1 and later) has it: assumed where macOS is too old to say */
+    f->dotprod = apple_feature("hw.optional.arm.FEAT_DotProd", 1);
 #endif
 }
 #endif

@@ -148,6 +148,23 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
             ctx->attn_wsum_multi = edge_attn_wsum_multi_q8_0_avx2;
         }
     }
+#elif defined(__aarch64__)
+    /* NEON attention loops and GELU (Advanced SIMD is on every arm64 core) unless the scalar path is forced. */
+    if (p.isa != EDGE_ISA_SCALAR) {
+        ctx->gelu_mul = edge_gelu_mul_neon;
+        ctx->attn_softcap = edge_attn_softcap_neon;
+        ctx->attn_exp = edge_attn_exp_neon;
+        if (p.kv_type == EDGE_TYPE_F16) {
+            ctx->attn_scores_multi = edge_attn_scores_multi_f16_neon;
+            ctx->attn_wsum_multi = edge_attn_wsum_multi_f16_neon;
+        } else if (p.kv_type == EDGE_TYPE_F32) {
+            ctx->attn_scores_multi = edge_attn_scores_multi_f32_neon;
+            ctx->attn_wsum_multi = edge_attn_wsum_multi_f32_neon;
+        } else if (p.kv_type == EDGE_TYPE_Q8_0) { /* head_dim % 32 == 0, checked above */
+            ctx->attn_scores_multi = edge_attn_scores_multi_q8_0_neon;
+            ctx->attn_wsum_multi = edge_attn_wsum_multi_q8_0_neon;
+        }
+    }
 #endif
     *out = ctx;
     edge_clear_error();

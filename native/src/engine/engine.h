@@ -141,6 +141,22 @@ void edge_attn_exp_avx2(float *s, int64_t n, float max);
 /* h = gelu_tanh(h) ⊙ u over n elements. */
 typedef void (*edge_gelu_mul_fn)(float *h, const float *u, int64_t n);
 void edge_gelu_mul_avx2(float *h, const float *u, int64_t n);
+/* The same loops and helpers with arm64 Advanced SIMD (attention_neon.c; compiled for arm64 only). */
+void edge_attn_scores_multi_f16_neon(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                     int64_t n, float *out, size_t out_stride);
+void edge_attn_wsum_multi_f16_neon(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n);
+void edge_attn_scores_multi_f32_neon(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                     int64_t n, float *out, size_t out_stride);
+void edge_attn_wsum_multi_f32_neon(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                   size_t stride, int64_t n_keys, int64_t n);
+void edge_attn_scores_multi_q8_0_neon(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                      int64_t n, float *out, size_t out_stride);
+void edge_attn_wsum_multi_q8_0_neon(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                    size_t stride, int64_t n_keys, int64_t n);
+float edge_attn_softcap_neon(float *s, int64_t n, float mult, float cap);
+void edge_attn_exp_neon(float *s, int64_t n, float max);
+void edge_gelu_mul_neon(float *h, const float *u, int64_t n);
 void edge_gelu_mul_scalar(float *h, const float *u, int64_t n);
 
 struct edge_context {

@@ -155,6 +155,10 @@ extern const struct edge_kernels edge_kernels_scalar;
 extern const struct edge_kernels edge_kernels_avx2;
 extern const struct edge_kernels edge_kernels_avx512;
 #endif
+#if defined(__aarch64__)
+extern const struct edge_kernels edge_kernels_neon;
+extern const struct edge_kernels edge_kernels_neon_dotprod;
+#endif
 
 /* Scalar activation quantizers (ggml's reference rounding), shared by every path. */
 void edge_quant_act_q8_0(const float *x, void *row, int64_t n, int64_t b0, int64_t nb);

@@ -98,6 +98,14 @@ const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu) {
     case EDGE_ISA_AVX512: return has_avx512 ? &edge_kernels_avx512 : NULL;
     default: return NULL;
     }
+#elif defined(__aarch64__)
+    switch (isa) { /* Advanced SIMD is mandatory on AArch64; sdot is optional until ARMv8.4 */
+    case EDGE_ISA_AUTO: return cpu->dotprod ? &edge_kernels_neon_dotprod : &edge_kernels_neon;
+    case EDGE_ISA_SCALAR: return &edge_kernels_scalar;
+    case EDGE_ISA_NEON: return &edge_kernels_neon;
+    case EDGE_ISA_NEON_DOTPROD: return cpu->dotprod ? &edge_kernels_neon_dotprod : NULL;
+    default: return NULL;
+    }
 #else
     switch (isa) {
     case EDGE_ISA_AUTO:
@@ -109,7 +117,7 @@ const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu) {
 
 EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
     if (!supported) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_isa_supported: supported is NULL");
-    if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON)
+    if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON_DOTPROD)
         return edge_fail(EDGE_ERR_INVALID_ARG, "edge_isa_supported: unknown ISA %d", isa);
     *supported = edge_kernels_for(isa, NULL) != NULL;
     edge_clear_error();
@@ -556,7 +564,7 @@ edge_status edge_matmul_ex(const edge_kernels *k, edge_threadpool *pool, int typ
 
 EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const void *w, int64_t n_rows,
                                  int64_t n_cols, const float *x, int64_t n_tok, float *y) {
-    if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: unknown ISA %d", isa);
+    if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON_DOTPROD) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: unknown ISA %d", isa);
     /* the pool's features (detecting them costs ~20 us in a VM: more than a small product) */
     const edge_kernels *k = edge_kernels_for(isa, edge_threadpool_cpu(pool));
     if (!k) return edge_fail(EDGE_ERR_UNSUPPORTED, "matmul: ISA %d is not compiled in or not supported by this CPU", isa);
