@@ -81,6 +81,12 @@ class _QuantizedStub:
     scales: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class _Span:  # raw bytes of the file (BINBYTES & co.): only the VM creates these, never a tuple of the pickle
+    offset: int
+    length: int
+
+
 class _Mark:
     pass
 
@@ -135,14 +141,16 @@ class _VM:
         except UnicodeDecodeError as exc:
             raise self.fail("malformed pickle (bad UTF-8 string)") from exc
 
-    def raw(self, n: int) -> tuple[int, int]:
+    def raw(self, n: int) -> _Span:
         start = self.pos
         self.take(n)
-        return (start, n)  # a (offset, length) span of the file: never copied
+        return _Span(start, n)  # a span of the file: never copied
 
     def global_(self, module: str, name: str) -> _Global:
         if (module, name) not in ALLOWED_GLOBALS:
-            raise self.fail(f"pickle references {module}.{name}, which is not a class of the Grok-1 release")
+            raise self.fail(
+                f"pickle references {_clip(module)}.{_clip(name)}, which is not a class of the Grok-1 release"
+            )
         return _Global(module, name)
 
     def run(self) -> object:  # noqa: C901  (one dispatch over the opcodes)
@@ -235,7 +243,7 @@ class _VM:
             elif op == 0x81:  # NEWOBJ
                 args, cls = self.pop(), self.pop()
                 if not (isinstance(cls, _Global) and (cls.module, cls.name) in _QUANTIZED and args == ()):
-                    raise self.fail(f"unexpected NEWOBJ of {cls}")
+                    raise self.fail(f"unexpected NEWOBJ of {_describe(cls)} with {_describe(args)}")
                 self.stack.append(_QuantizedStub())
             elif op == 0x62:  # BUILD
                 state = self.pop()
@@ -279,8 +287,10 @@ class _VM:
                 return _DtypeStub(BF16)
             if isinstance(spec, str) and spec in _PLAIN_DTYPES:
                 return _DtypeStub(_PLAIN_DTYPES[spec])
-            raise self.fail(f"unexpected array dtype {spec!r} (the release has float32, int8, bfloat16)")
-        raise self.fail(f"{func.module}.{func.name} cannot be called")
+            raise self.fail(
+                f"unexpected array dtype {_describe(spec)} (the release has float32, int8, bfloat16)"
+            )
+        raise self.fail(f"{_clip(func.module)}.{_clip(func.name)} cannot be called")
 
     def _build(self, target: object, state: object) -> None:
         if isinstance(target, _DtypeStub):
@@ -299,24 +309,70 @@ class _VM:
             raise self.fail("malformed pickle (BUILD)")
 
     def _array(self, state: object) -> np.ndarray:
+        """The ndarray of a ``(version, shape, dtype, fortran, data)`` BUILD state. Only what the VM made
+        itself is trusted: the dtype a stub, the data a span of raw bytes; the shape plain ints."""
         if not (isinstance(state, tuple) and len(state) == 5):
             raise self.fail("malformed pickle (ndarray state)")
         _version, shape, dtype, fortran, data = state
-        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise self.fail("malformed pickle (ndarray shape)")
-        if not isinstance(dtype, _DtypeStub) or not isinstance(data, tuple):
-            raise self.fail("malformed pickle (ndarray dtype or data)")
-        offset, length = data
-        count = int(np.prod(shape, dtype=np.int64))
-        if length != count * dtype.dtype.itemsize:
-            raise self.fail(f"array data is {length} bytes, shape {shape} {dtype.dtype} needs more or less")
-        flat = np.frombuffer(self.buf, dtype=dtype.dtype, count=count, offset=offset)
+        if not isinstance(shape, tuple) or len(shape) > _MAX_DIMS:
+            raise self.fail(f"malformed pickle (ndarray shape is {_describe(shape)}, not a tuple of dims)")
+        for i, d in enumerate(shape):
+            if type(d) is not int or not 0 <= d < 2**63:  # bool is an int subclass: refused too
+                raise self.fail(
+                    f"malformed pickle (ndarray dim {i} is {_describe(d)}, not an int in 0..2^63-1)"
+                )
+        if not isinstance(dtype, _DtypeStub):
+            raise self.fail(f"malformed pickle (ndarray dtype is {_describe(dtype)})")
+        if type(fortran) is not bool:
+            raise self.fail(f"malformed pickle (ndarray order flag is {_describe(fortran)}, not a bool)")
+        if not isinstance(data, _Span):
+            raise self.fail(f"malformed pickle (ndarray data is {_describe(data)}, not raw bytes)")
+        count = 1
+        for d in shape:
+            count *= d  # Python ints: no overflow; compared with the span, which lies inside the file
+        if data.length != count * dtype.dtype.itemsize:
+            raise self.fail(
+                f"array data is {data.length} bytes, shape {shape} {dtype.dtype} needs "
+                f"{count * dtype.dtype.itemsize}"
+            )
+        flat = np.frombuffer(self.buf, dtype=dtype.dtype, count=count, offset=data.offset)
         return flat.reshape(shape, order="F" if fortran else "C")
 
     def _value(self, obj: object) -> np.ndarray:
         if isinstance(obj, _ArrayStub) and obj.array is not None:
             return obj.array
         raise self.fail("QuantizedWeight8bit field is not an array")
+
+
+_MAX_DIMS = 32  # numpy 1.x's limit; the release has at most 3
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A string from the file, cut for an error message."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _describe(obj: object) -> str:
+    """What a pickle-built object is, for an error message: its kind, never its repr (a pickle can build
+    objects whose repr is exponential in the file size, or nested too deep to print)."""
+    if isinstance(obj, _Global):
+        return f"{_clip(obj.module)}.{_clip(obj.name)}"
+    if isinstance(obj, str):
+        return f"the string {_clip(obj)!r}"
+    if isinstance(obj, bool):
+        return f"the bool {obj}"
+    if isinstance(obj, int):
+        return f"the int {obj}" if obj.bit_length() <= 128 else f"an int of {obj.bit_length()} bits"
+    if isinstance(obj, tuple):
+        return f"a tuple of {len(obj)} items"
+    if isinstance(obj, dict):
+        return f"a dict of {len(obj)} items"
+    if isinstance(obj, _Span):
+        return f"{obj.length} raw bytes"
+    if obj is None:
+        return "None"
+    names = {_ArrayStub: "an array", _DtypeStub: "a dtype", _QuantizedStub: "a QuantizedWeight8bit"}
+    return names.get(type(obj), type(obj).__name__)
 
 
 def read_leaf(path: str | os.PathLike[str]) -> Leaf:

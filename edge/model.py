@@ -13,7 +13,6 @@ so a new prompt sharing a prefix with the previous one only evaluates the rest.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -296,23 +295,34 @@ class Model:
         return self.eval(tokens, all_logits=True)
 
     def save_state(self) -> bytes:
-        """The KV cache and position, for :meth:`load_state` (prompt reuse)."""
+        """The KV cache and position, for :meth:`load_state` (prompt reuse); layout in edge.state."""
+        from edge.state import pack_state
+
         ctx = self._require_open()
         size = ffi.new("uint64_t *")
         check(lib.edge_context_state_size(ctx, size))
         buf = bytearray(int(size[0]))
         check(lib.edge_context_state_save(ctx, ffi.from_buffer(buf), len(buf)))
-        header = json.dumps(self._tokens).encode()
-        return len(header).to_bytes(8, "little") + header + bytes(buf)
+        return pack_state(self._tokens, buf)
 
     def load_state(self, state: bytes) -> None:
+        """Restore a :meth:`save_state` of this model. The header is checked first (version, token count
+        <= n_ctx, ids < n_vocab), then the engine checks its KV state; an error leaves the cache as it
+        was, except that a KV state whose length disagrees with the token header empties the cache."""
+        from edge._native import EdgeFormatError
+        from edge.state import unpack_state
+
         ctx = self._require_open()
-        if len(state) < 8:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "load_state: not a saved state")
-        n = int.from_bytes(state[:8], "little")
-        tokens = [int(t) for t in json.loads(state[8 : 8 + n].decode())]
-        body = state[8 + n :]
+        tokens, body = unpack_state(state, self.hparams.n_vocab, self.n_ctx)
         check(lib.edge_context_state_load(ctx, ffi.from_buffer(body), len(body)))
+        n_past = self.n_past
+        if n_past != len(tokens):
+            self.reset()
+            raise EdgeFormatError(
+                "EDGE_ERR_FORMAT",
+                f"load_state: the KV state holds {n_past} positions but the header {len(tokens)} tokens "
+                "(the cache was emptied)",
+            )
         self._tokens = tokens
 
     def _eval_prompt(self, ids: list[int]) -> tuple[np.ndarray, int]:

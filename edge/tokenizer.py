@@ -32,6 +32,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 SPACE = "\u2581"  # "▁", SentencePiece's escaped space
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 _MERGEABLE = (NORMAL, USER_DEFINED, UNUSED)  # SentencePiece's pieces_ map; the rest are "reserved"
@@ -116,40 +118,59 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, gguf_file: Any) -> Tokenizer:
         """From an ``edge.gguf.GGUFFile`` (or anything with a ``.metadata`` mapping, a plain mapping of
-        GGUF keys, or a ``gguf.GGUFReader``). ValueError naming the file when keys are missing/wrong."""
+        GGUF keys, or a ``gguf.GGUFReader``). Every ``tokenizer.ggml.*`` key is type- and range-checked
+        here, once: ValueError naming the file and the key when one is missing or wrong."""
         name = str(getattr(gguf_file, "path", "GGUF metadata"))
         metadata = _metadata_of(gguf_file)
 
-        def get(key: str, default: Any = None) -> Any:
-            if key in metadata:
-                return metadata[key]
-            if default is None:
-                raise ValueError(f"{name}: missing tokenizer key {key!r}")
-            return default
+        def fail(key: str, problem: str) -> ValueError:
+            return ValueError(f"{name}: {key} {problem}")
 
-        model = get("tokenizer.ggml.model")
-        if model != "llama":
-            raise ValueError(
-                f"{name}: tokenizer.ggml.model is {model!r}; only 'llama' (SentencePiece) is supported"
-            )
-        pieces = get("tokenizer.ggml.tokens")
-        if isinstance(pieces, (str, bytes)) or not all(isinstance(p, str) for p in pieces):
-            raise ValueError(f"{name}: tokenizer.ggml.tokens is not an array of strings")
-        pieces = list(pieces)
+        key = "tokenizer.ggml.model"
+        if key not in metadata:
+            raise ValueError(f"{name}: missing tokenizer key {key!r}")
+        model = metadata[key]
+        if not isinstance(model, str) or model != "llama":
+            shown = repr(model[:40]) if isinstance(model, str) else _kind(model)
+            raise fail(key, f"is {shown}; only 'llama' (SentencePiece) is supported")
+        key = "tokenizer.ggml.tokens"
+        if key not in metadata:
+            raise ValueError(f"{name}: missing tokenizer key {key!r}")
+        pieces = metadata[key]
+        if not isinstance(pieces, (list, tuple)) or not all(type(p) is str for p in pieces):
+            raise fail(key, "is not an array of strings")
         n = len(pieces)
-        scores = [float(s) for s in get("tokenizer.ggml.scores", [0.0] * n)]
-        types = [int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * n)]
+        if n == 0:
+            raise fail(key, "is empty")
+        scores = _number_array(metadata, "tokenizer.ggml.scores", n, fail, integer=False)
+        types = _number_array(metadata, "tokenizer.ggml.token_type", n, fail, integer=True)
+        if scores is None:
+            scores = [0.0] * n
+        if types is None:
+            types = [NORMAL] * n
+        elif any(not 0 <= t <= BYTE for t in types):
+            bad = next(i for i, t in enumerate(types) if not 0 <= t <= BYTE)
+            raise fail("tokenizer.ggml.token_type", f"[{bad}] is {types[bad]}, not a token type 0..{BYTE}")
+        ids = {}
+        for role, key, default, low in (
+            ("bos_id", "tokenizer.ggml.bos_token_id", 1, 0),
+            ("eos_id", "tokenizer.ggml.eos_token_id", 2, 0),
+            ("unk_id", "tokenizer.ggml.unknown_token_id", 0, 0),
+            ("pad_id", "tokenizer.ggml.padding_token_id", -1, -1),
+        ):
+            value = metadata.get(key, default)
+            if not _is_int(value):
+                raise fail(key, f"is {_kind(value)}, not an integer token id")
+            value = int(value)
+            if not low <= value < n:
+                raise fail(key, f"is {value}, outside 0..{n - 1} (the vocabulary has {n} pieces)")
+            ids[role] = value
+        key = "tokenizer.ggml.add_space_prefix"
+        add_space_prefix = metadata.get(key, True)
+        if not isinstance(add_space_prefix, (bool, np.bool_)):
+            raise fail(key, f"is {_kind(add_space_prefix)}, not a bool")
         try:
-            return cls(
-                pieces,
-                scores,
-                types,
-                bos_id=int(get("tokenizer.ggml.bos_token_id", 1)),
-                eos_id=int(get("tokenizer.ggml.eos_token_id", 2)),
-                unk_id=int(get("tokenizer.ggml.unknown_token_id", 0)),
-                pad_id=int(get("tokenizer.ggml.padding_token_id", -1)),
-                add_space_prefix=bool(get("tokenizer.ggml.add_space_prefix", True)),
-            )
+            return cls(pieces, scores, types, add_space_prefix=bool(add_space_prefix), **ids)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
 
@@ -298,12 +319,18 @@ class Tokenizer:
         return out
 
     def _resegment(self, piece: str, rev_merge: dict[str, tuple[str, str]], out: list[str]) -> None:
-        split = rev_merge.get(piece) if piece in self._unused else None
-        if split is None:
-            out.append(piece)
-            return
-        self._resegment(split[0], rev_merge, out)
-        self._resegment(split[1], rev_merge, out)
+        """Split an UNUSED piece back into the pieces it was merged from, left to right (a stack, not
+        recursion: the depth of the split tree is up to the vocabulary)."""
+        stack = [piece]
+        unused = self._unused
+        while stack:
+            top = stack.pop()
+            split = rev_merge.get(top) if top in unused else None
+            if split is None:
+                out.append(top)
+            else:
+                stack.append(split[1])
+                stack.append(split[0])
 
     # -- decoding --------------------------------------------------------------------------------------
 
@@ -409,6 +436,57 @@ def _take_utf8(buf: bytearray, final: bool) -> str:
             i += 1
     del buf[:i]
     return "".join(out)
+
+
+def _kind(value: Any) -> str:
+    """What a metadata value is, for a message (never the whole value: it may be a huge array)."""
+    if isinstance(value, (bool, np.bool_)):
+        return f"the bool {bool(value)}"
+    if isinstance(value, (int, np.integer)):
+        return f"the integer {int(value)}"
+    if isinstance(value, (float, np.floating)):
+        return f"the float {float(value)!r}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, np.ndarray):
+        return f"an array of {value.size} values"
+    if isinstance(value, (list, tuple)):
+        return f"an array of {len(value)} values"
+    return f"a {type(value).__name__}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _number_array(
+    metadata: Mapping[str, Any], key: str, n: int, fail: Any, *, integer: bool
+) -> list[Any] | None:
+    """The array at ``key`` as a list of n ints (``integer``) or n finite floats; None when absent."""
+    if key not in metadata:
+        return None
+    value = metadata[key]
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (list, tuple)) and all(
+        type(v) is int or (not integer and type(v) is float) for v in value
+    ):
+        arr = np.array(value, dtype=np.int64 if integer else np.float64)
+    else:
+        raise fail(key, f"is {_kind(value)}, not an array of {'integers' if integer else 'numbers'}")
+    allowed = "iu" if integer else "iuf"
+    if arr.ndim != 1 or arr.dtype.kind not in allowed:
+        what = "integers" if integer else "numbers"
+        raise fail(key, f"is an array of {arr.dtype} (shape {arr.shape}), not of {what}")
+    if len(arr) != n:
+        raise fail(key, f"has {len(arr)} values for {n} tokens")
+    if integer:
+        return [int(v) for v in arr.tolist()]
+    floats = arr.astype(np.float64)
+    if not np.isfinite(floats).all():
+        bad = int(np.flatnonzero(~np.isfinite(floats))[0])
+        raise fail(key, f"[{bad}] is {float(floats[bad])!r}, not a finite score")
+    return floats.tolist()
 
 
 def _metadata_of(gguf_file: Any) -> Mapping[str, Any]:
