@@ -14,6 +14,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("run", "run", "generate text from a GGUF model (streams; -i for an interactive loop)"),
     ("convert", "convert", "convert the official Grok-1 checkpoint (ckpt-0) to GGUF"),
     ("make-synthetic", "make_synthetic", "write a random checkpoint in the exact Grok-1 release format"),
+    ("serve", "serve", "serve a GGUF model over an OpenAI-compatible HTTP API (extra: server)"),
 ]
 
 
