@@ -166,7 +166,15 @@ class Scheduler:
                     job.emit("error", "the request timed out")
                     self._release(job)
             if self._active:
-                self._step()
+                try:
+                    self._step()
+                except Exception as exc:  # a bug must not hang every request: end the active ones, go on
+                    for job in list(self._active):
+                        self.stats.requests_failed += 1
+                        job.emit("error", f"internal error: {exc}")
+                        if job.slot is not None:
+                            self.bc.truncate(job.slot, 0)
+                        self._release(job)
 
     def _step(self) -> None:
         seqs: list[int] = []
