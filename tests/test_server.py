@@ -269,3 +269,39 @@ def test_load_with_disconnects_no_5xx_and_every_slot_free(server, model_id, gree
     with http(server) as c:
         body = {"model": model_id, "prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0}
         assert c.post("/v1/completions", json=body).json()["choices"][0]["text"] == greedy(body["prompt"], 12)
+
+
+def _metric(server: str, name: str) -> float:
+    with http(server) as c:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_prompt_sharing_a_cached_prefix_evaluates_only_the_rest(server, model_id, tokenizer, greedy):
+    prompt = "In the beginning was a long and winding road that led"
+    body = {"model": model_id, "prompt": prompt, "max_tokens": 3, "temperature": 0}
+    with http(server) as c:
+        c.post("/v1/completions", json=body).raise_for_status()
+        reused, evaluated = (_metric(server, f"grok_edge_prompt_tokens{s}_total") for s in ("_reused", ""))
+        longer = prompt + " to the sea"
+        r = c.post("/v1/completions", json={**body, "prompt": longer, "max_tokens": 6})
+    assert r.json()["choices"][0]["text"] == greedy(longer, 6)  # reuse changes nothing in the output
+    n_prefix = len(tokenizer.encode(prompt))
+    assert _metric(server, "grok_edge_prompt_tokens_reused_total") - reused >= n_prefix - 1
+    assert (
+        _metric(server, "grok_edge_prompt_tokens_total") - evaluated
+        <= len(tokenizer.encode(longer)) - n_prefix + 1
+    )
+
+
+def test_request_timeout_is_an_openai_shaped_error(model_path, model_id, tokenizer):
+    # 250 tokens (EOS banned) cannot finish in 0.1 s: the scheduler ends the request at its deadline
+    args = ["--parallel", "1", "-c", "256", "-t", "1", "--timeout", "0.1"]
+    with running_server(model_path, *args) as url, httpx.Client(base_url=url, timeout=60) as c:
+        body = {"model": model_id, "prompt": "Go", "max_tokens": 250, "temperature": 0}
+        r = c.post("/v1/completions", json={**body, "logit_bias": {str(tokenizer.eos_id): -100}})
+        assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
+        assert r.json()["error"]["type"] == "server_error"
+        assert c.get("/health").json()["slots_busy"] == 0
