@@ -89,9 +89,11 @@ def engine_decode(model: str, n_seq: int, steps: int, threads: int | None) -> tu
 
 
 async def _one_request(
-    client: httpx.AsyncClient, model: str, i: int, disconnect: bool, max_tokens: int
+    client: httpx.AsyncClient, model: str, i: int, disconnect: bool, max_tokens: int, eos: int | None
 ) -> tuple[int, float | None, int]:
-    """(status, latency if completed, completion tokens) of request i of a client."""
+    """(status, latency if completed, completion tokens) of request i of a client. A request that
+    disconnects asks for 8x max_tokens with EOS banned (when ``eos`` is given), so that it is still
+    generating when the server notices the client is gone."""
     chat = i % 2 == 1
     stream = i % 3 != 0 or disconnect
     if chat:
@@ -104,6 +106,10 @@ async def _one_request(
         path = "/v1/completions"
         body = {"model": model, "prompt": f"Request {i}: the story begins"}
     body.update(max_tokens=max_tokens, temperature=0.8, seed=i, stream=stream)
+    if disconnect:
+        body["max_tokens"] = 8 * max_tokens
+        if eos is not None:
+            body["logit_bias"] = {str(eos): -100}
     if stream:
         body["stream_options"] = {"include_usage": True}
     t0 = time.perf_counter()
@@ -127,7 +133,13 @@ async def _one_request(
 
 
 async def load_test(
-    url: str, model: str, clients: int, requests: int, max_tokens: int = 16, api_key: str | None = None
+    url: str,
+    model: str,
+    clients: int,
+    requests: int,
+    max_tokens: int = 16,
+    api_key: str | None = None,
+    eos: int | None = None,
 ) -> dict[str, Any]:
     """Run the load; return statuses, latencies, tokens, wall time and the final /health."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -137,7 +149,9 @@ async def load_test(
         async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
             for i in range(requests):
                 disconnect = (c * requests + i) % 8 == 7  # every 4th streamed request, roughly
-                results.append(await _one_request(client, model, c * requests + i, disconnect, max_tokens))
+                results.append(
+                    await _one_request(client, model, c * requests + i, disconnect, max_tokens, eos)
+                )
 
     t0 = time.perf_counter()
     await asyncio.gather(*[client_loop(c) for c in range(clients)])
@@ -228,7 +242,7 @@ def main() -> int:
         if args.skip_load:
             return 0
         print(f"load: {args.clients} clients x {args.requests} requests, max_tokens {args.max_tokens}")
-        r = asyncio.run(load_test(url, model_id, args.clients, args.requests, args.max_tokens))
+        r = asyncio.run(load_test(url, model_id, args.clients, args.requests, args.max_tokens, eos=eos))
     codes = {c: r["statuses"].count(c) for c in sorted(set(r["statuses"]))}
     n5xx = sum(v for c, v in codes.items() if c >= 500)
     print(f"  statuses {codes}; disconnected mid-stream {r['disconnected']}; 5xx {n5xx}")

@@ -230,7 +230,8 @@ def test_metrics_are_prometheus_text(server):
         assert n in names, n
 
 
-def test_queue_full_is_429_with_retry_after(model_path, model_id):
+def test_queue_full_is_429_with_retry_after(model_path, model_id, tokenizer):
+    eos = tokenizer.eos_id
     # one slot, a queue of one: of four simultaneous long requests at least two are refused
     args = ["--parallel", "1", "--queue", "1", "-c", "96", "-t", "1"]
     with running_server(model_path, *args) as url:
@@ -238,6 +239,7 @@ def test_queue_full_is_429_with_retry_after(model_path, model_id):
         async def go() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=120) as c:
                 body = {"model": model_id, "prompt": "Go", "max_tokens": 60, "temperature": 0}
+                body["logit_bias"] = {str(eos): -100}  # all 60 tokens: the first request holds the slot
                 return await asyncio.gather(*[c.post("/v1/completions", json=body) for _ in range(4)])
 
         rs = asyncio.run(go())
@@ -251,10 +253,12 @@ def test_queue_full_is_429_with_retry_after(model_path, model_id):
 # ------------------------------------------------------------------------------------- load
 
 
-def test_load_with_disconnects_no_5xx_and_every_slot_free(server, model_id, greedy):
+def test_load_with_disconnects_no_5xx_and_every_slot_free(server, model_id, greedy, tokenizer):
     # 4 clients x 6 requests (bench/serve_load.py runs 8 x 20): completions and chat, streamed and not,
     # some leaving mid-stream; 3 slots, so requests join running batches between steps
-    r = asyncio.run(load_test(server, model_id, clients=4, requests=6, max_tokens=12, api_key=KEY))
+    r = asyncio.run(
+        load_test(server, model_id, clients=4, requests=6, max_tokens=12, api_key=KEY, eos=tokenizer.eos_id)
+    )
     print(f"load: p50 {r['p50']:.2f} s, p95 {r['p95']:.2f} s, {r['tokens'] / r['wall']:.1f} tok/s aggregate")
     assert all(s < 500 for s in r["statuses"]), r["statuses"]
     assert r["statuses"].count(200) == len(r["statuses"])
