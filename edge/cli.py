@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("convert", "convert", "convert the official Grok-1 checkpoint (ckpt-0) to GGUF"),
     ("make-synthetic", "make_synthetic", "write a random checkpoint in the exact Grok-1 release format"),
     ("export-onnx", "export_onnx", "export a GGUF to an onnxruntime-genai model folder (ONNX)"),
+    ("serve", "serve", "serve a GGUF model over an OpenAI-compatible HTTP API (extra: server)"),
 ]
 
 

@@ -29,6 +29,23 @@ int main(int argc, char **argv) {
             if (edge_context_state_load(c, buf, n - 1) == EDGE_OK) return 4;
             CK(edge_context_eval(c, toks, 1, NULL, 0));
             free(buf); free(lg); edge_context_free(c);
+            /* three sequences in one context: batched passes (split at n_batch 7), per-slot truncate, errors */
+            p.n_seq = 3;
+            CK(edge_context_create(m, &p, &c));
+            int32_t seqs[30]; uint8_t want[30];
+            for (int i = 0; i < 30; i++) { seqs[i] = i < 12 ? 0 : i < 25 ? 1 : 2; want[i] = i % 4 == 0; }
+            lg = malloc(sizeof(float) * 30 * hp.n_vocab);
+            CK(edge_batch_eval(c, seqs, toks, 30, want, lg));
+            CK(edge_batch_eval(c, seqs, toks, 30, NULL, lg));
+            CK(edge_seq_truncate(c, 1, 3));
+            int64_t np; CK(edge_seq_n_past(c, 1, &np)); if (np != 3) return 5;
+            int32_t s3[3] = {2, 1, 0};
+            CK(edge_batch_eval(c, s3, toks, 3, NULL, NULL));
+            int32_t zeros[16] = {0}; /* sequence 0 holds 25: 16 more overflow n_ctx 40 */
+            if (edge_batch_eval(c, zeros, toks, 16, NULL, lg) == EDGE_OK) return 6;
+            int32_t apart[3] = {0, 1, 0}; if (edge_batch_eval(c, apart, toks, 3, NULL, lg) == EDGE_OK) return 7;
+            int32_t nos[1] = {3}; if (edge_batch_eval(c, nos, toks, 1, NULL, lg) == EDGE_OK) return 8;
+            free(lg); edge_context_free(c);
         }
         edge_model_free(m);
         printf("ok %s\n", argv[a]);

@@ -207,6 +207,7 @@ typedef struct edge_context_params {
     int n_threads;   /* 0: all cores */
     int kv_type;     /* EDGE_TYPE_F16 (default), EDGE_TYPE_Q8_0, or EDGE_TYPE_F32 (exact, 2x F16's memory) */
     int isa;         /* edge_isa; EDGE_ISA_AUTO by default */
+    int n_seq;       /* KV cache slots (independent sequences) for edge_batch_eval; 0 or 1: one */
 } edge_context_params;
 
 EDGE_API edge_status edge_model_load(const char *path, edge_model **out);
@@ -230,6 +231,31 @@ EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past);
 EDGE_API edge_status edge_context_state_size(const edge_context *ctx, uint64_t *nbytes);
 EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst, uint64_t nbytes);
 EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src, uint64_t nbytes);
+
+/* ---------------------------------------------------------------- batched sequences (section: batch) */
+/* A context created with params.n_seq = S holds S KV cache slots (sequences 0..S-1), each n_ctx tokens,
+ * sharing the context's weights, thread pool and buffers. Sequence 0 is the one edge_context_eval,
+ * _n_past, _truncate and _state_* act on.
+ *
+ * edge_batch_eval runs n tokens of several sequences in one forward pass: token i is appended to sequence
+ * seq_ids[i] at that sequence's next position. The tokens of one sequence must be adjacent and in order
+ * (at most one run per sequence id). Every matrix product (q/k/v/o, router, the selected experts, the
+ * output) runs once over all n tokens, so a layer's weights, a selected expert's included, are read once
+ * per pass for the whole batch; attention runs per sequence over its own cache. want, if not NULL, marks
+ * the tokens whose logits are wanted (NULL: every token); logits, if not NULL, receives one row of n_vocab
+ * floats per wanted token, in batch order. Passes hold at most n_batch tokens (longer batches are split).
+ * Batch invariance: a token's logits are bit for bit those it gets when its sequence is evaluated alone
+ * (edge_context_eval on a one-sequence context with the same tokens), as every kernel computes a token's
+ * sums independently of the other tokens in its product (tested).
+ * EDGE_ERR_INVALID_ARG for a sequence id outside 0..S-1 or a sequence in two runs; EDGE_ERR_RANGE for a
+ * token id outside the vocabulary or a sequence that would overflow n_ctx (nothing evaluated). */
+EDGE_API edge_status edge_batch_eval(edge_context *ctx, const int32_t *seq_ids, const int32_t *tokens, int64_t n,
+                                     const uint8_t *want, float *logits);
+/* Sequence slots of a context, and the cached length of one. */
+EDGE_API edge_status edge_context_n_seq(const edge_context *ctx, int *out);
+EDGE_API edge_status edge_seq_n_past(const edge_context *ctx, int seq, int64_t *out);
+/* Forget every position >= n_past of sequence seq (n_past <= its current length; 0 frees the slot). */
+EDGE_API edge_status edge_seq_truncate(edge_context *ctx, int seq, int64_t n_past);
 
 /* EDGE_CDEF_END */
 

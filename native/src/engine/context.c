@@ -12,6 +12,7 @@ EDGE_API edge_status edge_context_default_params(edge_context_params *out) {
     out->n_threads = 0;
     out->kv_type = EDGE_TYPE_F16;
     out->isa = EDGE_ISA_AUTO;
+    out->n_seq = 1;
     return EDGE_OK;
 }
 
@@ -25,7 +26,7 @@ static void free_state(edge_run_state *s) {
     void *bufs[] = {s->x,      s->xb,     s->q,    s->k,    s->v,         s->att,  s->ob,       s->rope_cos,
                     s->rope_sin, s->scores, s->qtile, s->otile, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
                     s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch, s->tile_expert,
-                    s->tile_start};
+                    s->tile_start, s->tok_pad};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -66,6 +67,9 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads < 0 || p.n_threads > 1024)
         return edge_fail(EDGE_ERR_INVALID_ARG, "n_threads %d must be in 0..1024", p.n_threads);
+    if (p.n_seq == 0) p.n_seq = 1;
+    if (p.n_seq < 0 || p.n_seq > 1024)
+        return edge_fail(EDGE_ERR_INVALID_ARG, "n_seq %d must be in 0..1024", p.n_seq);
     if (p.kv_type == EDGE_TYPE_Q8_0 && hp->head_dim % QK8_0 != 0)
         return edge_fail(EDGE_ERR_UNSUPPORTED, "%s: a Q8_0 KV cache needs head_dim (%lld) divisible by 32", model->path,
                          (long long)hp->head_dim);
@@ -87,6 +91,7 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     ctx->params = p;
     if ((st = edge_kv_cache_init(&ctx->kv, p.kv_type, hp->n_layer, p.n_ctx, hp->n_head_kv * hp->head_dim)) != EDGE_OK)
         goto fail;
+    if ((st = edge_seq_slots_create(ctx, p.n_seq)) != EDGE_OK) goto fail;
 
     const int64_t B = p.n_batch, d = hp->n_embd, hd = hp->head_dim, nq = hp->n_head * hd,
                   nkv = hp->n_head_kv * hd, T = ctx->n_threads;
@@ -120,6 +125,8 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->hu = alloc_floats(s->moe_tile * hp->n_ff, &ok);
     s->yo = alloc_floats(s->moe_tile * d, &ok);
     s->moe = alloc_floats(B * d, &ok);
+    s->tok_pad = calloc((size_t)B, 1);
+    ok = ok && s->tok_pad;
     s->scratch_bytes = scratch_for(model, B, s->moe_tile, (int)s->moe_max_tiles);
     s->scratch = malloc(s->scratch_bytes > 0 ? s->scratch_bytes : 1);
     ctx->f16_table = alloc_floats(65536, &ok);
@@ -177,6 +184,7 @@ fail:
 EDGE_API void edge_context_free(edge_context *ctx) {
     if (!ctx) return;
     free_state(&ctx->s);
+    edge_seq_slots_free(ctx);
     free(ctx->f16_table);
     free(ctx->is_pad);
     edge_kv_cache_free(&ctx->kv);

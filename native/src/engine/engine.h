@@ -95,6 +95,7 @@ typedef struct edge_run_state {
     float *hg, *hu;     /* [M, n_ff] expert hidden states (gate/gelu side, up side) */
     float *yo;          /* [M, n_embd] expert outputs */
     float *moe;         /* [B, n_embd] weighted sum of the selected experts */
+    uint8_t *tok_pad;   /* [B] whether token i of the pass is [PAD] (routed to no expert) */
     void *scratch;      /* matmul scratch (activations quantized on the fly) */
     size_t scratch_bytes;
 } edge_run_state;
@@ -159,6 +160,14 @@ void edge_attn_exp_neon(float *s, int64_t n, float max);
 void edge_gelu_mul_neon(float *h, const float *u, int64_t n);
 void edge_gelu_mul_scalar(float *h, const float *u, int64_t n);
 
+/* A sequence slot beyond the first of a multi-sequence context (params.n_seq > 1): its own KV cache,
+ * length and [PAD] flags. Sequence 0 lives in the context's kv / n_past / is_pad. */
+typedef struct edge_seq_slot {
+    edge_kv_cache kv;
+    int64_t n_past;
+    uint8_t *is_pad; /* [n_ctx] */
+} edge_seq_slot;
+
 struct edge_context {
     const edge_model *model;
     edge_context_params params;
@@ -176,11 +185,46 @@ struct edge_context {
     edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
     edge_attn_exp_fn attn_exp;
     edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */
+    int n_seq;                 /* sequence slots (1: the context's own) */
+    edge_seq_slot *seqs;       /* [n_seq - 1]: sequences 1..n_seq-1 */
+    int64_t *seq_tmp;          /* [2 * n_seq] batch.c's bookkeeping (preallocated) */
 };
+
+/* Make sequence seq the context's current one (its kv / n_past / is_pad in the context's fields) by
+ * swapping it with sequence 0's; the same call swaps them back. Sequence 0: nothing to do. */
+static inline void edge_seq_swap(edge_context *ctx, int seq) {
+    if (seq <= 0) return;
+    edge_seq_slot *o = &ctx->seqs[seq - 1];
+    const edge_kv_cache kv = ctx->kv;
+    const int64_t n_past = ctx->n_past;
+    uint8_t *is_pad = ctx->is_pad;
+    ctx->kv = o->kv;
+    ctx->n_past = o->n_past;
+    ctx->is_pad = o->is_pad;
+    o->kv = kv;
+    o->n_past = n_past;
+    o->is_pad = is_pad;
+}
+
+/* The slots of sequences 1..n_seq-1 (batch.c; called by edge_context_create / _free). */
+edge_status edge_seq_slots_create(edge_context *ctx, int n_seq);
+void edge_seq_slots_free(edge_context *ctx);
+
+/* The tokens [start, start + n) of a pass that belong to one sequence. */
+typedef struct edge_seq_span {
+    int seq;
+    int64_t start, n;
+} edge_seq_span;
 
 /* Forward pass of n <= n_batch tokens at positions ctx->n_past.. (grok.c). Writes logits of the
  * rows [first_logit, n) into `logits` (n - first_logit rows) when logits is not NULL. */
 edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
                               int64_t first_logit);
+/* Forward pass of n <= n_batch tokens of several sequences (grok.c): span j's tokens go to sequence
+ * spans[j].seq at its next positions (the spans cover 0..n-1 in order; each sequence at most once). Row i's
+ * logits are written when want[i] (want NULL: i >= first_logit), the wanted rows one after another.
+ * Does not advance any n_past (the caller does). */
+edge_status edge_grok_forward_spans(edge_context *ctx, const edge_seq_span *spans, int n_spans, const int32_t *tokens,
+                                    int64_t n, const uint8_t *want, int64_t first_logit, float *logits);
 
 #endif /* EDGE_ENGINE_H */

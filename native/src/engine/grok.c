@@ -216,14 +216,12 @@ static void attention_worker(void *arg, int ith, int nth) {
     }
 }
 
-static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int64_t layer, int64_t n) {
+/* RoPE, the cache append and causal attention of the n tokens of the context's current sequence, their
+ * q, k, v, att and RoPE rows at the start of the run state's buffers (attention_span moves them there). */
+static void attention_seq(edge_context *ctx, int64_t layer, int64_t n) {
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, half = hd / 2, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
-    edge_status st;
-    /* q = x·Wq, k = x·Wk, v = x·Wv (no biases): one run, x converted once per weight type */
-    const edge_mm_part qkv[3] = {part(&L->wq, s->xb, n, s->q), part(&L->wk, s->xb, n, s->k), part(&L->wv, s->xb, n, s->v)};
-    if ((st = matmul_parts(ctx, qkv, 3)) != EDGE_OK) return st;
     for (int64_t i = 0; i < n; i++) {
         /* RoPE (rotate-half) on every q and k head at position n_past + i */
         const float *c = s->rope_cos + i * half, *sn = s->rope_sin + i * half;
@@ -235,6 +233,36 @@ static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int
     }
     attention_job job = {ctx, layer, n};
     edge_threadpool_run(ctx->pool, attention_worker, &job);
+}
+
+/* attention_seq for one span of a pass: its sequence made current and the buffers' rows offset to the
+ * span's first token, both restored after. */
+static void attention_span(edge_context *ctx, int64_t layer, const edge_seq_span *sp) {
+    const edge_model_hparams *hp = &ctx->model->hp;
+    edge_run_state *s = &ctx->s;
+    const int64_t hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd, i0 = sp->start;
+    const edge_run_state saved = *s;
+    s->q += i0 * nq;
+    s->att += i0 * nq;
+    s->k += i0 * nkv;
+    s->v += i0 * nkv;
+    s->rope_cos += i0 * (hd / 2);
+    s->rope_sin += i0 * (hd / 2);
+    edge_seq_swap(ctx, sp->seq);
+    attention_seq(ctx, layer, sp->n);
+    edge_seq_swap(ctx, sp->seq);
+    *s = saved;
+}
+
+static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int64_t layer, const edge_seq_span *spans,
+                             int n_spans, int64_t n) {
+    edge_run_state *s = &ctx->s;
+    edge_status st;
+    /* q = x·Wq, k = x·Wk, v = x·Wv (no biases): one run over every sequence's tokens, x converted once per
+     * weight type */
+    const edge_mm_part qkv[3] = {part(&L->wq, s->xb, n, s->q), part(&L->wk, s->xb, n, s->k), part(&L->wv, s->xb, n, s->v)};
+    if ((st = matmul_parts(ctx, qkv, 3)) != EDGE_OK) return st;
+    for (int j = 0; j < n_spans; j++) attention_span(ctx, layer, &spans[j]);
     /* o·Wo */
     return matmul(ctx, &L->wo, s->att, n, s->ob);
 }
@@ -313,7 +341,7 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
             const int64_t start = used;
             for (; i < n && used < s->moe_tile; i++)
                 for (int64_t j = 0; j < k; j++)
-                    if (s->sel[i * k + j] == e && !ctx->is_pad[ctx->n_past + i]) { /* [PAD] routes nowhere */
+                    if (s->sel[i * k + j] == e && !s->tok_pad[i]) { /* [PAD] routes nowhere */
                         s->rows[used] = (int32_t)i;
                         s->rows_gate[used] = s->sel_gate[i * k + j];
                         used++;
@@ -335,15 +363,27 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
 
 edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
                               int64_t first_logit) {
+    const edge_seq_span one = {0, 0, n};
+    return edge_grok_forward_spans(ctx, &one, 1, tokens, n, NULL, first_logit, logits);
+}
+
+edge_status edge_grok_forward_spans(edge_context *ctx, const edge_seq_span *spans, int n_spans, const int32_t *tokens,
+                                    int64_t n, const uint8_t *want, int64_t first_logit, float *logits) {
     const edge_model *m = ctx->model;
     const edge_model_hparams *hp = &m->hp;
     edge_run_state *s = &ctx->s;
     const int64_t d = hp->n_embd, hd = hp->head_dim, half = hd / 2;
     edge_status st;
 
+    /* [PAD] flags: in each sequence's cache (masked as keys) and per token of the pass (routing) */
+    for (int j = 0; j < n_spans; j++) {
+        edge_seq_swap(ctx, spans[j].seq);
+        for (int64_t i = spans[j].start; i < spans[j].start + spans[j].n; i++)
+            ctx->is_pad[ctx->n_past + i - spans[j].start] = s->tok_pad[i] = tokens[i] == 0;
+        edge_seq_swap(ctx, spans[j].seq);
+    }
     /* 1. h = E[token] · embedding_scale (the embedding row is dequantized from its stored type) */
     for (int64_t i = 0; i < n; i++) {
-        ctx->is_pad[ctx->n_past + i] = tokens[i] == 0;
         const uint8_t *row = (const uint8_t *)m->token_embd.data + (size_t)tokens[i] * m->token_embd.row_stride;
         float *x = s->x + i * d;
         if (m->token_embd.type == EDGE_TYPE_F32) {
@@ -354,13 +394,17 @@ edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t 
         const float scale = (float)hp->embedding_scale;
         for (int64_t c = 0; c < d; c++) x[c] *= scale;
     }
-    /* RoPE phases for this chunk's positions: inv_freq[j] = base^(-2j/head_dim), shared by all layers */
-    for (int64_t i = 0; i < n; i++) {
-        const double pos = (double)(ctx->n_past + i);
-        for (int64_t j = 0; j < half; j++) {
-            const double theta = pos * pow(hp->rope_freq_base, -2.0 * (double)j / (double)hd);
-            s->rope_cos[i * half + j] = (float)cos(theta);
-            s->rope_sin[i * half + j] = (float)sin(theta);
+    /* RoPE phases for this chunk's positions (each token's in its sequence): inv_freq[j] =
+     * base^(-2j/head_dim), shared by all layers */
+    for (int sj = 0; sj < n_spans; sj++) {
+        const int64_t n_past = spans[sj].seq == 0 ? ctx->n_past : ctx->seqs[spans[sj].seq - 1].n_past;
+        for (int64_t i = spans[sj].start; i < spans[sj].start + spans[sj].n; i++) {
+            const double pos = (double)(n_past + i - spans[sj].start);
+            for (int64_t j = 0; j < half; j++) {
+                const double theta = pos * pow(hp->rope_freq_base, -2.0 * (double)j / (double)hd);
+                s->rope_cos[i * half + j] = (float)cos(theta);
+                s->rope_sin[i * half + j] = (float)sin(theta);
+            }
         }
     }
 
@@ -369,7 +413,7 @@ edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t 
         const edge_layer_weights *L = &m->layers[l];
         /* h = h + rms_1(attention(rms_0(h))) */
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, L->attn_norm, d, hp->rms_eps);
-        if ((st = attention(ctx, L, l, n)) != EDGE_OK) return st;
+        if ((st = attention(ctx, L, l, spans, n_spans, n)) != EDGE_OK) return st;
         for (int64_t i = 0; i < n; i++) {
             rmsnorm(s->ob + i * d, s->ob + i * d, L->attn_output_norm, d, hp->rms_eps);
             for (int64_t c = 0; c < d; c++) s->x[i * d + c] += s->ob[i * d + c];
@@ -384,10 +428,11 @@ edge_status edge_grok_forward(edge_context *ctx, const int32_t *tokens, int64_t 
     }
 
     /* 3. logits = rms_final(h) · Eᵀ · output_scale, only for the rows the caller wants */
-    if (logits && first_logit < n) {
-        const int64_t nl = n - first_logit;
-        for (int64_t i = first_logit; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, m->output_norm, d, hp->rms_eps);
-        edge_mm_part out = part(&m->output, s->xb + first_logit * d, nl, logits);
+    int64_t nl = 0; /* the wanted rows, normed into xb one after another */
+    for (int64_t i = 0; logits && i < n; i++)
+        if (want ? want[i] : i >= first_logit) rmsnorm(s->xb + nl++ * d, s->x + i * d, m->output_norm, d, hp->rms_eps);
+    if (nl > 0) {
+        edge_mm_part out = part(&m->output, s->xb, nl, logits);
         out.y_scale = (float)hp->output_scale; /* applied as each thread writes its rows */
         if ((st = matmul_parts(ctx, &out, 1)) != EDGE_OK) return st;
     }
