@@ -313,7 +313,7 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
             const int64_t start = used;
             for (; i < n && used < s->moe_tile; i++)
                 for (int64_t j = 0; j < k; j++)
-                    if (s->sel[i * k + j] == e && !ctx->is_pad[ctx->n_past + i]) { /* [PAD] routes nowhere */
+                    if (s->sel[i * k + j] == e) { /* [PAD] too: the official MoE ignores the padding mask */
                         s->rows[used] = (int32_t)i;
                         s->rows_gate[used] = s->sel_gate[i * k + j];
                         used++;
