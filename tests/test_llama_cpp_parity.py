@@ -14,9 +14,7 @@ from pathlib import Path
 import grok_reference as ref
 import numpy as np
 import pytest
-from conftest import llama_logits, robust_tokens
-
-from edge import quant
+from conftest import llama_logits, q8_0_roundtrip, robust_tokens
 
 # The widest routing gap an 8-token sequence of the tiny model keeps (0.02: none found). With the exact
 # int8 x bf16 weights, 0.01 admits token 155 at position 2 (gap 0.014), which 8-bit activations flip.
@@ -26,20 +24,6 @@ Q8_ROUTE_MARGIN = 0.015
 def _rel_rms(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     """Per position: RMS of the difference over RMS of the reference logits."""
     return np.sqrt(((got - want) ** 2).mean(axis=1) / (want**2).mean(axis=1))
-
-
-def _q8_0_roundtrip(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference weights as the Q8_0 GGUF holds them (quantized along GGUF rows = input dim)."""
-    out = {}
-    for path, w in params.items():
-        if w.ndim == 1 or path.endswith("router"):  # norms and router stay F32
-            out[path] = w
-            continue
-        rows = w if path.endswith("in_out_embed") else np.swapaxes(w, -1, -2)
-        flat = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, rows.shape[-1])
-        back = quant.dequantize(quant.quantize(flat, "Q8_0"), "Q8_0", flat.shape).reshape(rows.shape)
-        out[path] = (back if path.endswith("in_out_embed") else np.swapaxes(back, -1, -2)).astype(np.float64)
-    return out
 
 
 def test_f32_matches_the_float64_reference(
@@ -58,7 +42,7 @@ def test_f32_matches_the_float64_reference(
 
 def test_q8_0_matches_the_reference(converted: Callable[[str], Path], tiny_reference) -> None:
     params, config = tiny_reference
-    q8_params = _q8_0_roundtrip(params)
+    q8_params = q8_0_roundtrip(params)
     tokens = robust_tokens(q8_params, config, 8, Q8_ROUTE_MARGIN)
     want = ref.forward(params, config, tokens)
     same_weights = ref.forward(q8_params, config, tokens)
