@@ -3,10 +3,11 @@
 Order of work: validate the checkpoint's file set and dimensions, read the tokenizer and build every
 metadata key and tensor info (all sizes are known from the plan) before any output exists; then
 write header, metadata and tensor infos to ``OUT.part`` and stream the tensor data one file, one
-expert, one chunk of output rows at a time: dequantize (bf16(int8 x bf16 scale), as the official code)
--> transpose to [out, in] -> quantize (native, threaded) -> append. Pages of the input map are dropped
-once consumed, so peak RSS stays near one chunk (<= 64 MiB of float32) plus one expert slice of int8,
-whatever the model size. ``OUT.part`` is fsynced and renamed; any error or Ctrl-C removes it.
+expert, one chunk of output rows at a time: dequantize (the exact int8 x bf16 scale product, in
+float32, as the official code) -> transpose to [out, in] -> round once or quantize (native, threaded)
+-> append. Pages of the input map are dropped once consumed, so peak RSS stays near one chunk
+(<= 64 MiB of float32) plus one expert slice of int8, whatever the model size. ``OUT.part`` is
+fsynced and renamed; any error or Ctrl-C removes it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Reading: ``open_checkpoint(ckpt_dir)`` checks the file set (``tensor00000_000`` ..., none missing,
 none extra), infers the dimensions from a few pickle headers (memory-mapped, no tensor data read),
 and yields each leaf with its module path in file order. ``dequantize`` gives the float32 values
-the official code computes: ``weight.astype(bf16) * scales`` is a bf16 x bf16 product, so the
-exact int8 x bf16 product (exact in float32) is rounded once to bf16.
+the official code computes: it writes ``weight.astype(bf16) * scales``, but XLA keeps that product
+in float32 (the bf16 round trip is removed as excess precision), and the product of an int8 and a
+bf16 scale (8 x 8 significant bits) is exact in float32. So the weights are that exact product, not
+rounded to bf16 (see docs/grok1.md, "Checkpoint on disk").
 
 Writing: ``write_checkpoint(out_dir, params, ...)`` for the train helper and tests, and
 ``write_module`` for streaming generators.
@@ -52,7 +54,7 @@ DEFAULT_KEY_SIZE = 128  # run.py's key_size; not recoverable from shapes (only h
 
 
 def dequantize(leaf: Leaf) -> np.ndarray:
-    """float32 values the official code uses: bf16(int8 * bf16 scale), broadcast per scale block."""
+    """float32 values the official code uses: the exact int8 x bf16 scale product, per scale block."""
     if not isinstance(leaf, QuantizedWeight8bit):
         return np.asarray(leaf, dtype=np.float32)
     w, s = leaf.weight, leaf.scales.astype(np.float32)
@@ -64,7 +66,7 @@ def dequantize(leaf: Leaf) -> np.ndarray:
     else:
         shaped = wf.reshape(*w.shape[:-2], blocks, n_in // blocks, w.shape[-1])
         prod = (shaped * s[..., :, None, :]).reshape(w.shape)
-    return prod.astype(BF16).astype(np.float32)
+    return prod  # exact: |int8| < 2^8 times an 8-bit significand fits float32's 24 bits
 
 
 def _transpose_int8(w: np.ndarray, block: int = 16) -> np.ndarray:
@@ -83,7 +85,7 @@ def dequantize_transposed(leaf: QuantizedWeight8bit) -> np.ndarray:
     blocks = s.shape[0]
     wt = _transpose_int8(w).astype(np.float32).reshape(n_out, blocks, n_in // blocks)
     wt *= s.astype(np.float32).T[:, :, None]  # int8 x bf16 is exact in float32
-    return wt.reshape(n_out, n_in).astype(BF16).astype(np.float32)
+    return wt.reshape(n_out, n_in)
 
 
 def quantize_release(x: np.ndarray, kind: Kind) -> QuantizedWeight8bit:

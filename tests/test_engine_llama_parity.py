@@ -123,6 +123,8 @@ TRAINED_PROMPTS = [
     "In the beginning",
     "And the LORD spake unto Moses, saying,",
     "Blessed are",
+    "Honour thy father",
+    "Hear, O Israel",
 ]
 
 
@@ -130,10 +132,12 @@ TRAINED_PROMPTS = [
 def test_trained_model_greedy_matches_llama_cpp_for_64_tokens(preset, trained):
     """A trained model's next-token distributions are peaked, so greedy continuations are a sharp
     comparison. Same rule as above: the first prompt whose 64 steps all have llama.cpp's top-2 gap
-    above 2 * delta_i is compared token for token. Measured on "And God said,": logits within 4.7e-5
-    (f32) / 2.4e-3 (q8_0) relative RMS of llama.cpp's; f32 qualifies there (min gap/delta 51), q8_0 has
-    a close call at step 16 (gap/delta 0.7; the tokens still agree) and qualifies on "In the beginning"
-    (2.4)."""
+    above 2 * delta_i is compared token for token. Measured on "And God said,": logits within 4.8e-5
+    (f32) / 2.1e-3 (q8_0) relative RMS of llama.cpp's; f32 qualifies there (min gap/delta 25). With the
+    exact int8 x bf16 weights q8_0 qualifies on none of the first four (min gap/delta 1.69, 0.91, 1.34,
+    0.04; the tokens agree on the first three) and on "Honour thy father" (3.05; "Hear, O Israel" 11.3).
+    Of 22 KJV prompts tried two qualified, and 21 were within the q8_0 bound ("And Jesus answered",
+    not a candidate: 1.4e-2)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     path = trained(preset)
     llm = llama_cpp.Llama(str(path), n_ctx=256, logits_all=True, n_threads=1, verbose=False)

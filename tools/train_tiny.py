@@ -463,7 +463,7 @@ def cmd_export(work: Path, cfg: TinyConfig, tc: TrainConfig, out_dir: Path) -> N
 
 
 def load_release_into(model, ckpt_dir: Path, cfg: TinyConfig) -> None:
-    """Load the exported checkpoint's values into ``model``: bf16(int8 x bf16 scale), as the official code."""
+    """Load the exported checkpoint's values into ``model``: the exact int8 x bf16 scale products."""
     import torch
     from edge.convert.release import dequantize, open_checkpoint
 

@@ -220,7 +220,7 @@ EDGE_API void edge_context_free(edge_context *ctx);
 /* Run n tokens at positions n_past .. n_past+n-1, appending them to the KV cache. logits, if not NULL,
  * receives [n, n_vocab] floats when all_logits is nonzero, else [1, n_vocab] for the last token.
  * EDGE_ERR_RANGE (nothing evaluated) for a token id outside 0..n_vocab-1 or n_past + n > n_ctx.
- * Token 0 ([PAD]) is masked as a key and routed to no expert, as the official model does. */
+ * Token 0 ([PAD]) is masked as a key but routed to its experts like any token, as the official model does. */
 EDGE_API edge_status edge_context_eval(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
                                        int all_logits);
 EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out);

@@ -26,7 +26,7 @@ static void free_state(edge_run_state *s) {
     void *bufs[] = {s->x,      s->xb,     s->q,    s->k,    s->v,         s->att,  s->ob,       s->rope_cos,
                     s->rope_sin, s->scores, s->qtile, s->otile, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
                     s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch, s->tile_expert,
-                    s->tile_start, s->tok_pad};
+                    s->tile_start};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -125,8 +125,6 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->hu = alloc_floats(s->moe_tile * hp->n_ff, &ok);
     s->yo = alloc_floats(s->moe_tile * d, &ok);
     s->moe = alloc_floats(B * d, &ok);
-    s->tok_pad = calloc((size_t)B, 1);
-    ok = ok && s->tok_pad;
     s->scratch_bytes = scratch_for(model, B, s->moe_tile, (int)s->moe_max_tiles);
     s->scratch = malloc(s->scratch_bytes > 0 ? s->scratch_bytes : 1);
     ctx->f16_table = alloc_floats(65536, &ok);

@@ -95,7 +95,6 @@ typedef struct edge_run_state {
     float *hg, *hu;     /* [M, n_ff] expert hidden states (gate/gelu side, up side) */
     float *yo;          /* [M, n_embd] expert outputs */
     float *moe;         /* [B, n_embd] weighted sum of the selected experts */
-    uint8_t *tok_pad;   /* [B] whether token i of the pass is [PAD] (routed to no expert) */
     void *scratch;      /* matmul scratch (activations quantized on the fly) */
     size_t scratch_bytes;
 } edge_run_state;

@@ -341,7 +341,7 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
             const int64_t start = used;
             for (; i < n && used < s->moe_tile; i++)
                 for (int64_t j = 0; j < k; j++)
-                    if (s->sel[i * k + j] == e && !s->tok_pad[i]) { /* [PAD] routes nowhere */
+                    if (s->sel[i * k + j] == e) { /* [PAD] too: the official MoE ignores the padding mask */
                         s->rows[used] = (int32_t)i;
                         s->rows_gate[used] = s->sel_gate[i * k + j];
                         used++;
@@ -375,11 +375,11 @@ edge_status edge_grok_forward_spans(edge_context *ctx, const edge_seq_span *span
     const int64_t d = hp->n_embd, hd = hp->head_dim, half = hd / 2;
     edge_status st;
 
-    /* [PAD] flags: in each sequence's cache (masked as keys) and per token of the pass (routing) */
+    /* [PAD] flags in each sequence's cache: masked as keys (routed like any token) */
     for (int j = 0; j < n_spans; j++) {
         edge_seq_swap(ctx, spans[j].seq);
         for (int64_t i = spans[j].start; i < spans[j].start + spans[j].n; i++)
-            ctx->is_pad[ctx->n_past + i - spans[j].start] = s->tok_pad[i] = tokens[i] == 0;
+            ctx->is_pad[ctx->n_past + i - spans[j].start] = tokens[i] == 0;
         edge_seq_swap(ctx, spans[j].seq);
     }
     /* 1. h = E[token] · embedding_scale (the embedding row is dequantized from its stored type) */
