@@ -154,55 +154,36 @@ def test_float_presets_against_the_reference(
 # ------------------------------------------------------------------------------------- quantized weights
 
 
-@pytest.fixture(scope="module")
-def routing_safe_case(tiny_reference, parity_tokens, converted):
-    """preset -> (tokens, reference logits on that file's weights) with every top-2 routing gap of the
-    reference on the file's weights >= ROUTE_MARGIN: ``parity_tokens`` when they keep that margin there,
-    else a sequence chosen the same way on the file's weights. Quantization moves router inputs, so a
-    gap that is wide on the release's weights can close on a file's (iq4_xs: 0.0011 at position 5 of
-    ``parity_tokens``), and a flip there is a discrete step that says nothing about the kernels."""
-    from conftest import ROUTE_MARGIN, robust_tokens
-
-    _, config = tiny_reference
-    cache: dict[str, tuple[list[int], np.ndarray]] = {}
-
-    def get(preset: str) -> tuple[list[int], np.ndarray]:
-        if preset not in cache:
-            params = params_from_gguf(converted(preset))
-            margins = np.zeros(len(parity_tokens))
-            logits = ref.forward(params, config, parity_tokens, route_margins=margins)
-            if margins.min() >= ROUTE_MARGIN:
-                cache[preset] = (list(parity_tokens), logits)
-            else:
-                tokens = robust_tokens(params, config, len(parity_tokens), ROUTE_MARGIN)
-                cache[preset] = (tokens, ref.forward(params, config, tokens))
-        return cache[preset]
-
-    return get
-
-
 @pytest.mark.parametrize("preset", QUANT_PRESETS)
-def test_quantized_presets_against_the_reference(preset, converted, routing_safe_case):
+def test_quantized_presets_against_the_reference(preset, converted, parity_tokens, file_reference):
     """The engine's own error on quantized files is that of 8-bit activations, the same as llama.cpp's.
 
     This random 11-layer model amplifies small perturbations: with the activations of every product
     rounded to 8 bits (Q8_0 / Q8_K blocks, ~0.5 % per product) the logits move by 5-35 % (measured with
     the exact int8 x bf16 weights: q8_0 3.8e-2, q6_k 1.5e-1, q5_k_m 1.3e-1, q4_k_m 9.0e-2, q3_k_m 1.6e-1,
     q2_k 2.8e-1, iq4_xs 2.8e-1 with the F16 cache), and llama.cpp, which rounds activations the same way,
-    moves as much (3.9e-2 .. 3.3e-1). Tokens keep every routing gap >= ROUTE_MARGIN on the file's own
-    weights (``routing_safe_case``). The stated tolerance is relative to llama.cpp as a witness: our
+    moves as much (3.9e-2 .. 3.3e-1). The stated tolerance is relative to llama.cpp as a witness: our
     error against the float64 reference on the file's weights is at most 1.5x llama.cpp's error on the
     same file and tokens, plus 0.03; and never above 0.35 in absolute terms. (On one layer the same
-    rounding gives 1.3 % for Q8_0 and 2.2 % for Q4_K: see test_one_layer_quantized_error.)"""
+    rounding gives 1.3 % for Q8_0 and 2.2 % for Q4_K: see test_one_layer_quantized_error.)
+
+    Greedy agreement: ``parity_tokens`` keep routing gaps >= ROUTE_MARGIN on the release's weights, but
+    quantization moves the router inputs and the gaps on a file's own weights shrink to 2e-4 .. 2e-3 at
+    some position for every preset here (iq4_xs: 0.0011 at position 5, where 8-bit activations flip
+    the choice in both engines: argmax agreement with the reference 0.58 for both). So the argmax line
+    is: agreement with the reference >= 0.75, or at least llama.cpp's own agreement on the same file;
+    and agreement with llama.cpp (an independent implementation rounding the same way) >= 0.75."""
     from conftest import llama_logits
 
-    tokens, rq = routing_safe_case(preset)
-    e = engine_logits(converted(preset), tokens, "f16")
-    err = rel_rms(e, rq)
-    llama_err = rel_rms(llama_logits(converted(preset), tokens), rq)
+    rq = file_reference(preset)
+    e = engine_logits(converted(preset), parity_tokens, "f16")
+    lc = llama_logits(converted(preset), parity_tokens)
+    err, llama_err = rel_rms(e, rq), rel_rms(lc, rq)
     assert err < 1.5 * llama_err + 0.03, (err, llama_err)
     assert err < 0.35
-    assert np.mean(e.argmax(1) == rq.argmax(1)) >= 0.75
+    agree, llama_agree = np.mean(e.argmax(1) == rq.argmax(1)), np.mean(lc.argmax(1) == rq.argmax(1))
+    assert agree >= 0.75 or agree >= llama_agree, (agree, llama_agree)
+    assert np.mean(e.argmax(1) == lc.argmax(1)) >= 0.75
 
 
 @pytest.mark.parametrize(("qtype", "bound"), [("Q8_0", 0.03), ("Q6_K", 0.05), ("Q4_K", 0.05)])
