@@ -38,7 +38,7 @@ void edge_expert_policy_free(edge_expert_policy *p) {
 
 static double decayed(const edge_expert_policy *p, int64_t unit, uint64_t now) {
     const double age = (double)(now - p->last_use[unit]);
-    return p->score[unit] * exp2(-age / p->half_life);
+    return p->score[unit] * pow(2.0, -age / p->half_life); /* pow, as Python's ** (the simulator) */
 }
 
 void edge_expert_policy_touch(edge_expert_policy *p, int64_t unit, uint64_t now) {

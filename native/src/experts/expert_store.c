@@ -344,14 +344,17 @@ edge_status edge_experts_acquire(edge_expert_store *st, int64_t layer, const int
     double stall = 0;
     pthread_mutex_lock(&st->mu);
     const uint64_t now = ++st->clock;
-    /* wait until the missing units find slots */
+    /* wait until the missing units find slots; when they need slots holding unused prefetches, until no
+     * read is in flight, so the choice does not depend on which read finished first */
     for (;;) {
-        int64_t missing = 0, free_slots = 0;
+        int64_t missing = 0, free_slots = 0, free_plain = 0;
+        bool in_flight = false;
         for (int64_t i = 0; i < n; i++) {
             const int64_t w = st->where[req[i]];
             if (w >= 0 && st->slots[w].state == SLOT_ERROR && st->slots[w].pins == 0) { /* retry a failed prefetch */
                 st->slots[w].unit = -1;
                 st->slots[w].state = SLOT_EMPTY;
+                st->slots[w].prefetched = false;
                 st->where[req[i]] = -1;
             }
             missing += st->where[req[i]] < 0;
@@ -361,8 +364,10 @@ edge_status edge_experts_acquire(edge_expert_store *st, int64_t layer, const int
             bool in_req = false;
             for (int64_t j = 0; j < n && s->unit >= 0; j++) in_req |= req[j] == s->unit;
             free_slots += evictable(s) && !in_req;
+            free_plain += evictable(s) && !in_req && !s->prefetched;
+            in_flight |= s->state == SLOT_LOADING;
         }
-        if (missing <= free_slots) break;
+        if (missing <= free_plain || (missing <= free_slots && !in_flight)) break;
         const double t0 = now_seconds();
         pthread_cond_wait(&st->changed, &st->mu);
         stall += now_seconds() - t0;
@@ -418,6 +423,7 @@ edge_status edge_experts_acquire(edge_expert_store *st, int64_t layer, const int
                 st->where[s->unit] = -1;
                 s->unit = -1;
                 s->state = SLOT_EMPTY;
+                s->prefetched = false;
             }
         }
         pthread_cond_broadcast(&st->changed);
