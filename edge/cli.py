@@ -14,6 +14,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("run", "run", "generate text from a GGUF model (streams; -i for an interactive loop)"),
     ("convert", "convert", "convert the official Grok-1 checkpoint (ckpt-0) to GGUF"),
     ("make-synthetic", "make_synthetic", "write a random checkpoint in the exact Grok-1 release format"),
+    ("plan", "plan", "place a model's weights on a machine (VRAM, RAM expert cache, storage); predict tok/s"),
+    ("simulate", "simulate", "replay a --trace-experts file under a cache budget and policy; predict tok/s"),
 ]
 
 

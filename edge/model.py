@@ -105,6 +105,7 @@ class Model:
         trace_experts: str | Path | None = None,
     ) -> None:
         self.path = str(path)
+        self.expert_cache = expert_cache
         self.verbose = verbose
         self.seed = seed
         self._model: Any = ffi.NULL

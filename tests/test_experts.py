@@ -246,3 +246,44 @@ def test_two_contexts_share_one_cache(demo_gguf):
             for y in results[i]:
                 np.testing.assert_array_equal(y, refs[i])
         assert m.cache_stats().tokens == 6 * (len(prompts[0]) + len(prompts[1]))
+
+
+def test_run_cli_prints_the_cache_line_and_refuses_a_small_budget(demo_gguf, tmp_path, capsys):
+    from edge.cli import main
+
+    trace = tmp_path / "t.jsonl"
+    base = ["run", str(demo_gguf), "-p", "And God said,", "-n", "8", "--temp", "0", "-t", "1", "-c", "64"]
+    assert main([*base, "--expert-cache", "1MiB", "--trace-experts", str(trace)]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("expert cache:"))
+    for what in ("hit rate", "/token", "prefetch accuracy", "I/O stall"):
+        assert what in line
+    tr = read_trace(trace)
+    assert tr.n_layer == 11 and tr.tokens >= 8
+    assert main(["simulate", str(trace), "--budget", "1MiB", "--compute-ms", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "lfu: hit rate" in out and "lru: hit rate" in out and "tok/s" in out
+    assert main([*base, "--expert-cache", "64KiB"]) == 1
+    assert "the minimum is" in capsys.readouterr().err
+
+
+def test_plan_places_grok1_q4_k_m_from_a_full_size_header(tmp_path, capsys):
+    from edge.cli import main
+    from edge.placement import sizes_of_gguf, sizes_of_grok1, write_shape_gguf
+
+    path = write_shape_gguf(tmp_path / "grok-1-q4_k_m-header.gguf", "q4_k_m")  # sparse: no weights
+    assert path.stat().st_size > 150 * 2**30 and path.stat().st_blocks * 512 < 2**24
+    a, b = sizes_of_gguf(path), sizes_of_grok1("q4_k_m")
+    assert (a.n_layer, a.n_expert, len(a.unit_bytes)) == (64, 8, 512)
+    assert a.dense_bytes == b.dense_bytes
+    assert abs(a.expert_bytes - b.expert_bytes) <= 512 * 3 * 8192  # only the 4 KiB alignment differs
+    assert 160 * 2**30 < a.expert_bytes < 190 * 2**30  # Grok-1 Q4_K_M is ~180 GB, 96 % experts
+    assert main(["plan", str(path), "--ram", "64GiB", "--vram", "24GiB"]) == 0
+    out = capsys.readouterr().out
+    assert "VRAM    dense weights + KV cache" in out
+    cache = next(x for x in out.splitlines() if "expert cache" in x)
+    n_cached = int(cache.split(": ")[1].split(" of ")[0])
+    assert n_cached * max(a.unit_bytes) <= 60 * 2**30 and n_cached > 100
+    assert "predicted decode" in out and "assumptions:" in out and "random routing" in out
+    assert main(["plan", "grok1:q4_k_m", "--ram", "8GiB"]) == 1  # 4 GiB dense + 2 GiB KV + headroom
+    assert "smallest expert cache" in capsys.readouterr().err
