@@ -433,7 +433,15 @@ def main() -> int:
                 else "no expert read while decoding"
             )
             tr = read_trace(work / f"trace-{frac}.jsonl")
-            first = Trace(tr.n_layer, tr.n_expert, tr.n_expert_used, tr.unit_bytes, tr.batches[:1], tr.source)
+            first = Trace(
+                tr.n_layer,
+                tr.n_expert,
+                tr.n_expert_used,
+                tr.unit_bytes,
+                tr.batches[:1],
+                tr.source,
+                tr.batch_tokens[:1],
+            )
             a, b = replay(first, c["n_slots"], "lfu", True), replay(tr, c["n_slots"], "lfu", True)
             for f in ("hits", "misses", "prefetches", "loads", "bytes_read", "demand_bytes", "tokens"):
                 setattr(b, f, getattr(b, f) - getattr(a, f))

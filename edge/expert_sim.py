@@ -4,7 +4,8 @@
 the same victim order (empty slot first; then the policy's lowest value, ties to the older last use,
 then the lower slot; slots holding an unused prefetch only when nothing else is left, oldest first, and
 never for another prefetch), the same clock (one tick per group acquired), the same prefetch (layer
-l+1's predicted experts before layer l's groups, ascending, stopping at the first that finds no slot).
+l+1's predicted experts before layer l's groups, ascending, stopping at the first that finds no slot;
+in a batch of several tokens at most n_slots - n_expert of them).
 Replaying one context's trace gives exactly the C store's hits, misses, loads and bytes read (the
 accounting tests check it), so a trace recorded once can be replayed under any budget and policy.
 
@@ -31,11 +32,12 @@ class Trace:
     n_expert: int
     n_expert_used: int
     unit_bytes: list[int]  # [layer * n_expert + expert]
-    # batch -> layer -> list of (pos, experts, gates, predicted or None)
+    # batch -> layer -> list of (pos, experts, gates, predicted or None); batch_tokens: n of each batch
     batches: list[list[list[tuple[int, list[int], list[float], list[int] | None]]]] = field(
         default_factory=list
     )
     source: str = ""
+    batch_tokens: list[int] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -76,6 +78,7 @@ def read_trace(path: str | Path) -> Trace:
             raise ValueError(f"{path}: line {no}: layer or expert out of range")
         if batch != current:
             tr.batches.append([[] for _ in range(tr.n_layer)])
+            tr.batch_tokens.append(int(r.get("n", 1)))
             current = batch
         tr.batches[-1][layer].append((int(r["pos"]), experts, gates, pred))
     return tr
@@ -185,10 +188,13 @@ class StoreSim:
             self.slots[i].prefetched = False
             self._touch(u)
 
-    def prefetch(self, units: list[int]) -> None:
+    def prefetch(self, units: list[int], room: int) -> None:
         for u in units:
+            if room <= 0:
+                break
             if u in self.where:
                 continue
+            room -= 1
             i = self._victim(True, [u])
             if i < 0:
                 break
@@ -204,13 +210,15 @@ def replay(
     if n_slots < k * (2 if prefetch else 1):
         raise ValueError(f"{n_slots} slots are fewer than the minimum {k * (2 if prefetch else 1)}")
     sim = StoreSim(n_slots, trace.unit_bytes, policy, half_life_tokens * trace.n_layer)
-    for batch in trace.batches:
+    for bi, batch in enumerate(trace.batches):
         sim.stats.tokens += len(batch[0])
+        n_tok = trace.batch_tokens[bi] if bi < len(trace.batch_tokens) else len(batch[0])
+        room = n_slots - ne if n_tok > 1 else n_slots  # as edge_experts_predict
         for layer in range(trace.n_layer):
             if prefetch and layer + 1 < trace.n_layer:
                 nxt = batch[layer + 1]
                 want = sorted({e for rec in nxt if rec[3] is not None for e in rec[3] if e >= 0})
-                sim.prefetch([(layer + 1) * ne + e for e in want])
+                sim.prefetch([(layer + 1) * ne + e for e in want], room)
             recs = batch[layer]
             for _, experts, _, pred in recs:
                 if pred is not None:

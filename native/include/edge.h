@@ -280,8 +280,8 @@ EDGE_API edge_status edge_model_expert_unit_bytes(const edge_model *model, int64
                                                   uint64_t *out);
 /* Write the routing of every token evaluated from now on to a file of JSON lines (NULL: stop and close):
  * a header {"model", "n_layer", "n_expert", "n_expert_used", "unit_bytes": [layer * n_expert + expert]},
- * then per token and layer {"batch", "pos", "layer", "experts", "gates"[, "predicted"]} (batch: the
- * forward chunk, counted from 1; predicted: the prefetch's guess, from layer 1 on). */
+ * then per token and layer {"batch", "n", "pos", "layer", "experts", "gates"[, "predicted"]} (batch: the
+ * forward chunk, counted from 1, of n tokens; predicted: the prefetch's guess, from layer 1 on). */
 EDGE_API edge_status edge_model_trace_experts(edge_model *model, const char *path);
 
 /* EDGE_CDEF_END */

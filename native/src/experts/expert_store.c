@@ -464,10 +464,15 @@ void edge_experts_predict(edge_expert_store *st, int64_t layer, const float *log
         }
     }
     if (st->n_slots == 0 || !st->params.prefetch) return;
+    /* a batch of several tokens keeps n_expert slots for the layer it is about to run, whose experts were
+     * not all predicted (without this, a small cache would read the next layer's experts, then evict them
+     * unused to make room for the current layer's) */
+    int64_t room = n > 1 ? st->n_slots - ne : st->n_slots;
     pthread_mutex_lock(&st->mu);
-    for (int64_t e = 0; e < ne; e++) {
+    for (int64_t e = 0; e < ne && room > 0; e++) {
         const int64_t u = layer * ne + e;
         if (!want[e] || st->where[u] >= 0) continue;
+        room--;
         const int64_t w = pick_victim(st, true, &u, 1);
         if (w < 0) break;
         start_load(st, w, u, true);
@@ -498,8 +503,8 @@ void edge_experts_observe(edge_expert_store *st, int64_t layer, int64_t pos0, in
     if (st->trace) {
         for (int64_t i = 0; i < n; i++) {
             if (is_pad[i]) continue;
-            fprintf(st->trace, "{\"batch\": %" PRIu64 ", \"pos\": %lld, \"layer\": %lld, \"experts\": [", st->trace_batch,
-                    (long long)(pos0 + i), (long long)layer);
+            fprintf(st->trace, "{\"batch\": %" PRIu64 ", \"n\": %lld, \"pos\": %lld, \"layer\": %lld, \"experts\": [",
+                    st->trace_batch, (long long)n, (long long)(pos0 + i), (long long)layer);
             for (int64_t j = 0; j < k; j++) fprintf(st->trace, "%s%d", j ? ", " : "", (int)sel[i * k + j]);
             fprintf(st->trace, "], \"gates\": [");
             for (int64_t j = 0; j < k; j++) fprintf(st->trace, "%s%.9g", j ? ", " : "", (double)gate[i * k + j]);
