@@ -13,7 +13,7 @@ figures measure I/O, not locality (the demo model's traces show locality: grok-e
 The memory limit is a cgroup v1 memory controller group (page cache counts against it), created per run
 and removed after it (root needed; the script says so and stops otherwise). For each expert cache size
 (25 % and 50 % of the expert bytes) the limit is the cache plus the dense weights plus a fixed margin for
-the process (--margin, 768 MiB), and three engines run in turn under that same limit, each a fresh child
+the process (--margin, 384 MiB), and three engines run in turn under that same limit, each a fresh child
 process starting from a cold page cache (posix_fadvise DONTNEED on the file):
 
 - grok-edge with the expert cache (LFU, prefetch): experts read with O_DIRECT into the cache;
@@ -325,7 +325,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", type=int, default=16)
     ap.add_argument("--decode", type=int, default=8)
-    ap.add_argument("--margin", default="768MiB", help="memory for the process beside weights and cache")
+    ap.add_argument("--margin", default="384MiB", help="memory for the process beside weights and cache")
     ap.add_argument("--fractions", default="0.25,0.5", help="expert cache sizes, as shares of the experts")
     ap.add_argument("--workdir", default="/tmp/grok-edge-offload")
     ap.add_argument("--timeout", type=float, default=1200)

@@ -236,8 +236,11 @@ class MachineProfile:
 
     Decode of one token: the dense weights and the selected experts stream from RAM (or VRAM) at the
     memory bandwidth: ``compute = bytes touched / dram_gbps`` (decode is memory-bound: a few flops per
-    weight byte). Units missing from the cache come from storage at ``disk_gbps``; demand reads stall
-    the token, prefetched reads overlap the previous layer's work and stall only for what exceeds it.
+    weight byte). Units missing from the cache come from storage at ``disk_gbps``; demand reads add
+    their time to the token's; prefetched reads add theirs less the share ``io_overlap`` hidden behind
+    compute. The default, 0 (reads and compute serialized), is what bench/offload.py measured on the
+    2-core shared VM this was built on (CPU oversubscribed, so prefetching threads did not run beside
+    the compute); a machine with idle cores and NVMe gets closer to 1, bounded by the compute time.
     ``compute_seconds_per_token``, when given (measured on this machine without a cache), replaces the
     bandwidth estimate of the compute part."""
 
@@ -248,6 +251,7 @@ class MachineProfile:
     pcie_gbps: float = 25.0
     vram_gbps: float = 900.0
     compute_seconds_per_token: float | None = None
+    io_overlap: float = 0.0
 
 
 def predict_decode_seconds(
@@ -261,9 +265,8 @@ def predict_decode_seconds(
         else (dense_bytes + touched_expert_bytes) / (m.dram_gbps * 1e9)
     )
     demand = stats.demand_bytes / tokens / (m.disk_gbps * 1e9)
-    pf_bytes = (stats.bytes_read - stats.demand_bytes) / tokens
-    pf_stall = max(0.0, pf_bytes / (m.disk_gbps * 1e9) - compute * (n_layer - 1) / n_layer)
-    return compute + demand + pf_stall
+    ahead = (stats.bytes_read - stats.demand_bytes) / tokens / (m.disk_gbps * 1e9)
+    return compute + demand + max(ahead * (1 - m.io_overlap), ahead - compute)
 
 
 def as_json(stats: SimStats) -> dict[str, Any]:

@@ -181,8 +181,9 @@ class Placement:
             f"predicted decode {self.decode_tokens_per_second:.2f} tok/s, "
             f"prompt {self.prompt_tokens_per_second:.1f} tok/s (batches of {self.batch})",
             "assumptions: decode streams the bytes a token touches at the DRAM (or VRAM) bandwidth; "
-            "misses are read at the storage bandwidth, the prefetched share overlapping the previous "
-            "layer; a prompt batch reads every uncached expert once and computes at the CPU's GFLOP/s; "
+            "misses are read at the storage bandwidth, adding their time to the token's, less the share "
+            f"{m.io_overlap:.0%} of the prefetched reads hidden behind compute (--io-overlap); a prompt "
+            "batch reads every uncached expert once and computes at the CPU's GFLOP/s; "
             f"{fs(HEADROOM_BYTES)} of RAM kept for the OS and runtime.",
         ]
         return "\n".join(lines)
@@ -226,8 +227,8 @@ def plan(
     miss_bytes = (1 - hit) * touched
     disk = machine.disk_gbps * 1e9
     demand = miss_bytes * (1 - share) / disk
-    ahead = max(0.0, miss_bytes * share / disk - compute * (sizes.n_layer - 1) / sizes.n_layer)
-    decode = compute + demand + ahead
+    ahead = miss_bytes * share / disk
+    decode = compute + demand + max(ahead * (1 - machine.io_overlap), ahead - compute)
     # a prompt batch: every expert of every layer is chosen by some token (512 tokens, 8 experts)
     flops = 2.0 * sizes.active_params_per_token() * batch
     io = (n_units - cached) * unit / disk

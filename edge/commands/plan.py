@@ -17,6 +17,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk-gbps", type=float, default=7.0, help="storage read GB/s (default 7, NVMe)")
     parser.add_argument("--dram-gbps", type=float, default=40.0, help="memory bandwidth GB/s (default 40)")
     parser.add_argument("--pcie-gbps", type=float, default=25.0, help="host-GPU GB/s (default 25)")
+    parser.add_argument(
+        "--io-overlap",
+        type=float,
+        default=0.0,
+        help="share of prefetched reads hidden behind compute, 0..1 (default 0: serialized)",
+    )
     parser.add_argument("--cpu-gflops", type=float, default=500.0, help="CPU GFLOP/s for prompts (500)")
     parser.add_argument("-c", "--ctx-size", type=int, default=8192, help="context for the KV cache (8192)")
     parser.add_argument(
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         disk_gbps=args.disk_gbps,
         dram_gbps=args.dram_gbps,
         pcie_gbps=args.pcie_gbps,
+        io_overlap=args.io_overlap,
     )
     trace = read_trace(args.trace) if args.trace else None
     print(plan(sizes, machine, args.ctx_size, trace, cpu_gflops=args.cpu_gflops).describe())

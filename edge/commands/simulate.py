@@ -14,6 +14,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk-gbps", type=float, default=7.0, help="storage read GB/s (default 7)")
     parser.add_argument("--dram-gbps", type=float, default=40.0, help="memory bandwidth GB/s (default 40)")
     parser.add_argument(
+        "--io-overlap",
+        type=float,
+        default=0.0,
+        help="share of prefetched reads hidden behind compute, 0..1 (default 0: serialized)",
+    )
+    parser.add_argument(
         "--compute-ms",
         type=float,
         default=None,
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         disk_gbps=args.disk_gbps,
         dram_gbps=args.dram_gbps,
         compute_seconds_per_token=args.compute_ms / 1e3 if args.compute_ms is not None else None,
+        io_overlap=args.io_overlap,
     )
     unit = sum(tr.unit_bytes) / len(tr.unit_bytes)
     touched = tr.n_layer * tr.n_expert_used * unit

@@ -273,6 +273,7 @@ EDGE_API edge_status edge_model_expert_cache_min_bytes(const edge_model *model, 
  * EDGE_ERR_INVALID_ARG naming the minimum when the budget is below it; EDGE_ERR_IO if the file cannot be
  * opened or changed since the model was loaded. Resets the statistics. */
 EDGE_API edge_status edge_model_set_expert_cache(edge_model *model, const edge_expert_cache_params *params);
+/* The counters once the reads in flight have finished (so bytes_read covers every load counted). */
 EDGE_API edge_status edge_model_expert_cache_stats(const edge_model *model, edge_expert_cache_stats *out);
 EDGE_API edge_status edge_model_expert_cache_reset_stats(edge_model *model);
 /* Bytes one unit reads from the file: its three matrices' 4 KiB-aligned spans (clipped at the end of the file). */

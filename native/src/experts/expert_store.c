@@ -274,6 +274,9 @@ static void start_load(edge_expert_store *st, int64_t si, int64_t unit, bool pre
     s->pending = 0;
     const unit_home *h = &st->home[unit];
     const int64_t layer = unit / st->n_expert, e = unit % st->n_expert;
+    /* a demand read goes ahead of the queued prefetches (the engine waits for it now; the next layer's
+     * guesses can wait): its jobs are put at the head, in order */
+    int64_t front = 0;
     for (int r = 0; r < 3; r++) {
         const span *sp = &h->sp[r];
         s->mats[r] = *unit_matrix(st->model, layer, e, r);
@@ -282,8 +285,16 @@ static void start_load(edge_expert_store *st, int64_t si, int64_t unit, bool pre
             const uint64_t len = sp->len - o < IO_CHUNK ? sp->len - o : IO_CHUNK;
             const uint64_t exp_end = sp->expect;
             const uint64_t expect = o >= exp_end ? 0 : (exp_end - o < len ? exp_end - o : len);
-            io_job *j = &st->queue[(st->q_head + st->q_len) % st->q_cap];
-            *j = (io_job){(int32_t)si, sp->off + o, len, expect, s->buf + sp->buf_off + o};
+            const io_job job = {(int32_t)si, sp->off + o, len, expect, s->buf + sp->buf_off + o};
+            if (prefetch) {
+                st->queue[(st->q_head + st->q_len) % st->q_cap] = job;
+            } else { /* shift this load's earlier jobs back one place, put this one after them */
+                st->q_head = (st->q_head + st->q_cap - 1) % st->q_cap;
+                for (int64_t i = 0; i < front; i++)
+                    st->queue[(st->q_head + i) % st->q_cap] = st->queue[(st->q_head + i + 1) % st->q_cap];
+                st->queue[(st->q_head + front) % st->q_cap] = job;
+                front++;
+            }
             st->q_len++;
             s->pending++;
         }
@@ -704,6 +715,12 @@ EDGE_API edge_status edge_model_expert_cache_stats(const edge_model *m, edge_exp
     if (!m || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_model_expert_cache_stats: NULL argument");
     edge_expert_store *st = m->experts;
     pthread_mutex_lock(&st->mu);
+    for (;;) { /* reads still in flight (prefetches the run did not wait for) finish first: whole loads */
+        bool in_flight = false;
+        for (int64_t i = 0; i < st->n_slots; i++) in_flight |= st->slots[i].state == SLOT_LOADING;
+        if (!in_flight) break;
+        pthread_cond_wait(&st->changed, &st->mu);
+    }
     *out = st->stats;
     out->budget_bytes = st->params.budget_bytes;
     out->n_slots = st->n_slots;
