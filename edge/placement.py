@@ -172,6 +172,9 @@ class Placement:
         where = "VRAM   " if self.dense_in_vram else "RAM    "
         note = " [the CUDA issue's tier]" if self.dense_in_vram else ", mapped"
         lines.append(f"  {where} dense weights + KV cache ({fs(s.dense_bytes + kv)}){note}")
+        if self.dense_in_vram:
+            left = m.vram_bytes - s.dense_bytes - kv
+            lines.append(f"  VRAM    {fs(left)} left: for hot experts once the engine has a VRAM tier")
         lines += [
             f"  RAM     expert cache {fs(self.cache_bytes)}: {self.cached_units} of {n_units} units "
             f"({self.cached_units / n_units:.1%}) (--expert-cache {self.cache_bytes // 2**20}MiB)",
