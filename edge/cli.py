@@ -16,6 +16,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("make-synthetic", "make_synthetic", "write a random checkpoint in the exact Grok-1 release format"),
     ("export-onnx", "export_onnx", "export a GGUF to an onnxruntime-genai model folder (ONNX)"),
     ("serve", "serve", "serve a GGUF model over an OpenAI-compatible HTTP API (extra: server)"),
+    ("plan", "plan", "place a model's weights on a machine (VRAM, RAM expert cache, storage); predict tok/s"),
+    ("simulate", "simulate", "replay a --trace-experts file under a cache budget and policy; predict tok/s"),
 ]
 
 

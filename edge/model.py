@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
+from edge.experts import CacheStats, cache_params, read_stats
 from edge.kernels import isa_code
 
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
@@ -78,7 +79,14 @@ class Model:
 
     ``n_ctx`` is clamped to the model's context length; ``kv_type``: "f16" (default), "q8_0" (half the
     memory) or "f32" (exact); ``isa`` forces a CPU kernel path ("scalar", "avx2", "avx512", "neon",
-    "neon_dotprod"; "auto" picks the best this CPU runs)."""
+    "neon_dotprod"; "auto" picks the best this CPU runs).
+
+    ``expert_cache`` ("8GiB", a byte count, or None: every expert read through the mapping) keeps the
+    experts in a RAM cache of that size, read from the file as needed (``expert_policy`` "lfu", frequency
+    with decay, or "lru"; ``prefetch`` predicts the next layer's experts and reads them ahead); the logits
+    are the same bits either way. A budget below the minimum (one layer's selected experts, plus as many
+    prefetch slots) is a ValueError naming the minimum. ``trace_experts`` writes every token's routing to
+    that file (JSON lines, see edge.h)."""
 
     def __init__(
         self,
@@ -90,8 +98,13 @@ class Model:
         seed: int | None = None,
         verbose: bool = False,
         isa: str = "auto",
+        expert_cache: str | int | None = None,
+        expert_policy: str = "lfu",
+        prefetch: bool = True,
+        trace_experts: str | Path | None = None,
     ) -> None:
         self.path = str(path)
+        self.expert_cache = expert_cache
         self.verbose = verbose
         self.seed = seed
         self._model: Any = ffi.NULL
@@ -119,6 +132,14 @@ class Model:
             params.n_threads = int(n_threads or 0)
             params.kv_type = KV_TYPES[kv_type.lower()]
             params.isa = isa_value
+            if expert_cache is not None:
+                check(
+                    lib.edge_model_set_expert_cache(
+                        self._model, cache_params(expert_cache, expert_policy, prefetch)
+                    )
+                )
+            if trace_experts is not None:
+                check(lib.edge_model_trace_experts(self._model, str(trace_experts).encode()))
             ctx = ffi.new("edge_context **")
             check(lib.edge_context_create(self._model, params, ctx))
             self._ctx = ctx[0]
@@ -156,8 +177,18 @@ class Model:
             lib.edge_context_free(self._ctx)
             self._ctx = ffi.NULL
         if self._model != ffi.NULL:
+            lib.edge_model_trace_experts(self._model, ffi.NULL)  # flushes and closes a trace
             lib.edge_model_free(self._model)
             self._model = ffi.NULL
+
+    def cache_stats(self) -> CacheStats:
+        """The expert store's counters: hit rate, bytes read per token, prefetch accuracy, I/O stall."""
+        self._require_open()
+        return read_stats(self._model)
+
+    def reset_cache_stats(self) -> None:
+        self._require_open()
+        check(lib.edge_model_expert_cache_reset_stats(self._model))
 
     def __enter__(self) -> Model:
         return self

@@ -47,6 +47,25 @@ int main(int argc, char **argv) {
             int32_t nos[1] = {3}; if (edge_batch_eval(c, nos, toks, 1, NULL, lg) == EDGE_OK) return 8;
             free(lg); edge_context_free(c);
         }
+        /* the expert cache (expert store): a budget below the minimum fails; the smallest one with prefetch,
+         * a trace left open for edge_model_free to close, batched and single-token evals from two contexts */
+        edge_expert_cache_params xp; CK(edge_expert_cache_default_params(&xp));
+        uint64_t xmin; CK(edge_model_expert_cache_min_bytes(m, 1, &xmin));
+        xp.budget_bytes = xmin - 1; if (edge_model_set_expert_cache(m, &xp) == EDGE_OK) return 5;
+        xp.budget_bytes = xmin; xp.io_threads = 2; CK(edge_model_set_expert_cache(m, &xp));
+        CK(edge_model_trace_experts(m, "/dev/null"));
+        for (int rep = 0; rep < 2; rep++) {
+            edge_context_params p; CK(edge_context_default_params(&p));
+            p.n_ctx = 40; p.n_batch = 7; p.n_threads = 2;
+            edge_context *c; CK(edge_context_create(m, &p, &c));
+            int32_t toks[20]; for (int i = 0; i < 20; i++) toks[i] = (i * 41 + 7) % hp.n_vocab;
+            float *lg = malloc(sizeof(float) * 20 * hp.n_vocab);
+            CK(edge_context_eval(c, toks, 20, lg, 1));
+            for (int i = 0; i < 3; i++) CK(edge_context_eval(c, toks + i, 1, lg, 0));
+            free(lg); edge_context_free(c);
+        }
+        edge_expert_cache_stats xs; CK(edge_model_expert_cache_stats(m, &xs));
+        if (xs.misses == 0 || xs.tokens != 46) return 6;
         edge_model_free(m);
         printf("ok %s\n", argv[a]);
     }

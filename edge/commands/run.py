@@ -28,6 +28,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         "-i", "--interactive", action="store_true", help="chat-style loop reading prompts from stdin"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--expert-cache",
+        default=None,
+        metavar="SIZE",
+        help="keep experts in a RAM cache of SIZE (e.g. 8GiB), read from the file as needed "
+        "(default: the whole file mapped)",
+    )
+    parser.add_argument(
+        "--expert-policy", choices=["lfu", "lru"], default="lfu", help="expert cache policy (default lfu)"
+    )
+    parser.add_argument(
+        "--no-prefetch", action="store_true", help="no router-driven prefetch of the next layer's experts"
+    )
+    parser.add_argument(
+        "--trace-experts", default=None, metavar="FILE", help="write every token's expert routing to FILE"
+    )
 
 
 def _generate(model: object, prompt: str, args: argparse.Namespace) -> str:
@@ -51,6 +67,8 @@ def _generate(model: object, prompt: str, args: argparse.Namespace) -> str:
     sys.stdout.write("\n")
     sys.stdout.flush()
     print(model.last_stats.summary(), file=sys.stderr)
+    if model.expert_cache is not None:
+        print(model.cache_stats().summary(), file=sys.stderr)
     return "".join(pieces)
 
 
@@ -67,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         kv_type=args.kv_type,
         seed=args.seed,
         verbose=args.verbose,
+        expert_cache=args.expert_cache,
+        expert_policy=args.expert_policy,
+        prefetch=not args.no_prefetch,
+        trace_experts=args.trace_experts,
     ) as model:
         if not args.interactive:
             sys.stdout.write(args.prompt)

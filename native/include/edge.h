@@ -257,6 +257,61 @@ EDGE_API edge_status edge_seq_n_past(const edge_context *ctx, int seq, int64_t *
 /* Forget every position >= n_past of sequence seq (n_past <= its current length; 0 frees the slot). */
 EDGE_API edge_status edge_seq_truncate(edge_context *ctx, int seq, int64_t n_past);
 
+/* ---------------------------------------------------------------- expert store (section: experts) */
+/* Where the experts' weights live. A unit is one expert of one layer (its gate, up and down matrices); by
+ * default every unit is read through the model's mapping. With a budget, units are read from the file
+ * into a RAM cache of equal slots (4 KiB-aligned preads by I/O threads, O_DIRECT where the file system
+ * allows it), kept by a policy, and optionally prefetched: after layer l's attention, layer l+1's router
+ * on the hidden state predicts its experts and their reads start while layer l computes. The logits are
+ * the same bits with any budget, policy or prefetch setting. All contexts of a model share its cache. */
+typedef enum edge_expert_policy_kind {
+    EDGE_EXPERT_POLICY_LRU = 0,      /* least recently used goes first */
+    EDGE_EXPERT_POLICY_LFU_DECAY = 1 /* lowest use count, each use's weight halving every half_life_tokens */
+} edge_expert_policy_kind;
+
+typedef struct edge_expert_cache_params {
+    uint64_t budget_bytes;   /* RAM for expert copies; 0: no cache, read through the mapping (default) */
+    int policy;              /* edge_expert_policy_kind (default LFU_DECAY) */
+    int prefetch;            /* nonzero: router-driven prefetch (default 1) */
+    int io_threads;          /* reader threads, 1..64 (default 4) */
+    int direct_io;           /* nonzero: O_DIRECT where possible (default 1); else buffered reads, dropped from
+                                the page cache after each read */
+    double half_life_tokens; /* LFU_DECAY's half-life in tokens (default 8) */
+} edge_expert_cache_params;
+
+typedef struct edge_expert_cache_stats {
+    uint64_t budget_bytes, slot_bytes; /* slot_bytes: one slot, the largest unit's aligned spans */
+    int64_t n_slots;                   /* 0: no cache */
+    uint64_t tokens;                   /* tokens evaluated */
+    uint64_t hits, misses;             /* demand requests of units: in the cache (or on the way), or read then */
+    uint64_t prefetch_hits;            /* hits on units a prefetch brought in */
+    uint64_t prefetches;               /* units a prefetch started reading */
+    uint64_t loads;                    /* units read (misses + prefetches) */
+    uint64_t bytes_read;               /* bytes the reads returned */
+    uint64_t predicted, predicted_correct; /* predicted (token, layer) experts, and those the router then chose */
+    double stall_seconds;              /* time the engine waited for units */
+} edge_expert_cache_stats;
+
+EDGE_API edge_status edge_expert_cache_default_params(edge_expert_cache_params *out);
+/* The smallest budget edge_model_set_expert_cache accepts: one layer's selected experts (n_expert_used
+ * slots) plus, with prefetch, as many prefetch slots. */
+EDGE_API edge_status edge_model_expert_cache_min_bytes(const edge_model *model, int prefetch, uint64_t *out);
+/* Set up (or, with budget 0, remove) the expert cache. Not while a context of this model is evaluating.
+ * EDGE_ERR_INVALID_ARG naming the minimum when the budget is below it; EDGE_ERR_IO if the file cannot be
+ * opened or changed since the model was loaded. Resets the statistics. */
+EDGE_API edge_status edge_model_set_expert_cache(edge_model *model, const edge_expert_cache_params *params);
+/* The counters once the reads in flight have finished (so bytes_read covers every load counted). */
+EDGE_API edge_status edge_model_expert_cache_stats(const edge_model *model, edge_expert_cache_stats *out);
+EDGE_API edge_status edge_model_expert_cache_reset_stats(edge_model *model);
+/* Bytes one unit reads from the file: its three matrices' 4 KiB-aligned spans (clipped at the end of the file). */
+EDGE_API edge_status edge_model_expert_unit_bytes(const edge_model *model, int64_t layer, int64_t expert,
+                                                  uint64_t *out);
+/* Write the routing of every token evaluated from now on to a file of JSON lines (NULL: stop and close):
+ * a header {"model", "n_layer", "n_expert", "n_expert_used", "unit_bytes": [layer * n_expert + expert]},
+ * then per token and layer {"batch", "n", "pos", "layer", "experts", "gates"[, "predicted"]} (batch: the
+ * forward chunk, counted from 1, of n tokens; predicted: the prefetch's guess, from layer 1 on). */
+EDGE_API edge_status edge_model_trace_experts(edge_model *model, const char *path);
+
 /* EDGE_CDEF_END */
 
 #ifdef __cplusplus

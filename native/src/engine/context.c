@@ -26,7 +26,7 @@ static void free_state(edge_run_state *s) {
     void *bufs[] = {s->x,      s->xb,     s->q,    s->k,    s->v,         s->att,  s->ob,       s->rope_cos,
                     s->rope_sin, s->scores, s->qtile, s->otile, s->kvrow, s->router, s->sel, s->sel_gate, s->rows,
                     s->rows_gate, s->xg,    s->hg,   s->hu,   s->yo,     s->moe,  s->scratch, s->tile_expert,
-                    s->tile_start};
+                    s->tile_start, s->pred_sel};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -113,6 +113,8 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     s->router = alloc_floats(B * hp->n_expert, &ok);
     s->sel = alloc_floats(B * hp->n_expert_used, &ok);
     s->sel_gate = alloc_floats(B * hp->n_expert_used, &ok);
+    s->moe_pred_stride = B * hp->n_expert_used;
+    s->pred_sel = alloc_floats(2 * s->moe_pred_stride, &ok);
     s->moe_tile = B < EDGE_MOE_TILE ? B : EDGE_MOE_TILE;
     s->rows = alloc_floats(s->moe_tile, &ok);
     s->rows_gate = alloc_floats(s->moe_tile, &ok);

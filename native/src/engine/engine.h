@@ -42,6 +42,7 @@ struct edge_model {
     edge_matrix *expert_storage; /* n_layer * 3 * n_expert matrices, pointed to by layers[l].gate/up/down */
     float **owned;               /* norm scales converted at load */
     int n_owned;
+    struct edge_expert_store *experts; /* where the experts come from (experts/expert_store.h) */
 };
 
 /* KV cache: K and V per layer as [n_ctx][n_head_kv * head_dim] rows of `type` (F16 or Q8_0). */
@@ -85,6 +86,8 @@ typedef struct edge_run_state {
     float *router;      /* [B, n_expert] router logits, then probabilities */
     int32_t *sel;       /* [B, n_expert_used] selected experts */
     float *sel_gate;    /* [B, n_expert_used] their gates (softmax probabilities, not renormalized) */
+    int32_t *pred_sel;  /* [2, B, n_expert_used] experts predicted for a layer (expert prefetch), by layer parity */
+    int64_t moe_pred_stride; /* B * n_expert_used */
     int32_t *rows;      /* [M] the tokens of a pack of expert tiles, a row each (grok.c, moe) */
     float *rows_gate;   /* [M] their gates */
     int64_t moe_tile;   /* M = min(B, EDGE_MOE_TILE): rows of a pack of expert tiles (bounds the buffers below) */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "engine/engine.h"
+#include "experts/expert_store.h"
 
 /* One product y = W x for n_tok rows of x, as a part of a run (edge_matmul_parts). */
 static edge_mm_part part(const edge_matrix *w, const float *x, int64_t n_tok, float *y) {
@@ -274,9 +275,10 @@ void edge_gelu_mul_scalar(float *h, const float *u, int64_t n) {
     for (int64_t r = 0; r < n; r++) h[r] = gelu_tanh(h[r]) * u[r];
 }
 
-/* The experts of one pack: tile t is expert tile_expert[t] on the pack's rows tile_start[t] .. the next
- * tile's start (rows[] gives each row's token, rows_gate[] its gate). */
-static edge_status moe_pack(edge_context *ctx, const edge_layer_weights *L, int64_t used, int64_t n_tiles) {
+/* The experts of one pack: tile t is expert tile_expert[t] (its gate, up and down matrices tw[t], from the
+ * expert store) on the pack's rows tile_start[t] .. the next tile's start (rows[] gives each row's token,
+ * rows_gate[] its gate). */
+static edge_status moe_pack(edge_context *ctx, const edge_matrix *(*tw)[3], int64_t used, int64_t n_tiles) {
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
     const int64_t d = hp->n_embd, nff = hp->n_ff;
@@ -286,10 +288,9 @@ static edge_status moe_pack(edge_context *ctx, const edge_layer_weights *L, int6
     /* y_e = (gelu(x·W1) ⊙ (x·V))·W2: the gate and up products of every tile in one run, then the down ones */
     for (int64_t t = 0; t < n_tiles; t++) {
         const int64_t r0 = s->tile_start[t], mt = (t + 1 < n_tiles ? s->tile_start[t + 1] : used) - r0;
-        const int32_t e = s->tile_expert[t];
-        gate_up[2 * t] = part(&L->gate[e], s->xg + r0 * d, mt, s->hg + r0 * nff);
-        gate_up[2 * t + 1] = part(&L->up[e], s->xg + r0 * d, mt, s->hu + r0 * nff);
-        down[t] = part(&L->down[e], s->hg + r0 * nff, mt, s->yo + r0 * d);
+        gate_up[2 * t] = part(tw[t][0], s->xg + r0 * d, mt, s->hg + r0 * nff);
+        gate_up[2 * t + 1] = part(tw[t][1], s->xg + r0 * d, mt, s->hu + r0 * nff);
+        down[t] = part(tw[t][2], s->hg + r0 * nff, mt, s->yo + r0 * d);
         down[t].pre = ctx->gelu_mul;
         down[t].pre_u = s->hu + r0 * nff;
     }
@@ -304,7 +305,7 @@ static edge_status moe_pack(edge_context *ctx, const edge_layer_weights *L, int6
     return EDGE_OK;
 }
 
-static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n) {
+static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t layer, int64_t n, bool predicted) {
     const edge_model_hparams *hp = &ctx->model->hp;
     edge_run_state *s = &ctx->s;
     const int64_t d = hp->n_embd, ne = hp->n_expert, k = hp->n_expert_used;
@@ -330,33 +331,78 @@ static edge_status moe(edge_context *ctx, const edge_layer_weights *L, int64_t n
             s->sel_gate[i * k + j] = p[best];
         }
     }
+    edge_experts_observe(ctx->model->experts, layer, ctx->n_past, n, s->sel, s->sel_gate,
+                         predicted ? s->pred_sel + (layer & 1) * s->moe_pred_stride : NULL);
     memset(s->moe, 0, (size_t)(n * d) * sizeof(float));
     /* Each expert runs on the rows of the tokens that chose it; unselected experts are never touched. The
      * (expert, rows) tiles are run in packs that fill the moe_tile-row buffers: one run for the gate and up
      * products of the whole pack, one for its down products (the GELU applied as their inputs are
-     * converted). Decode's two experts are one pack. */
-    int64_t used = 0, n_tiles = 0; /* rows and tiles in the pack */
-    for (int64_t e = 0; e < ne; e++) {
-        for (int64_t i = 0; i < n;) {
-            const int64_t start = used;
-            for (; i < n && used < s->moe_tile; i++)
-                for (int64_t j = 0; j < k; j++)
-                    if (s->sel[i * k + j] == e) { /* [PAD] too: the official MoE ignores the padding mask */
-                        s->rows[used] = (int32_t)i;
-                        s->rows_gate[used] = s->sel_gate[i * k + j];
-                        used++;
-                    }
-            if (used > start) {
-                s->tile_expert[n_tiles] = (int32_t)e;
-                s->tile_start[n_tiles++] = start;
-            }
-            if (used == s->moe_tile || n_tiles == s->moe_max_tiles) {
-                if ((st = moe_pack(ctx, L, used, n_tiles)) != EDGE_OK) return st;
-                used = n_tiles = 0;
+     * converted). Decode's two experts are one pack. The chosen experts come from the expert store, in
+     * ascending order, in groups of at most its capacity (all of them without a cache): each is read at
+     * most once per batch, and a group's last pack is run before its experts are released. Every row's
+     * result and every token's sum (its experts in ascending order) are the same bits whatever the groups. */
+    int32_t chosen[1024];
+    int64_t n_chosen = 0;
+    for (int64_t e = 0; e < ne; e++)
+        for (int64_t i = 0; i < n; i++) {
+            bool hit = false;
+            for (int64_t j = 0; j < k; j++) hit |= s->sel[i * k + j] == e;
+            if (hit) { /* [PAD] too: the official MoE ignores the padding mask */
+                chosen[n_chosen++] = (int32_t)e;
+                break;
             }
         }
+    const int64_t cap = edge_experts_group_capacity(ctx->model->experts);
+    const edge_matrix *gw[1024][3];
+    const edge_matrix *tw[EDGE_MM_MAX_PARTS / 2][3];
+    for (int64_t g0 = 0; g0 < n_chosen; g0 += cap) {
+        const int64_t gn = n_chosen - g0 < cap ? n_chosen - g0 : cap;
+        if ((st = edge_experts_acquire(ctx->model->experts, layer, chosen + g0, gn, gw)) != EDGE_OK) return st;
+        int64_t used = 0, n_tiles = 0; /* rows and tiles in the pack */
+        for (int64_t g = 0; g < gn && st == EDGE_OK; g++) {
+            const int32_t e = chosen[g0 + g];
+            for (int64_t i = 0; i < n && st == EDGE_OK;) {
+                const int64_t start = used;
+                for (; i < n && used < s->moe_tile; i++)
+                    for (int64_t j = 0; j < k; j++)
+                        if (s->sel[i * k + j] == e) {
+                            s->rows[used] = (int32_t)i;
+                            s->rows_gate[used] = s->sel_gate[i * k + j];
+                            used++;
+                        }
+                if (used > start) {
+                    s->tile_expert[n_tiles] = e;
+                    memcpy(tw[n_tiles], gw[g], sizeof gw[g]);
+                    s->tile_start[n_tiles++] = start;
+                }
+                if (used == s->moe_tile || n_tiles == s->moe_max_tiles) {
+                    st = moe_pack(ctx, tw, used, n_tiles);
+                    used = n_tiles = 0;
+                }
+            }
+        }
+        if (st == EDGE_OK && used > 0) st = moe_pack(ctx, tw, used, n_tiles);
+        edge_experts_release(ctx->model->experts, layer, chosen + g0, gn);
+        if (st != EDGE_OK) return st;
     }
-    return used > 0 ? moe_pack(ctx, L, used, n_tiles) : EDGE_OK;
+    return EDGE_OK;
+}
+
+/* Router-driven expert prefetch: layer l+1's router applied to the hidden state after layer l's attention
+ * (normed with layer l+1's ffn_norm) predicts the experts layer l+1 will choose, and the store starts
+ * reading them while layer l's MoE computes. Uses xb and router as scratch before moe() overwrites them:
+ * the forward pass's results do not depend on it. */
+static edge_status predict_next_experts(edge_context *ctx, int64_t next, int64_t n) {
+    const edge_model_hparams *hp = &ctx->model->hp;
+    const edge_layer_weights *N = &ctx->model->layers[next];
+    edge_run_state *s = &ctx->s;
+    const int64_t d = hp->n_embd;
+    for (int64_t i = 0; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, N->ffn_norm, d, hp->rms_eps);
+    edge_status st = matmul(ctx, &N->router, s->xb, n, s->router);
+    if (st != EDGE_OK) return st;
+    edge_experts_predict(ctx->model->experts, next, s->router, n,
+                         s->pred_sel + (next & 1) * s->moe_pred_stride);
+    return EDGE_OK;
 }
 
 /* ------------------------------------------------------------------------------------------------ forward */
@@ -409,6 +455,7 @@ edge_status edge_grok_forward_spans(edge_context *ctx, const edge_seq_span *span
     }
 
     /* 2. the decoder layers */
+    bool predict_next = false; /* whether pred_sel holds this layer's predicted experts */
     for (int64_t l = 0; l < hp->n_layer; l++) {
         const edge_layer_weights *L = &m->layers[l];
         /* h = h + rms_1(attention(rms_0(h))) */
@@ -418,9 +465,12 @@ edge_status edge_grok_forward_spans(edge_context *ctx, const edge_seq_span *span
             rmsnorm(s->ob + i * d, s->ob + i * d, L->attn_output_norm, d, hp->rms_eps);
             for (int64_t c = 0; c < d; c++) s->x[i * d + c] += s->ob[i * d + c];
         }
-        /* h = h + rms_3(moe(rms_2(h))) */
+        /* h = h + rms_3(moe(rms_2(h))); layer l+1's experts predicted first (expert prefetch) */
+        const bool predicted = predict_next;
+        predict_next = l + 1 < hp->n_layer && edge_experts_wants_prediction(m->experts);
+        if (predict_next && (st = predict_next_experts(ctx, l + 1, n)) != EDGE_OK) return st;
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, L->ffn_norm, d, hp->rms_eps);
-        if ((st = moe(ctx, L, n)) != EDGE_OK) return st;
+        if ((st = moe(ctx, L, l, n, predicted)) != EDGE_OK) return st;
         for (int64_t i = 0; i < n; i++) {
             rmsnorm(s->moe + i * d, s->moe + i * d, L->layer_output_norm, d, hp->rms_eps);
             for (int64_t c = 0; c < d; c++) s->x[i * d + c] += s->moe[i * d + c];

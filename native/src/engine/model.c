@@ -5,6 +5,7 @@
 
 #include "blocks.h"
 #include "engine/engine.h"
+#include "experts/expert_store.h"
 
 /* Constants llama.cpp's grok graph uses when a GGUF does not carry them (files made by llama.cpp's
  * convert_hf_to_gguf.py). They are Grok-1's run.py values (docs/grok1.md); our converter writes them as
@@ -294,6 +295,7 @@ EDGE_API edge_status edge_model_load(const char *path, edge_model **out) {
         goto fail;
     }
     if ((st = load_weights(m)) != EDGE_OK) goto fail;
+    if ((st = edge_experts_create(m, &m->experts)) != EDGE_OK) goto fail;
     *out = m;
     edge_clear_error();
     return EDGE_OK;
@@ -305,6 +307,7 @@ fail:
 
 EDGE_API void edge_model_free(edge_model *m) {
     if (!m) return;
+    edge_experts_free(m->experts);
     if (m->owned)
         for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
