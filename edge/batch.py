@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
+from edge.experts import cache_params
 from edge.kernels import isa_code
 
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
@@ -31,7 +32,8 @@ KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
 class BatchContext:
     """A Grok GGUF model with ``n_seq`` sequence slots of ``n_ctx`` tokens each.
 
-    Python keeps each slot's tokens (``tokens(seq)``) for prompt-prefix reuse."""
+    Python keeps each slot's tokens (``tokens(seq)``) for prompt-prefix reuse. ``expert_cache``,
+    ``expert_policy`` and ``prefetch`` set up the model's expert store as in :class:`edge.Model`."""
 
     def __init__(
         self,
@@ -42,6 +44,9 @@ class BatchContext:
         n_threads: int | None = None,
         kv_type: str = "f16",
         isa: str = "auto",
+        expert_cache: str | int | None = None,
+        expert_policy: str = "lfu",
+        prefetch: bool = True,
     ) -> None:
         self.path = str(path)
         self._model: Any = ffi.NULL
@@ -73,6 +78,12 @@ class BatchContext:
             params.kv_type = KV_TYPES[kv_type.lower()]
             params.isa = isa_value
             params.n_seq = int(n_seq)
+            if expert_cache is not None:
+                check(
+                    lib.edge_model_set_expert_cache(
+                        self._model, cache_params(expert_cache, expert_policy, prefetch)
+                    )
+                )
             ctx = ffi.new("edge_context **")
             check(lib.edge_context_create(self._model, params, ctx))
             self._ctx = ctx[0]

@@ -129,3 +129,20 @@ def test_a_context_of_one_sequence_keeps_the_single_sequence_api(converted):
     with edge.BatchContext(path, n_ctx=32, n_threads=THREADS) as bc:
         rows = bc.eval([0] * 7, SEQS[0][0], want=[True] * 7)
     np.testing.assert_array_equal(rows, alone(path, SEQS[0][0]))
+
+
+def test_batched_sequences_through_the_smallest_expert_cache_give_the_same_bits(converted):
+    from edge.experts import min_budget
+
+    path = converted("q4_k_m")
+    with edge.Model(path, n_ctx=64, n_threads=THREADS) as m:
+        smallest = min_budget(m._model, prefetch=True)
+    seqs = [0] * 7 + [1] * 13 + [2] * 3
+    toks = SEQS[0][0] + SEQS[1][0] + SEQS[2][0]
+    results = []
+    for cache in (None, smallest):
+        with edge.BatchContext(path, n_seq=3, n_ctx=64, n_threads=THREADS, expert_cache=cache) as bc:
+            first = bc.eval(seqs, toks)
+            step = bc.eval([0, 1, 2], [SEQS[0][1][0], SEQS[1][1][0], SEQS[2][1][0]])
+            results.append(np.concatenate([first, step]))
+    np.testing.assert_array_equal(results[0], results[1])

@@ -60,9 +60,10 @@ def test_f32_tensors_hold_the_exact_int8_times_bf16_products(
     converted: Callable[[str], Path], tiny_ckpt
 ) -> None:
     # The official code's weights are the exact products int8 x bf16 scale (XLA keeps them in float32,
-    # where 8 x 8 significant bits are exact; docs/grok1.md). Expected values come from the float64 reference's
-    # own dequantization of the raw pickled arrays, not from the converter's. Most products of the tiny
-    # checkpoint are not bf16 values, in both scale layouts, so a bf16 rounding anywhere fails here.
+    # where 8 x 8 significant bits are exact; docs/grok1.md). Expected values come from the float64
+    # reference's own dequantization of the raw pickled arrays, not from the converter's. Most products
+    # of the tiny checkpoint are not bf16 values, in both scale layouts, so a bf16 rounding anywhere
+    # fails here.
     tensors = _tensors(converted("f32"))
     ckpt = open_checkpoint(tiny_ckpt, TINY_KEY_SIZE)
     seen = {1: 0, 8: 0}  # scale blocks per output channel: column-parallel 1, row-parallel 8

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from edge.commands.expert_args import add_expert_cache_args
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a Grok GGUF file")
@@ -42,6 +44,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds a request may take (default 600)"
     )
+    add_expert_cache_args(parser)
     parser.add_argument(
         "--port-file", default=None, help=argparse.SUPPRESS
     )  # tests: write the bound port here
@@ -84,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         n_batch=args.batch_size,
         n_threads=args.threads,
         kv_type=args.kv_type,
+        expert_cache=args.expert_cache,
+        expert_policy=args.expert_policy,
+        prefetch=not args.no_prefetch,
     )
     scheduler = Scheduler(bc, tokenizer, max_queue=args.queue)
     model_id = args.model_id or Path(args.model).stem
