@@ -7,6 +7,8 @@
 #ifndef EDGE_ENGINE_H
 #define EDGE_ENGINE_H
 
+#include <stdatomic.h>
+
 #include "common.h"
 #include "kernels/kernels.h"
 
@@ -160,7 +162,11 @@ struct edge_context {
     edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
     edge_attn_exp_fn attn_exp;
     edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */
+    _Atomic int cancel; /* edge_context_set_cancel: the forward pass stops before its next layer */
 };
+
+/* The thread count a context gets for n_threads 0 on n_cores cores (context.c). */
+int edge_default_threads(const edge_model *m, int n_cores);
 
 /* Forward pass of n <= n_batch tokens at positions ctx->n_past.. (grok.c). Writes logits of the
  * rows [first_logit, n) into `logits` (n - first_logit rows) when logits is not NULL. */
