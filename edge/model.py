@@ -412,27 +412,42 @@ class Model:
     def _native_eval(self, ctx: Any, chunk: np.ndarray, dst: Any, all_logits: bool) -> int:
         """One edge_context_eval call. On the main thread a batch runs on a helper thread while the main
         thread waits, so Ctrl-C (KeyboardInterrupt, delivered only to the main thread, between Python
-        bytecodes) cancels it within one layer instead of after the whole chunk."""
+        bytecodes) cancels it within one layer instead of after the whole chunk. The helper is always
+        waited for (or never starts): the context is not left to a running evaluation."""
         ids = ffi.from_buffer("int32_t[]", chunk)
         if chunk.size == 1 or threading.current_thread() is not threading.main_thread():
             return int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits)))
         result: list[int] = []
+        done = threading.Event()
+        gate = threading.Lock()
+        state = {"running": False, "abandoned": False}
 
         def run() -> None:
-            result.append(int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits))))
+            try:
+                with gate:
+                    if state["abandoned"]:
+                        return
+                    state["running"] = True
+                result.append(int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits))))
+            finally:
+                done.set()
 
-        worker = threading.Thread(
-            target=run,
-            name="edge-eval",
-            daemon=True,
-        )
-        worker.start()
+        worker = threading.Thread(target=run, name="edge-eval", daemon=True)
         try:
-            worker.join()
+            worker.start()
+            done.wait()
         except KeyboardInterrupt:
-            with self._handle_lock:
-                lib.edge_context_set_cancel(ctx, 1)
-            worker.join()
+            # (not Thread.join: in Python 3.11 a join interrupted by a signal can mark a running thread
+            # as stopped, bpo-45274)
+            with gate:
+                state["abandoned"] = not state["running"]
+                running = state["running"]
+            if running:
+                with self._handle_lock:
+                    lib.edge_context_set_cancel(ctx, 1)
+                while not done.is_set():
+                    with contextlib.suppress(KeyboardInterrupt):
+                        done.wait()
             raise
         return result[0]
 
