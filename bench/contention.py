@@ -66,9 +66,7 @@ def bench_file(name: str, path: Path, n_tokens: int, reps: int) -> float:
             try:
                 if proc:
                     time.sleep(0.2)
-                got = {
-                    label: decode_rate(m, n_tokens) for label, m in (("default", default), ("1 thread", one))
-                }
+                got = {label: decode_rate(m, n_tokens) for label, m in models}
             finally:
                 if proc:
                     proc.kill()

@@ -165,7 +165,7 @@ class Model:
             )
         if isinstance(n_batch, bool) or int(n_batch) != n_batch or n_batch < 1:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_batch {n_batch} must be >= 1")
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if n_threads and n_threads > cores:
             warnings.warn(
                 f"n_threads {n_threads} is more than this machine's {cores} cores: the threads will wait "

@@ -204,8 +204,9 @@ typedef struct edge_model_hparams {
 typedef struct edge_context_params {
     int64_t n_ctx;   /* KV cache capacity in tokens (<= n_ctx_train) */
     int64_t n_batch; /* tokens per forward chunk in prompt processing */
-    int n_threads;   /* 0: one per core, fewer where a decoded token's weights are too few to split (16 MiB
-                      * a thread: the shipped demo model gets one); edge_context_n_threads tells */
+    int n_threads;   /* 0: one per core this process may use (affinity mask), fewer where a decoded token's
+                      * weights are too few to split (16 MiB a thread: the shipped demo model gets one);
+                      * edge_context_n_threads tells */
     int kv_type;     /* EDGE_TYPE_F16 (default), EDGE_TYPE_Q8_0, or EDGE_TYPE_F32 (exact, 2x F16's memory) */
     int isa;         /* edge_isa; EDGE_ISA_AUTO by default */
 } edge_context_params;

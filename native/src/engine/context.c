@@ -1,5 +1,6 @@
 /* context.c — the public context API: creation (every buffer allocated here, never in the token loop),
  * evaluation in n_batch chunks, truncation, and KV-cache state save/restore. */
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -86,6 +87,19 @@ int edge_default_threads(const edge_model *m, int n_cores) {
     return n < 1 ? 1 : n;
 }
 
+/* The cores this process may run on: the affinity mask's (taskset, a cgroup cpuset) where it is smaller
+ * than the online count. */
+static int usable_cores(int online) {
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0 && n < online) return n;
+    }
+#endif
+    return online;
+}
+
 EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_params *params, edge_context **out) {
     if (!model || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_create: NULL argument");
     *out = NULL;
@@ -113,7 +127,7 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     if (p.n_threads == 0) {
         edge_cpu_features cores;
         if ((st = edge_cpu_detect(&cores)) != EDGE_OK) goto fail;
-        p.n_threads = edge_default_threads(model, cores.n_cores > 0 ? cores.n_cores : 1);
+        p.n_threads = edge_default_threads(model, usable_cores(cores.n_cores > 0 ? cores.n_cores : 1));
     }
     if ((st = edge_threadpool_create(p.n_threads, &ctx->pool)) != EDGE_OK) goto fail;
     const edge_cpu_features *cpu = edge_threadpool_cpu(ctx->pool);
