@@ -210,8 +210,8 @@ static void attention_heads(const attention_job *job, int ith, int64_t h0, int64
 
 /* Every worker that runs: claims ranges of query heads (every token of each) from one counter until none is
  * left (edge_threadpool_run_any), so a worker the OS has not scheduled yet holds up nothing: the others take
- * its share. A unit is one KV head's group of query heads where there are at least as many groups as
- * threads (the tiles read each cached row once for the group), else one query head. ith only picks the
+ * its share. A unit is a KV head's group of query heads, or an equal part of one where there are fewer
+ * groups than threads (the tiles read each cached row once for the unit's heads). ith only picks the
  * worker's scratch rows. Every (token, head) gets bit for bit the same result however the heads are split. */
 static void attention_worker(void *arg, int ith, int nth) {
     (void)nth;
@@ -244,7 +244,11 @@ static edge_status attention(edge_context *ctx, const edge_layer_weights *L, int
         edge_kv_cache_store(&ctx->kv, ctx->kv.k, layer, ctx->n_past + i, s->k + i * nkv);
         edge_kv_cache_store(&ctx->kv, ctx->kv.v, layer, ctx->n_past + i, s->v + i * nkv);
     }
-    attention_job job = {ctx, layer, n, hp->n_head_kv >= ctx->n_threads ? hp->n_head_kv : hp->n_head, 0};
+    /* units: every KV head's group of query heads, split in as many parts as it takes to give every
+     * thread one (each part still reads the cached rows once for its heads) */
+    const int64_t parts = (ctx->n_threads + hp->n_head_kv - 1) / hp->n_head_kv;
+    const int64_t units = hp->n_head_kv * parts < hp->n_head ? hp->n_head_kv * parts : hp->n_head;
+    attention_job job = {ctx, layer, n, units, 0};
     atomic_init(&job.next, 0);
     edge_threadpool_run_any(ctx->pool, attention_worker, &job);
     /* o·Wo */
