@@ -78,11 +78,20 @@ class EdgeUnsupportedError(EdgeError, NotImplementedError):
     """Valid input that this build does not support."""
 
 
+class EdgeCancelledError(EdgeError):
+    """An evaluation was stopped by a cancel request (Model.cancel, a CancelToken)."""
+
+
+class EdgeBusyError(EdgeError):
+    """Another call is using the model's context (a Model made with ``on_busy="error"``)."""
+
+
 _ERRORS: dict[int, type[EdgeError]] = {
     lib.EDGE_ERR_FORMAT: EdgeFormatError,
     lib.EDGE_ERR_RANGE: EdgeRangeError,
     lib.EDGE_ERR_INVALID_ARG: EdgeArgumentError,
     lib.EDGE_ERR_UNSUPPORTED: EdgeUnsupportedError,
+    lib.EDGE_ERR_CANCELLED: EdgeCancelledError,
 }
 
 

@@ -21,10 +21,19 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+def version_text() -> str:
+    """grok-edge's version and the native engine's (they differ only in a broken install)."""
+    from edge import __version__
+    from edge._native import lib, string
+
+    return f"grok-edge {__version__} (engine {string(lib.edge_version())})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grok-edge", description="Grok-1 on a desktop: convert, run, inspect."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(f"edge.commands.{module_name}")

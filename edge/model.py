@@ -8,12 +8,27 @@ llama-cpp-python's ``Llama`` where that is sensible::
 
 One Model holds one context (KV cache) for one sequence. The tokens already in the cache are remembered,
 so a new prompt sharing a prefix with the previous one only evaluates the rest.
+
+Threads: a Model may be shared. Every call that uses the context holds the Model's lock, so calls run one
+at a time: by default a second caller blocks until the first is done (``on_busy="error"``: it gets an
+:class:`~edge._native.EdgeBusyError` at once instead). ``generate`` holds the lock for the whole
+generation, so concurrent ``generate`` calls give exactly their sequential results. A ``stream`` holds it
+only while it evaluates (not while its consumer holds a piece), so other calls may run between two pieces;
+a stream whose sequence was replaced meanwhile re-evaluates its own tokens (reusing any common prefix)
+before it goes on: it never continues another sequence. ``close()`` cancels the call in progress, waits
+for it to stop (within one layer of the forward pass) and only then frees the context. ``cancel()`` or a
+:class:`~edge.cancel.CancelToken` stop a call from another thread or an asyncio task. For parallel
+sequences, use one Model (one context) per sequence: the weights are memory-mapped, so the OS shares
+their pages between Models of the same file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,25 +36,46 @@ from typing import Any
 
 import numpy as np
 
-from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
+from edge._native import (
+    EdgeArgumentError,
+    EdgeBusyError,
+    EdgeCancelledError,
+    EdgeRangeError,
+    check,
+    ffi,
+    lib,
+)
+from edge.cancel import CancelToken
 from edge.experts import CacheStats, cache_params, read_stats
 from edge.kernels import isa_code
 
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
+ON_BUSY = ("block", "error")
+# Why a generation ended: EOS or a stop string, max_tokens, a full context, a cancel request.
+FINISH_REASONS = ("stop", "length", "context", "cancelled")
 
 
 @dataclass
 class RunStats:
-    """Timings of the last generate/stream call (prompt tokens evaluated, tokens generated)."""
+    """One generate/stream call: ``prompt_tokens`` the whole prompt (reused cached prefix included), of
+    which ``prompt_tokens_evaluated`` were run through the model; tokens generated; timings; and
+    ``finish_reason`` ("stop": EOS or a stop string, "length": max_tokens, "context": the context is full,
+    "cancelled"; "" while running)."""
 
     prompt_tokens: int = 0
     prompt_seconds: float = 0.0
     decode_tokens: int = 0
     decode_seconds: float = 0.0
+    prompt_tokens_evaluated: int = 0
+    finish_reason: str = ""
+
+    @property
+    def prompt_tokens_reused(self) -> int:
+        return self.prompt_tokens - self.prompt_tokens_evaluated
 
     @property
     def prompt_tokens_per_second(self) -> float:
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+        return self.prompt_tokens_evaluated / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -77,9 +113,14 @@ class Hparams:
 class Model:
     """A Grok model from a GGUF file and one inference context over it.
 
-    ``n_ctx`` is clamped to the model's context length; ``kv_type``: "f16" (default), "q8_0" (half the
-    memory) or "f32" (exact); ``isa`` forces a CPU kernel path ("scalar", "avx2", "avx512", "neon",
-    "neon_dotprod"; "auto" picks the best this CPU runs).
+    ``n_ctx``: the context in tokens; 0 (default) is the model's own context length, a larger value is
+    clamped to it (with a warning), a negative one rejected. ``n_threads``: None or 0 picks the engine's
+    default (one per core, one thread for a model whose token is too small to split); more than the
+    machine's cores warns. ``kv_type``: "f16" (default), "q8_0" (half the memory) or "f32" (exact);
+    ``isa`` forces a CPU kernel path ("scalar", "avx2", "avx512", "neon", "neon_dotprod"; "auto" picks
+    the best this CPU runs). ``on_busy``: what a call does while another thread's call uses the context:
+    "block" (default, wait for it) or "error" (raise EdgeBusyError at once). See the module docstring for
+    the threading model.
 
     ``expert_cache`` ("8GiB", a byte count, or None: every expert read through the mapping) keeps the
     experts in a RAM cache of that size, read from the file as needed (``expert_policy`` "lfu", frequency
@@ -92,7 +133,7 @@ class Model:
         self,
         path: str | Path,
         n_threads: int | None = None,
-        n_ctx: int = 8192,
+        n_ctx: int = 0,
         n_batch: int = 512,
         kv_type: str = "f16",
         seed: int | None = None,
@@ -102,6 +143,7 @@ class Model:
         expert_policy: str = "lfu",
         prefetch: bool = True,
         trace_experts: str | Path | None = None,
+        on_busy: str = "block",
     ) -> None:
         self.path = str(path)
         self.expert_cache = expert_cache
@@ -109,13 +151,40 @@ class Model:
         self.seed = seed
         self._model: Any = ffi.NULL
         self._ctx: Any = ffi.NULL
+        # _lock serializes every use of the context (reentrant: generate evaluates through eval);
+        # _handle_lock guards the handles and the active call's token for cancel() and close().
+        self._lock = threading.RLock()
+        self._handle_lock = threading.Lock()
+        self._active: CancelToken | None = None  # the token of the call holding _lock
+        self._depth = 0  # _lock's recursion depth, by its owner
+        self._owner: int | None = None  # the thread holding _lock
+        self._live: set[CancelToken] = set()  # tokens of the generations not finished (cancel())
+        self._closing = False
+        self._seq = 0  # bumped whenever the cached sequence changes (streams check it)
+        if on_busy not in ON_BUSY:
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"on_busy {on_busy!r}: use one of {ON_BUSY}")
+        self.on_busy = on_busy
         if kv_type.lower() not in KV_TYPES:
             raise EdgeArgumentError(
                 "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
             )
         isa_value = isa_code(isa.lower())  # EdgeArgumentError for an unknown name
-        if n_threads is not None and n_threads < 0:
+        if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 0):
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
+        if isinstance(n_ctx, bool) or int(n_ctx) != n_ctx or n_ctx < 0:
+            raise EdgeArgumentError(
+                "EDGE_ERR_INVALID_ARG", f"n_ctx {n_ctx} must be >= 0 (0: the model's context length)"
+            )
+        if isinstance(n_batch, bool) or int(n_batch) != n_batch or n_batch < 1:
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_batch {n_batch} must be >= 1")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if n_threads and n_threads > cores:
+            warnings.warn(
+                f"n_threads {n_threads} is more than this machine's {cores} cores: the threads will wait "
+                "for one another (None picks a default)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if not Path(self.path).is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
         out = ffi.new("edge_model **")
@@ -125,10 +194,17 @@ class Model:
             hp = ffi.new("edge_model_hparams *")
             check(lib.edge_model_get_hparams(self._model, hp))
             self.hparams = Hparams(**{f: getattr(hp, f) for f in Hparams.__dataclass_fields__})
+            train = self.hparams.n_ctx_train
+            if n_ctx > train:
+                warnings.warn(
+                    f"{self.path}: n_ctx {n_ctx} is more than the model's context length; using {train}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             params = ffi.new("edge_context_params *")
             check(lib.edge_context_default_params(params))
-            params.n_ctx = max(1, min(int(n_ctx), self.hparams.n_ctx_train))
-            params.n_batch = max(1, int(n_batch))
+            params.n_ctx = train if n_ctx == 0 else min(int(n_ctx), train)
+            params.n_batch = int(n_batch)
             params.n_threads = int(n_threads or 0)
             params.kv_type = KV_TYPES[kv_type.lower()]
             params.isa = isa_value
@@ -145,6 +221,9 @@ class Model:
             self._ctx = ctx[0]
             self.n_ctx = int(params.n_ctx)
             self.n_batch = min(int(params.n_batch), self.n_ctx)  # as the context clamps it
+            threads = ffi.new("int *")
+            check(lib.edge_context_n_threads(self._ctx, threads))
+            self.n_threads = int(threads[0])
             self.kv_type = kv_type.lower()
             self.tokenizer = self._load_tokenizer()
         except BaseException:
@@ -157,8 +236,18 @@ class Model:
             h = self.hparams
             print(
                 f"edge: {self.path}: {h.n_layer} layers, d {h.n_embd}, {h.n_head}/{h.n_head_kv} heads, "
-                f"{h.n_expert} experts (top {h.n_expert_used}), vocab {h.n_vocab}, n_ctx {self.n_ctx}"
+                f"{h.n_expert} experts (top {h.n_expert_used}), vocab {h.n_vocab}, n_ctx {self.n_ctx}, "
+                f"{self.n_threads} threads"
             )
+
+    @property
+    def _tokens(self) -> list[int]:
+        return self._cached
+
+    @_tokens.setter
+    def _tokens(self, value: list[int]) -> None:
+        self._cached = value
+        self._seq += 1
 
     def _load_tokenizer(self) -> Any:
         from edge.gguf import GGUFFile
@@ -172,14 +261,25 @@ class Model:
     # -- lifetime ------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the context and unmap the model (also done by ``with`` and at garbage collection)."""
-        if self._ctx != ffi.NULL:
-            lib.edge_context_free(self._ctx)
-            self._ctx = ffi.NULL
-        if self._model != ffi.NULL:
-            lib.edge_model_trace_experts(self._model, ffi.NULL)  # flushes and closes a trace
-            lib.edge_model_free(self._model)
-            self._model = ffi.NULL
+        """Free the context and unmap the model (also done by ``with`` and at garbage collection).
+
+        A call in progress on another thread is cancelled (it raises ValueError: the model is closed) and
+        waited for: nothing is freed under it. Calling close() from inside a call on this model (a
+        progress callback) raises RuntimeError."""
+        if self._owner == threading.get_ident() and self._depth > 0:
+            raise RuntimeError(f"{self.path}: close() from inside a call on this model")
+        with self._handle_lock:
+            self._closing = True
+            if self._ctx != ffi.NULL:
+                lib.edge_context_set_cancel(self._ctx, 1)  # stop the call in progress, if any
+        with self._lock, self._handle_lock:  # waits for that call to return
+            if self._ctx != ffi.NULL:
+                lib.edge_context_free(self._ctx)
+                self._ctx = ffi.NULL
+            if self._model != ffi.NULL:
+                lib.edge_model_trace_experts(self._model, ffi.NULL)  # flushes and closes a trace
+                lib.edge_model_free(self._model)
+                self._model = ffi.NULL
 
     def cache_stats(self) -> CacheStats:
         """The expert store's counters: hit rate, bytes read per token, prefetch accuracy, I/O stall."""
@@ -205,9 +305,65 @@ class Model:
         return f"Model({self.path!r}, {state})"
 
     def _require_open(self) -> Any:
-        if self._ctx == ffi.NULL:
+        if self._ctx == ffi.NULL or self._closing:
             raise ValueError(f"{self.path}: model is closed")
         return self._ctx
+
+    # -- serialized use, cancellation ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _using(self, cancel: CancelToken | None = None) -> Iterator[CancelToken]:
+        """Hold the context for a call: the lock (blocking, or EdgeBusyError with on_busy="error"), and
+        the call's cancel token (``cancel`` or a new one; a nested call shares its caller's)."""
+        if not self._lock.acquire(blocking=self.on_busy == "block"):
+            raise EdgeBusyError(
+                "EDGE_ERR_STATE",
+                f"{self.path}: the model is busy with a call on another thread (on_busy='error'; "
+                "on_busy='block' waits instead, or use one Model per thread)",
+            )
+        outer = self._depth == 0
+        self._depth += 1
+        self._owner = threading.get_ident()
+        token = self._active if not outer and self._active is not None else cancel or CancelToken()
+
+        def hook() -> None:
+            self._cancel_native(token)
+
+        try:
+            self._require_open()
+            if outer:
+                with self._handle_lock:
+                    self._active = token
+                    lib.edge_context_set_cancel(self._ctx, 0)  # a request meant for an earlier call
+                token._attach(hook)
+            yield token
+        finally:
+            if outer:
+                token._detach(hook)
+                with self._handle_lock:
+                    self._active = None
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+            self._lock.release()
+
+    def _cancel_native(self, token: CancelToken) -> None:
+        """Tell the engine to stop, if ``token``'s call is the one running."""
+        with self._handle_lock:
+            if self._active is token and self._ctx != ffi.NULL:
+                lib.edge_context_set_cancel(self._ctx, 1)
+
+    def cancel(self) -> None:
+        """Stop the call in progress and every unfinished generation of this Model (from any thread or
+        an asyncio task; returns at once). The engine stops within one layer of the forward pass; a
+        generation then ends with finish_reason "cancelled", an eval raises EdgeCancelledError."""
+        with self._handle_lock:
+            tokens = [t for t in (self._active, *self._live) if t is not None]
+        for t in tokens:
+            t.cancel()
+
+    def _closed_error(self) -> ValueError:
+        return ValueError(f"{self.path}: model is closed (by close() during this call)")
 
     # -- vocabulary ----------------------------------------------------------------------------------
 
@@ -240,7 +396,8 @@ class Model:
     @property
     def n_past(self) -> int:
         out = ffi.new("int64_t *")
-        check(lib.edge_context_n_past(self._require_open(), out))
+        with self._using():
+            check(lib.edge_context_n_past(self._ctx, out))
         return int(out[0])
 
     @property
@@ -272,27 +429,83 @@ class Model:
 
     def reset(self) -> None:
         """Forget the cached sequence."""
-        check(lib.edge_context_truncate(self._require_open(), 0))
-        self._tokens = []
+        with self._using():
+            check(lib.edge_context_truncate(self._ctx, 0))
+            self._tokens = []
 
     def truncate(self, n_past: int) -> None:
         """Keep only the first ``n_past`` cached tokens."""
-        check(lib.edge_context_truncate(self._require_open(), int(n_past)))
-        self._tokens = self._tokens[: int(n_past)]
+        with self._using():
+            check(lib.edge_context_truncate(self._ctx, int(n_past)))
+            self._tokens = self._tokens[: int(n_past)]
+
+    def _native_eval(self, ctx: Any, chunk: np.ndarray, dst: Any, all_logits: bool) -> int:
+        """One edge_context_eval call. On the main thread a batch runs on a helper thread while the main
+        thread waits, so Ctrl-C (KeyboardInterrupt, delivered only to the main thread, between Python
+        bytecodes) cancels it within one layer instead of after the whole chunk. The helper is always
+        waited for (or never starts): the context is not left to a running evaluation."""
+        ids = ffi.from_buffer("int32_t[]", chunk)
+        if chunk.size == 1 or threading.current_thread() is not threading.main_thread():
+            return int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits)))
+        result: list[int] = []
+        done = threading.Event()
+        gate = threading.Lock()
+        state = {"running": False, "abandoned": False}
+
+        def run() -> None:
+            try:
+                with gate:
+                    if state["abandoned"]:
+                        return
+                    state["running"] = True
+                result.append(int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits))))
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=run, name="edge-eval", daemon=True)
+        try:
+            worker.start()
+            done.wait()
+        except KeyboardInterrupt:
+            # (not Thread.join: in Python 3.11 a join interrupted by a signal can mark a running thread
+            # as stopped, bpo-45274)
+            with gate:
+                state["abandoned"] = not state["running"]
+                running = state["running"]
+            if running:
+                with self._handle_lock:
+                    lib.edge_context_set_cancel(ctx, 1)
+                while not done.is_set():
+                    with contextlib.suppress(KeyboardInterrupt):
+                        done.wait()
+            raise
+        return result[0]
 
     def eval(
         self,
         tokens: Sequence[int],
         all_logits: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> np.ndarray:
         """Append ``tokens`` to the cached sequence; return the logits of the last token ([n_vocab]) or,
         with ``all_logits``, of every new token ([len(tokens), n_vocab]). float32.
 
-        Runs in chunks of ``n_batch`` tokens (one native call each), so Ctrl-C takes effect between
-        chunks; ``progress(done, total)`` is called after each. A rejected call (bad id, no room)
-        changes nothing; an interrupted one keeps the chunks already evaluated."""
-        ctx = self._require_open()
+        Runs in chunks of ``n_batch`` tokens (one native call each); ``progress(done, total)`` is called
+        after each. A rejected call (bad id, no room) changes nothing. ``cancel`` (or :meth:`cancel`, or
+        Ctrl-C on the main thread) stops it within one layer: EdgeCancelledError (KeyboardInterrupt for
+        Ctrl-C), keeping the chunks evaluated before the one stopped."""
+        with self._using(cancel) as token:
+            return self._eval_locked(tokens, all_logits, progress, token)
+
+    def _eval_locked(
+        self,
+        tokens: Sequence[int],
+        all_logits: bool,
+        progress: Callable[[int, int], None] | None,
+        token: CancelToken,
+    ) -> np.ndarray:
+        ctx = self._ctx
         ids = self._checked_ids(tokens)
         n = int(ids.size)
         if n == 0:
@@ -310,31 +523,35 @@ class Model:
                 dst = ffi.from_buffer("float[]", out[start : start + chunk.size])
             else:
                 dst = ffi.from_buffer("float[]", out) if last else ffi.NULL
-            check(
-                lib.edge_context_eval(
-                    ctx, ffi.from_buffer("int32_t[]", chunk), chunk.size, dst, int(all_logits)
-                )
-            )
+            if token.cancelled:
+                raise EdgeCancelledError("EDGE_ERR_CANCELLED", "evaluation cancelled")
+            status = self._native_eval(ctx, chunk, dst, all_logits)
+            if status == lib.EDGE_ERR_CANCELLED and self._closing:
+                raise self._closed_error()
+            check(status)
             self._tokens.extend(chunk.tolist())
+            self._seq += 1
             if progress is not None:
                 progress(start + chunk.size, n)
         return out if all_logits else out[0]
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits of every position of ``tokens`` evaluated from an empty context: float32 [T, n_vocab]."""
-        self.reset()
-        return self.eval(tokens, all_logits=True)
+        with self._using():
+            self.reset()
+            return self.eval(tokens, all_logits=True)
 
     def save_state(self) -> bytes:
         """The KV cache and position, for :meth:`load_state` (prompt reuse); layout in edge.state."""
         from edge.state import pack_state
 
-        ctx = self._require_open()
-        size = ffi.new("uint64_t *")
-        check(lib.edge_context_state_size(ctx, size))
-        buf = bytearray(int(size[0]))
-        check(lib.edge_context_state_save(ctx, ffi.from_buffer(buf), len(buf)))
-        return pack_state(self._tokens, buf)
+        with self._using():
+            ctx = self._require_open()
+            size = ffi.new("uint64_t *")
+            check(lib.edge_context_state_size(ctx, size))
+            buf = bytearray(int(size[0]))
+            check(lib.edge_context_state_save(ctx, ffi.from_buffer(buf), len(buf)))
+            return pack_state(self._tokens, buf)
 
     def load_state(self, state: bytes) -> None:
         """Restore a :meth:`save_state` of this model. The header is checked first (version, token count
@@ -343,20 +560,21 @@ class Model:
         from edge._native import EdgeFormatError
         from edge.state import unpack_state
 
-        ctx = self._require_open()
         tokens, body = unpack_state(state, self.hparams.n_vocab, self.n_ctx)
-        check(lib.edge_context_state_load(ctx, ffi.from_buffer(body), len(body)))
-        n_past = self.n_past
-        if n_past != len(tokens):
-            self.reset()
-            raise EdgeFormatError(
-                "EDGE_ERR_FORMAT",
-                f"load_state: the KV state holds {n_past} positions but the header {len(tokens)} tokens "
-                "(the cache was emptied)",
-            )
-        self._tokens = tokens
+        with self._using():
+            ctx = self._require_open()
+            check(lib.edge_context_state_load(ctx, ffi.from_buffer(body), len(body)))
+            n_past = self.n_past
+            if n_past != len(tokens):
+                self.reset()
+                raise EdgeFormatError(
+                    "EDGE_ERR_FORMAT",
+                    f"load_state: the KV state holds {n_past} positions but the header {len(tokens)} "
+                    "tokens (the cache was emptied)",
+                )
+            self._tokens = tokens
 
-    def _eval_prompt(self, ids: list[int]) -> tuple[np.ndarray, int]:
+    def _eval_prompt(self, ids: list[int], token: CancelToken | None = None) -> tuple[np.ndarray, int]:
         """Evaluate ``ids`` reusing the longest cached prefix: (last token's logits, tokens evaluated)."""
         if not ids:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "the prompt is empty")
@@ -364,28 +582,29 @@ class Model:
             raise EdgeRangeError(
                 "EDGE_ERR_RANGE", f"prompt of {len(ids)} tokens exceeds the context of {self.n_ctx} tokens"
             )
-        common = 0
-        for a, b in zip(self._tokens, ids, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)  # the last prompt token is always evaluated: its logits are needed
-        self.truncate(common)
-        todo = ids[common:]
-        if not (self.verbose and len(todo) > self.n_batch):
-            return self.eval(todo), len(todo)
-        from tqdm import tqdm  # long prompts show progress when verbose
+        with self._using(token):
+            common = 0
+            for a, b in zip(self._tokens, ids, strict=False):
+                if a != b:
+                    break
+                common += 1
+            common = min(common, len(ids) - 1)  # the last prompt token is always evaluated: its logits
+            self.truncate(common)
+            todo = ids[common:]
+            if not (self.verbose and len(todo) > self.n_batch):
+                return self.eval(todo), len(todo)
+            from tqdm import tqdm  # long prompts show progress when verbose
 
-        with tqdm(total=len(todo), unit="tok", desc="prompt", leave=False) as bar:
-            logits = self.eval(todo, progress=lambda done, _total: bar.update(done - bar.n))
-        return logits, len(todo)
+            with tqdm(total=len(todo), unit="tok", desc="prompt", leave=False) as bar:
+                logits = self.eval(todo, progress=lambda done, _total: bar.update(done - bar.n))
+            return logits, len(todo)
 
     # -- generation ----------------------------------------------------------------------------------
 
     def stream(
         self,
         prompt: str | Sequence[int],
-        max_tokens: int = 128,
+        max_tokens: int | None = 128,
         temperature: float = 0.8,
         top_k: int = 40,
         top_p: float = 0.95,
@@ -397,77 +616,179 @@ class Model:
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         logit_bias: dict[int, float] | None = None,
-    ) -> Iterator[str]:
+        cancel: CancelToken | None = None,
+    ) -> Generation:
         """Generate text for ``prompt`` (text or token ids), yielding pieces as they are final.
 
-        Stops at EOS, after ``max_tokens``, when the context is full, or at a ``stop`` string (which is
-        not returned; text that might begin a stop string is held back until it is known not to)."""
-        from edge.sampling import Sampler, SamplingParams, StopMatcher
+        Stops at EOS, after ``max_tokens`` (None: until the context is full), when the context is full,
+        at a ``stop`` string (which is not returned; text that might begin a stop string is held back
+        until it is known not to), or when cancelled (``cancel``, :meth:`cancel`): the returned
+        :class:`Generation` then has ``finish_reason`` "stop", "length", "context" or "cancelled" and its
+        ``stats`` (also ``last_stats``). The parameters are checked here, before any work (see
+        :func:`edge.sampling.validate_params` for the ranges)."""
+        from edge.sampling import Sampler, SamplingParams, StopMatcher, validate_params
 
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-        stops = StopMatcher([stop] if isinstance(stop, str) else list(stop or []))
-        sampler = Sampler(
-            SamplingParams(
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                min_p=min_p,
-                repeat_penalty=repeat_penalty,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
-                repeat_last_n=repeat_last_n,
-                logit_bias=dict(logit_bias or {}),
-                seed=seed if seed is not None else self.seed,
-            )
+        if max_tokens is not None and (isinstance(max_tokens, bool) or int(max_tokens) != max_tokens):
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"max_tokens must be an integer: {max_tokens!r}")
+        if max_tokens is not None and max_tokens < 0:
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"max_tokens {max_tokens} must be >= 0 (or None)")
+        params = SamplingParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            repeat_last_n=repeat_last_n,
+            logit_bias=dict(logit_bias or {}),
+            seed=seed if seed is not None else self.seed,
         )
+        try:
+            validate_params(params, self.n_vocab)
+        except ValueError as exc:
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", str(exc)) from None
+        if isinstance(stop, str):
+            stop = [stop]
+        stops = StopMatcher(list(stop or []))
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "the prompt is empty")
+        token = cancel or CancelToken()
+        stats = RunStats()
+        limit = self.n_ctx if max_tokens is None else int(max_tokens)
+        pieces = self._generate_pieces(ids, Sampler(params), stops, limit, token, stats)
+        return Generation(pieces, stats, token)
+
+    def _generate_pieces(
+        self,
+        ids: list[int],
+        sampler: Any,
+        stops: Any,
+        max_tokens: int,
+        token: CancelToken,
+        stats: RunStats,
+    ) -> Iterator[str]:
+        """The generation loop. It holds the context only while evaluating; when another call changed the
+        cached sequence since this generation's last step (``_seq``), it first re-evaluates its own
+        tokens, reusing the common prefix, so it always continues its own sequence."""
         tok = self._require_tokenizer()
         decoder = tok.stream_decoder(continuation=True)
-        stats = RunStats()
-        self.last_stats = stats
-        t0 = time.perf_counter()
-        logits, stats.prompt_tokens = self._eval_prompt(ids)
-        stats.prompt_seconds = time.perf_counter() - t0
-        history = list(ids)
-        t1 = time.perf_counter()
-        for i in range(max(0, int(max_tokens))):
-            token = int(sampler.sample(logits, history))
-            if token == tok.eos_id:
-                break
-            history.append(token)
-            stats.decode_tokens += 1
-            text, stopped = stops.feed(decoder.feed(token))
+        with self._handle_lock:
+            self._live.add(token)
+        try:
+            self.last_stats = stats
+            stats.prompt_tokens = len(ids)
+            if token.cancelled:
+                stats.finish_reason = "cancelled"
+                return
+            t0 = time.perf_counter()
+            try:
+                with self._using(token):
+                    logits, stats.prompt_tokens_evaluated = self._eval_prompt(ids)
+                    seq = self._seq
+            except EdgeCancelledError:
+                stats.finish_reason = "cancelled"
+                return
+            stats.prompt_seconds = time.perf_counter() - t0
+            history = list(ids)
+            t1 = time.perf_counter()
+            reason = "length"
+            for i in range(max_tokens):
+                new = int(sampler.sample(logits, history))
+                if new == tok.eos_id:
+                    reason = "stop"
+                    break
+                history.append(new)
+                stats.decode_tokens += 1
+                text, stopped = stops.feed(decoder.feed(new))
+                if text:
+                    yield text
+                if stopped:
+                    stats.decode_seconds = time.perf_counter() - t1
+                    stats.finish_reason = "stop"
+                    return
+                if i + 1 == max_tokens:
+                    break
+                if len(history) > self.n_ctx:  # the cache is full: no room for the token just drawn
+                    reason = "context"
+                    break
+                if token.cancelled:
+                    reason = "cancelled"
+                    break
+                try:
+                    with self._using(token):
+                        if self._seq != seq:  # another call used the context: back to this sequence
+                            logits, _ = self._eval_prompt(history)
+                        else:
+                            logits = self.eval([new])
+                        seq = self._seq
+                except EdgeCancelledError:
+                    reason = "cancelled"
+                    break
+                stats.decode_seconds = time.perf_counter() - t1
+            text, _ = stops.feed(decoder.flush())
+            text += stops.flush()
+            stats.decode_seconds = time.perf_counter() - t1
+            stats.finish_reason = reason
             if text:
                 yield text
-            if stopped:
-                stats.decode_seconds = time.perf_counter() - t1
-                return
-            if i + 1 == max_tokens or len(self._tokens) >= self.n_ctx:
-                break
-            logits = self.eval([token])
-            stats.decode_seconds = time.perf_counter() - t1
-        text, _ = stops.feed(decoder.flush())
-        text += stops.flush()
-        stats.decode_seconds = time.perf_counter() - t1
-        if text:
-            yield text
+        finally:
+            with self._handle_lock:
+                self._live.discard(token)
 
-    def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, **kwargs: Any) -> str:
-        """The whole generated text (see :meth:`stream` for the parameters)."""
-        return "".join(self.stream(prompt, max_tokens=max_tokens, **kwargs))
+    def generate(self, prompt: str | Sequence[int], max_tokens: int | None = 128, **kwargs: Any) -> str:
+        """The whole generated text (see :meth:`stream` for the parameters; ``last_stats`` tells why it
+        ended). Holds the model for the whole generation: concurrent calls run one after another."""
+        gen = self.stream(prompt, max_tokens=max_tokens, **kwargs)
+        with self._using(gen.token):
+            return "".join(gen)
 
     def generate_tokens(self, prompt: Sequence[int], max_tokens: int, **kwargs: Any) -> list[int]:
         """Token ids generated after ``prompt`` (greedy with temperature=0), without detokenizing."""
-        from edge.sampling import Sampler, SamplingParams
+        from edge.sampling import Sampler, SamplingParams, validate_params
 
-        sampler = Sampler(SamplingParams(**kwargs))
+        params = SamplingParams(**kwargs)
+        validate_params(params, self.n_vocab)
+        sampler = Sampler(params)
         ids = [int(t) for t in prompt]
-        logits, _ = self._eval_prompt(ids)
-        out: list[int] = []
-        for i in range(max_tokens):
-            token = int(sampler.sample(logits, ids + out))
-            out.append(token)
-            if i + 1 < max_tokens and len(self._tokens) < self.n_ctx:
-                logits = self.eval([token])
-            elif i + 1 < max_tokens:
-                break
-        return out
+        with self._using():
+            logits, _ = self._eval_prompt(ids)
+            out: list[int] = []
+            for i in range(max_tokens):
+                token = int(sampler.sample(logits, ids + out))
+                out.append(token)
+                if i + 1 < max_tokens and len(self._tokens) < self.n_ctx:
+                    logits = self.eval([token])
+                elif i + 1 < max_tokens:
+                    break
+            return out
+
+
+class Generation(Iterator[str]):
+    """The pieces of one generation (:meth:`Model.stream`), with ``stats`` (RunStats) and, once it has
+    ended, ``finish_reason``. ``cancel()`` stops it (as its ``token`` does)."""
+
+    def __init__(self, pieces: Iterator[str], stats: RunStats, token: CancelToken) -> None:
+        self._pieces = pieces
+        self.stats = stats
+        self.token = token
+
+    @property
+    def finish_reason(self) -> str:
+        return self.stats.finish_reason
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop early (as abandoning the iterator does)."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()

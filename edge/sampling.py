@@ -41,6 +41,46 @@ class SamplingParams:
     seed: int | None = None
 
 
+def validate_params(p: SamplingParams, n_vocab: int | None = None) -> None:
+    """Check every parameter against its range; ValueError naming the parameter, its range and the value.
+
+    temperature >= 0 (0: greedy); top_k >= 0 (0: off); 0 < top_p <= 1 (1: off); 0 <= min_p <= 1 (0: off);
+    repeat_penalty > 0 (1: off); -2 <= frequency_penalty, presence_penalty <= 2 (OpenAI's range);
+    repeat_last_n >= -1 (-1: every previous token); logit_bias ids within the vocabulary, biases not NaN."""
+    pen = (p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+    checks: list[tuple[str, object, bool, str]] = [
+        ("temperature", p.temperature, _real(p.temperature) and p.temperature >= 0, ">= 0 (0: greedy)"),
+        ("top_k", p.top_k, _integer(p.top_k) and p.top_k >= 0, "an integer >= 0 (0: off)"),
+        ("top_p", p.top_p, _real(p.top_p) and 0 < p.top_p <= 1, "in (0, 1] (1: off)"),
+        ("min_p", p.min_p, _real(p.min_p) and 0 <= p.min_p <= 1, "in [0, 1] (0: off)"),
+        ("repeat_penalty", pen[0], _real(pen[0]) and pen[0] > 0, "> 0 (1: off)"),
+        ("frequency_penalty", pen[1], _real(pen[1]) and abs(pen[1]) <= 2, "in [-2, 2]"),
+        ("presence_penalty", pen[2], _real(pen[2]) and abs(pen[2]) <= 2, "in [-2, 2]"),
+        (
+            "repeat_last_n",
+            p.repeat_last_n,
+            _integer(p.repeat_last_n) and p.repeat_last_n >= -1,
+            "an integer >= -1 (-1: all, 0: off)",
+        ),
+    ]
+    for name, value, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+    for token, bias in (p.logit_bias or {}).items():
+        if not _integer(token) or (n_vocab is not None and not 0 <= token < n_vocab):
+            raise ValueError(f"logit_bias: token id {token!r} is not in 0..{(n_vocab or 0) - 1}")
+        if not isinstance(bias, (int, float)) or bias != bias:
+            raise ValueError(f"logit_bias: the bias of token {token} must be a number, got {bias!r}")
+
+
+def _real(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
+def _integer(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
 class Sampler:
     """Draws one token id from a logit vector; holds the random generator, so a seed fixes the sequence."""
 

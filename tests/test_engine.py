@@ -654,8 +654,9 @@ def test_peak_rss_is_the_mapped_file_plus_kv_cache(larger_gguf):
 # ------------------------------------------------------------------------------------- sanitizers
 
 
-def _asan_engine_driver() -> Path:
-    """tests/engine_asan_driver.c linked with every native source, built with ASan + UBSan."""
+def _asan_engine_driver(driver_name: str = "engine_asan_driver.c") -> Path:
+    """tests/engine_asan_driver.c (or another driver there) linked with every native source, built with
+    ASan + UBSan."""
     import subprocess
 
     from native_build import BUILD_ROOT, ROOT, asan_cflags, c_compiler
@@ -688,8 +689,8 @@ def _asan_engine_driver() -> Path:
         )
         assert built.returncode == 0, built.stderr
         objects.append(str(obj))
-    program = out / "engine_asan_driver"
-    driver = Path(__file__).with_name("engine_asan_driver.c")
+    driver = Path(__file__).with_name(driver_name)
+    program = out / driver.stem
     cmd = [cc, *common, str(driver), *objects, "-o", str(program), "-lm", "-lpthread"]
     built = subprocess.run(cmd, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr

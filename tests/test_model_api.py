@@ -82,13 +82,17 @@ def test_prompt_prefix_is_reused(model):
     ids = model.tokenize(PROMPT)
     model.reset()
     model.generate(ids, max_tokens=2, temperature=0)
-    assert model.last_stats.prompt_tokens == len(ids)
-    # the same prompt again: only the last prompt token is evaluated (its logits are needed)
+    s = model.last_stats
+    assert s.prompt_tokens == s.prompt_tokens_evaluated == len(ids) and s.prompt_tokens_reused == 0
+    # the same prompt again: only the last prompt token is evaluated (its logits are needed); the count
+    # of prompt tokens includes the reused prefix
     model.generate(ids, max_tokens=2, temperature=0)
-    assert model.last_stats.prompt_tokens == 1
+    s = model.last_stats
+    assert (s.prompt_tokens, s.prompt_tokens_evaluated, s.prompt_tokens_reused) == (len(ids), 1, len(ids) - 1)
     # an extension: only the new tokens
     model.generate([*ids, 7, 8, 9], max_tokens=2, temperature=0)
-    assert model.last_stats.prompt_tokens == 3
+    s = model.last_stats
+    assert (s.prompt_tokens, s.prompt_tokens_evaluated) == (len(ids) + 3, 3)
     # reuse gives the same logits as a fresh evaluation
     model.truncate(len(ids))
     reused = model.eval([7, 8, 9], all_logits=True)

@@ -70,18 +70,26 @@ def convert_preset(
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompt", default=None, help=f"prompt text (default: {DEFAULT_PROMPT!r})")
-    parser.add_argument("--preset", default="q4_k_m", choices=DEMO_PRESETS, help="the file to generate from")
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (deterministic)")
+    from edge.commands.run import add_generation_options
+
     parser.add_argument(
-        "--repeat-penalty", type=float, default=1.2, help="a 20 M model loops without one (1.0 = off)"
+        "-p", "--prompt", default=None, help=f"prompt text (default: the model's, {DEFAULT_PROMPT!r})"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--preset",
+        default="q4_k_m",
+        choices=DEMO_PRESETS,
+        help="the file to generate from (default: %(default)s)",
+    )
+    # the same names as `run` (-n/--n-predict/--max-tokens, --temp/--temperature, ...); a 20 M model
+    # loops without a repeat penalty
+    add_generation_options(parser, max_tokens=96, temperature=0.0, repeat_penalty=1.2, seed=0)
     parser.add_argument(
         "--out", type=Path, default=None, help="where the GGUF files go (default: ~/.cache/grok-edge/demo)"
     )
-    parser.add_argument("--force", action="store_true", help="convert again even if the files exist")
+    parser.add_argument(
+        "--force", action="store_true", help="convert again even if the files exist (default: off)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

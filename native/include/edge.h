@@ -39,7 +39,8 @@ typedef enum edge_status {
     EDGE_ERR_UNSUPPORTED = 5, /* valid but not supported (type, architecture, feature) */
     EDGE_ERR_RANGE = 6,       /* an index or size out of range (token id, context overflow) */
     EDGE_ERR_STATE = 7,       /* call not valid in the object's current state */
-    EDGE_ERR_INTERNAL = 8
+    EDGE_ERR_INTERNAL = 8,
+    EDGE_ERR_CANCELLED = 9    /* the call was stopped by edge_context_set_cancel */
 } edge_status;
 
 /* Message of the last failed call on this thread ("" if none). Valid until the next failing call. */
@@ -204,7 +205,9 @@ typedef struct edge_model_hparams {
 typedef struct edge_context_params {
     int64_t n_ctx;   /* KV cache capacity in tokens (<= n_ctx_train) */
     int64_t n_batch; /* tokens per forward chunk in prompt processing */
-    int n_threads;   /* 0: all cores */
+    int n_threads;   /* 0: one per core this process may use (affinity mask), fewer where a decoded token's
+                      * weights are too few to split (16 MiB a thread: the shipped demo model gets one);
+                      * edge_context_n_threads tells */
     int kv_type;     /* EDGE_TYPE_F16 (default), EDGE_TYPE_Q8_0, or EDGE_TYPE_F32 (exact, 2x F16's memory) */
     int isa;         /* edge_isa; EDGE_ISA_AUTO by default */
     int n_seq;       /* KV cache slots (independent sequences) for edge_batch_eval; 0 or 1: one */
@@ -224,6 +227,13 @@ EDGE_API void edge_context_free(edge_context *ctx);
 EDGE_API edge_status edge_context_eval(edge_context *ctx, const int32_t *tokens, int64_t n, float *logits,
                                        int all_logits);
 EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out);
+/* Cancellation: cancel = 1 asks an edge_context_eval running on another thread (or the next one) to stop;
+ * it checks the flag before every layer of the forward pass and returns EDGE_ERR_CANCELLED, with n_past as
+ * before the call (like any failed eval). The flag stays set until cleared with cancel = 0. Callable from
+ * any thread while the context is alive (never concurrently with or after edge_context_free). */
+EDGE_API edge_status edge_context_set_cancel(edge_context *ctx, int cancel);
+/* The threads the context's forward pass runs on (the caller's included). */
+EDGE_API edge_status edge_context_n_threads(const edge_context *ctx, int *out);
 /* Forget every position >= n_past (n_past <= current), e.g. to reuse a shared prompt prefix. */
 EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past);
 /* KV cache save/restore for prompt reuse: size, then a copy out or in (positions 0..n_past-1; loading

@@ -34,6 +34,7 @@ EDGE_API const char *edge_status_name(edge_status status) {
     case EDGE_ERR_RANGE: return "EDGE_ERR_RANGE";
     case EDGE_ERR_STATE: return "EDGE_ERR_STATE";
     case EDGE_ERR_INTERNAL: return "EDGE_ERR_INTERNAL";
+    case EDGE_ERR_CANCELLED: return "EDGE_ERR_CANCELLED";
     }
     return "EDGE_ERR_UNKNOWN";
 }

@@ -1,5 +1,7 @@
 /* context.c — the public context API: creation (every buffer allocated here, never in the token loop),
  * evaluation in n_batch chunks, truncation, and KV-cache state save/restore. */
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "blocks.h"
@@ -53,6 +55,52 @@ static size_t scratch_for(const edge_model *m, int64_t n_tok, int64_t n_exp_tok,
     return need;
 }
 
+/* Weight bytes one decoded token reads: every layer's attention products and router, n_expert_used
+ * experts' three products (the largest, as an upper bound), and the output projection. */
+static double token_weight_bytes(const edge_model *m) {
+    double bytes = (double)m->output.n_rows * (double)m->output.row_stride;
+    for (int64_t l = 0; l < m->hp.n_layer; l++) {
+        const edge_layer_weights *L = &m->layers[l];
+        const edge_matrix *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->router};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+            bytes += (double)mats[i]->n_rows * (double)mats[i]->row_stride;
+        double expert = 0.0;
+        for (int64_t e = 0; e < m->hp.n_expert; e++) {
+            const double b = (double)L->gate[e].n_rows * (double)L->gate[e].row_stride +
+                             (double)L->up[e].n_rows * (double)L->up[e].row_stride +
+                             (double)L->down[e].n_rows * (double)L->down[e].row_stride;
+            expert = b > expert ? b : expert;
+        }
+        bytes += expert * (double)m->hp.n_expert_used;
+    }
+    return bytes;
+}
+
+/* The default thread count (n_threads 0): one per core, but no more than the work per token keeps busy.
+ * A decoded token whose weights take less than ~DEFAULT_THREAD_BYTES per thread finishes in well under a
+ * millisecond on one core; splitting it buys little when the machine is idle and costs ~10x when another
+ * process holds a core, since each product then waits for a worker the OS runs milliseconds late
+ * (bench/contention.py: the shipped demo model, 1,800 tok/s on one thread against 175 on two). */
+#define DEFAULT_THREAD_BYTES (16.0 * 1024 * 1024)
+int edge_default_threads(const edge_model *m, int n_cores) {
+    const double per_thread = token_weight_bytes(m) / DEFAULT_THREAD_BYTES;
+    int n = per_thread < 1.0 ? 1 : per_thread > (double)n_cores ? n_cores : (int)per_thread;
+    return n < 1 ? 1 : n;
+}
+
+/* The cores this process may run on: the affinity mask's (taskset, a cgroup cpuset) where it is smaller
+ * than the online count. */
+static int usable_cores(int online) {
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0 && n < online) return n;
+    }
+#endif
+    return online;
+}
+
 EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_params *params, edge_context **out) {
     if (!model || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_create: NULL argument");
     *out = NULL;
@@ -77,8 +125,14 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     edge_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return edge_fail(EDGE_ERR_NOMEM, "out of memory for a context");
     ctx->model = model;
+    atomic_init(&ctx->cancel, 0);
     edge_status st;
     /* the pool detects the CPU once (n_threads 0: one per core); the context's paths come from it */
+    if (p.n_threads == 0) {
+        edge_cpu_features cores;
+        if ((st = edge_cpu_detect(&cores)) != EDGE_OK) goto fail;
+        p.n_threads = edge_default_threads(model, usable_cores(cores.n_cores > 0 ? cores.n_cores : 1));
+    }
     if ((st = edge_threadpool_create(p.n_threads, &ctx->pool)) != EDGE_OK) goto fail;
     const edge_cpu_features *cpu = edge_threadpool_cpu(ctx->pool);
     ctx->kernels = edge_kernels_for(p.isa, cpu);
@@ -231,6 +285,18 @@ EDGE_API edge_status edge_context_eval(edge_context *ctx, const int32_t *tokens,
 EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out) {
     if (!ctx || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_n_past: NULL argument");
     *out = ctx->n_past;
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_context_set_cancel(edge_context *ctx, int cancel) {
+    if (!ctx) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_set_cancel: NULL context");
+    atomic_store_explicit(&ctx->cancel, cancel != 0, memory_order_release);
+    return EDGE_OK;
+}
+
+EDGE_API edge_status edge_context_n_threads(const edge_context *ctx, int *out) {
+    if (!ctx || !out) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_context_n_threads: NULL argument");
+    *out = ctx->n_threads;
     return EDGE_OK;
 }
 

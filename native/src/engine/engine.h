@@ -7,6 +7,8 @@
 #ifndef EDGE_ENGINE_H
 #define EDGE_ENGINE_H
 
+#include <stdatomic.h>
+
 #include "common.h"
 #include "kernels/kernels.h"
 
@@ -190,6 +192,7 @@ struct edge_context {
     int n_seq;                 /* sequence slots (1: the context's own) */
     edge_seq_slot *seqs;       /* [n_seq - 1]: sequences 1..n_seq-1 */
     int64_t *seq_tmp;          /* [2 * n_seq] batch.c's bookkeeping (preallocated) */
+    _Atomic int cancel; /* edge_context_set_cancel: the forward pass stops before its next layer */
 };
 
 /* Make sequence seq the context's current one (its kv / n_past / is_pad in the context's fields) by
@@ -217,6 +220,10 @@ typedef struct edge_seq_span {
     int seq;
     int64_t start, n;
 } edge_seq_span;
+
+
+/* The thread count a context gets for n_threads 0 on n_cores cores (context.c). */
+int edge_default_threads(const edge_model *m, int n_cores);
 
 /* Forward pass of n <= n_batch tokens at positions ctx->n_past.. (grok.c). Writes logits of the
  * rows [first_logit, n) into `logits` (n - first_logit rows) when logits is not NULL. */

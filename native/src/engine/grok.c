@@ -64,6 +64,8 @@ static void rope_rotate_half(float *v, const float *cos_, const float *sin_, int
 typedef struct {
     edge_context *ctx;
     int64_t layer, n;
+    int64_t n_units;       /* ranges of query heads, every token of each (attention_worker) */
+    _Atomic int64_t next;  /* the next unit to claim */
 } attention_job;
 
 /* Raw scores q·k of one head against the cached keys 0..pos (KV head g), the portable way. */
@@ -175,20 +177,11 @@ static void attention_tiles(const attention_job *job, int ith, int64_t h0, int64
     }
 }
 
-/* One worker's share of (token, query head) pairs: causal attention over the cached positions 0..pos. */
-static void attention_worker(void *arg, int ith, int nth) {
-    const attention_job *job = arg;
+/* Query heads h0 .. h1-1 of every token, the portable way (or one head at a time with the SIMD loops where
+ * the tiles do not apply): causal attention over the cached positions 0..pos. */
+static void attention_heads(const attention_job *job, int ith, int64_t h0, int64_t h1) {
     edge_context *ctx = job->ctx;
     const edge_model_hparams *hp = &ctx->model->hp;
-    /* A contiguous range of query heads per thread, for every token (every thread has every token's
-     * causal length), in tiles where the cache type has the loops. With more threads than heads,
-     * (token, head) pairs round-robin, one head at a time. */
-    const bool by_heads = hp->n_head >= nth;
-    const int64_t h0 = hp->n_head * ith / nth, h1 = hp->n_head * (ith + 1) / nth;
-    if (by_heads && ctx->attn_scores_multi) {
-        attention_tiles(job, ith, h0, h1);
-        return;
-    }
     edge_run_state *s = &ctx->s;
     const int64_t hd = hp->head_dim, nq = hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv; /* query head h uses KV head h / group */
@@ -198,22 +191,40 @@ static void attention_worker(void *arg, int ith, int nth) {
     const size_t head_bytes = kv_stride / (size_t)hp->n_head_kv; /* one KV head's slice of a row */
     const uint8_t *krows = edge_kv_row(&ctx->kv, ctx->kv.k, job->layer, 0); /* position t: + t * kv_stride */
     const uint8_t *vrows = edge_kv_row(&ctx->kv, ctx->kv.v, job->layer, 0);
-    for (int64_t task = 0; task < job->n * hp->n_head; task++) {
-        const int64_t i = task / hp->n_head, h = task % hp->n_head, g = h / group;
-        if (by_heads ? h < h0 || h >= h1 : task % nth != ith) continue;
-        const int64_t pos = ctx->n_past + i;
-        const float *q = s->q + i * nq + h * hd;
-        float *out = s->att + i * nq + h * hd;
-        const bool mask_pads = any_real_key(ctx, pos);
-        if (ctx->attn_scores_multi)
-            ctx->attn_scores_multi(q, 1, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores, 0);
+    for (int64_t i = 0; i < job->n; i++)
+        for (int64_t h = h0; h < h1; h++) {
+            const int64_t g = h / group, pos = ctx->n_past + i;
+            const float *q = s->q + i * nq + h * hd;
+            float *out = s->att + i * nq + h * hd;
+            const bool mask_pads = any_real_key(ctx, pos);
+            if (ctx->attn_scores_multi)
+                ctx->attn_scores_multi(q, 1, krows + head_bytes * (size_t)g, kv_stride, pos + 1, hd, scores, 0);
+            else
+                head_scores(ctx, q, krows, g, pos, row, scores);
+            head_softmax(ctx, scores, mask_pads, pos);
+            if (ctx->attn_wsum_multi)
+                ctx->attn_wsum_multi(out, 1, scores, 0, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
+            else
+                head_wsum(ctx, scores, vrows, g, pos, row, out);
+        }
+}
+
+/* Every worker that runs: claims ranges of query heads (every token of each) from one counter until none is
+ * left (edge_threadpool_run_any), so a worker the OS has not scheduled yet holds up nothing: the others take
+ * its share. A unit is a KV head's group of query heads, or an equal part of one where there are fewer
+ * groups than threads (the tiles read each cached row once for the unit's heads). ith only picks the
+ * worker's scratch rows. Every (token, head) gets bit for bit the same result however the heads are split. */
+static void attention_worker(void *arg, int ith, int nth) {
+    (void)nth;
+    attention_job *job = arg;
+    const edge_model_hparams *hp = &job->ctx->model->hp;
+    for (int64_t u = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed); u < job->n_units;
+         u = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed)) {
+        const int64_t h0 = hp->n_head * u / job->n_units, h1 = hp->n_head * (u + 1) / job->n_units;
+        if (job->ctx->attn_scores_multi)
+            attention_tiles(job, ith, h0, h1);
         else
-            head_scores(ctx, q, krows, g, pos, row, scores);
-        head_softmax(ctx, scores, mask_pads, pos);
-        if (ctx->attn_wsum_multi)
-            ctx->attn_wsum_multi(out, 1, scores, 0, vrows + head_bytes * (size_t)g, kv_stride, pos + 1, hd);
-        else
-            head_wsum(ctx, scores, vrows, g, pos, row, out);
+            attention_heads(job, ith, h0, h1);
     }
 }
 
@@ -232,8 +243,13 @@ static void attention_seq(edge_context *ctx, int64_t layer, int64_t n) {
         edge_kv_cache_store(&ctx->kv, ctx->kv.k, layer, ctx->n_past + i, s->k + i * nkv);
         edge_kv_cache_store(&ctx->kv, ctx->kv.v, layer, ctx->n_past + i, s->v + i * nkv);
     }
-    attention_job job = {ctx, layer, n};
-    edge_threadpool_run(ctx->pool, attention_worker, &job);
+    /* units: every KV head's group of query heads, split in as many parts as it takes to give every
+     * thread one (each part still reads the cached rows once for its heads) */
+    const int64_t parts = (ctx->n_threads + hp->n_head_kv - 1) / hp->n_head_kv;
+    const int64_t units = hp->n_head_kv * parts < hp->n_head ? hp->n_head_kv * parts : hp->n_head;
+    attention_job job = {ctx, layer, n, units, 0};
+    atomic_init(&job.next, 0);
+    edge_threadpool_run_any(ctx->pool, attention_worker, &job);
 }
 
 /* attention_seq for one span of a pass: its sequence made current and the buffers' rows offset to the
@@ -454,9 +470,12 @@ edge_status edge_grok_forward_spans(edge_context *ctx, const edge_seq_span *span
         }
     }
 
-    /* 2. the decoder layers */
+    /* 2. the decoder layers (a cancel request, edge_context_set_cancel, is honoured before each) */
     bool predict_next = false; /* whether pred_sel holds this layer's predicted experts */
     for (int64_t l = 0; l < hp->n_layer; l++) {
+        if (atomic_load_explicit(&ctx->cancel, memory_order_acquire))
+            return edge_fail(EDGE_ERR_CANCELLED, "evaluation cancelled before layer %lld of %lld", (long long)l,
+                             (long long)hp->n_layer);
         const edge_layer_weights *L = &m->layers[l];
         /* h = h + rms_1(attention(rms_0(h))) */
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xb + i * d, s->x + i * d, L->attn_norm, d, hp->rms_eps);
