@@ -27,6 +27,9 @@ from edge.convert.safe_pickle import Leaf, QuantizedWeight8bit, drop_pages
 from tqdm import tqdm
 
 CHUNK_BYTES = 64 << 20  # float32 bytes per quantize call: bounds the working set
+# The converter's output revision: bumped whenever the same checkpoint and preset give other bytes, so
+# caches of converted files (the demo's) know to convert again. 2: exact int8 x bf16 products.
+CONVERTER_REVISION = 2
 GGML_TYPES = {t.name: int(t) for t in gguf.GGMLQuantizationType}
 AddTokenizer = Callable[[gguf.GGUFWriter, "str | os.PathLike[str]"], None]
 

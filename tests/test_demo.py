@@ -71,3 +71,22 @@ def test_model_json_records_training() -> None:
     info = json.loads((data_dir() / "model.json").read_text())
     assert info["n_params"] > 5_000_000
     assert len(info["train_unigram_counts"]) == info["model"]["vocab_size"]
+
+
+def test_cached_demo_files_of_an_older_converter_are_converted_again(tmp_path: Path) -> None:
+    from edge.convert.pipeline import CONVERTER_REVISION
+
+    from edge.commands.demo import convert_preset
+
+    out = convert_preset("q8_0", tmp_path)
+    stamp = out.with_name(out.name + ".rev")
+    assert stamp.read_text().strip() == str(CONVERTER_REVISION)
+    first = out.stat().st_mtime_ns
+    assert convert_preset("q8_0", tmp_path).stat().st_mtime_ns == first  # current: reused
+    stamp.write_text("1\n")  # a file written by the bf16-rounding converter
+    again = convert_preset("q8_0", tmp_path)
+    assert again.stat().st_mtime_ns != first
+    assert stamp.read_text().strip() == str(CONVERTER_REVISION)
+    stamp.unlink()  # no stamp at all (files from before stamps existed): converted again too
+    convert_preset("q8_0", tmp_path)
+    assert stamp.exists()

@@ -45,13 +45,21 @@ def convert_preset(
     name: str | None = None,
     show_progress: bool = False,
 ) -> Path:
-    """Convert the shipped checkpoint with ``preset`` into ``out_dir`` (reused when present)."""
-    from edge.convert.pipeline import convert_checkpoint
+    """Convert the shipped checkpoint with ``preset`` into ``out_dir``. A file already there is reused when
+    it is newer than the checkpoint and its ``.rev`` stamp names the current converter revision."""
+    from edge.convert.pipeline import CONVERTER_REVISION, convert_checkpoint
 
     info = model_info()
     src = data_dir()
     out = out_dir / f"tiny-grok-{name or preset}.gguf"
-    if out.exists() and not force and out.stat().st_mtime >= (src / "model.json").stat().st_mtime:
+    stamp = out.with_name(out.name + ".rev")
+    fresh = (
+        out.exists()
+        and stamp.exists()
+        and stamp.read_text().strip() == str(CONVERTER_REVISION)
+        and out.stat().st_mtime >= (src / "model.json").stat().st_mtime
+    )
+    if fresh and not force:
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
     convert_checkpoint(
@@ -66,6 +74,7 @@ def convert_preset(
         name=str(info["name"]),
         show_progress=show_progress,
     )
+    stamp.write_text(f"{CONVERTER_REVISION}\n")
     return out
 
 
