@@ -746,7 +746,7 @@ class Model:
 
     def generate_tokens(self, prompt: Sequence[int], max_tokens: int, **kwargs: Any) -> list[int]:
         """Token ids generated after ``prompt`` (greedy with temperature=0), without detokenizing."""
-        from edge.sampling import Sampler, SamplingParams, validate_params
+        from edge.sampling import Sampler, SamplingParams, sample_tokens, validate_params
 
         params = SamplingParams(**kwargs)
         validate_params(params, self.n_vocab)
@@ -754,15 +754,8 @@ class Model:
         ids = [int(t) for t in prompt]
         with self._using():
             logits, _ = self._eval_prompt(ids)
-            out: list[int] = []
-            for i in range(max_tokens):
-                token = int(sampler.sample(logits, ids + out))
-                out.append(token)
-                if i + 1 < max_tokens and len(self._tokens) < self.n_ctx:
-                    logits = self.eval([token])
-                elif i + 1 < max_tokens:
-                    break
-            return out
+            room = lambda: len(self._tokens) < self.n_ctx  # noqa: E731
+            return sample_tokens(sampler, logits, ids, max_tokens, room, lambda t: self.eval([t]))
 
 
 class Generation(Iterator[str]):

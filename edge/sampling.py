@@ -21,7 +21,7 @@ Probabilities are computed in float64 from the float32 logits.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +185,29 @@ class Sampler:
 
 # Top-k over a large vocabulary: a strided sample of this many logits per top-k token picks the pool.
 _POOL_STRIDE = 64
+
+
+def sample_tokens(
+    sampler: Sampler,
+    logits: np.ndarray,
+    prompt: Sequence[int],
+    max_tokens: int,
+    room: Callable[[], bool],
+    step: Callable[[int], np.ndarray],
+) -> list[int]:
+    """Up to ``max_tokens`` ids sampled after ``prompt``, whose last logits are ``logits``: each sampled
+    token is fed to ``step`` (its logits back) while ``room()`` says the context has space, else the
+    generation ends there."""
+    out: list[int] = []
+    for i in range(max_tokens):
+        token = int(sampler.sample(logits, [*prompt, *out]))
+        out.append(token)
+        if i + 1 == max_tokens:
+            break
+        if not room():
+            break
+        logits = step(token)
+    return out
 
 
 def _top_k_pool(adjusted: np.ndarray, top_k: int) -> np.ndarray | None:

@@ -256,17 +256,11 @@ class OnnxModel:
 
     def generate_tokens(self, prompt: Sequence[int], max_tokens: int, **kwargs: Any) -> list[int]:
         """Token ids generated after ``prompt`` (greedy with temperature=0), as edge.Model's."""
-        from edge.sampling import Sampler, SamplingParams
+        from edge.sampling import Sampler, SamplingParams, sample_tokens
 
         sampler = Sampler(SamplingParams(**kwargs))
         ids = [int(t) for t in prompt]
         logits, _ = self._eval_prompt(ids)
-        out: list[int] = []
-        for i in range(max_tokens):
-            token = int(sampler.sample(logits, ids + out))
-            out.append(token)
-            if i + 1 < max_tokens and len(self._tokens) < self.n_ctx:
-                logits = self.eval([token])
-            elif i + 1 < max_tokens:
-                break
-        return out
+        return sample_tokens(
+            sampler, logits, ids, max_tokens, lambda: len(self._tokens) < self.n_ctx, lambda t: self.eval([t])
+        )
