@@ -15,6 +15,9 @@ The bound is the one tests/test_kernels.py uses between SIMD paths and the scala
 quantized ones. A kernel that reads one wrong value is off by far more (a deliberately broken Q4_K kernel,
 one nibble misread, failed this test: see the commit message).
 
+The same comparison runs on a real GPU where the installed library is an nvcc build and finds a device
+(there the Q8_0 and K-quant kernels use __dp4a; build with -DEDGE_CUDA_PORTABLE=ON for the twin).
+
 The ptxas test compiles the same file with nvcc for every architecture the build targets and fails on
 any register spill in the kernels (skips without nvcc).
 """
@@ -87,6 +90,19 @@ def chipstar_lib() -> Any:
     return ffi, lib
 
 
+@pytest.fixture(params=["chipstar", "installed"])
+def cuda_lib(request: pytest.FixtureRequest) -> Any:
+    """The kernels under chipStar, and on a real GPU where the installed library (an nvcc build) has one."""
+    if request.param == "chipstar":
+        return request.getfixturevalue("chipstar_lib")
+    n = edge_ffi.new("int *")
+    if not edge_lib.edge_cuda_compiled() or edge_lib.edge_cuda_device_count(n) != EDGE_OK or n[0] == 0:
+        pytest.skip(
+            "the installed library has no CUDA device to run the kernels on (chipStar runs them here)"
+        )
+    return edge_ffi, edge_lib
+
+
 def cuda_matvec(mod: Any, qtype: int, raw: np.ndarray, n_rows: int, n_cols: int, x: np.ndarray) -> np.ndarray:
     ffi, lib = mod
     w = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
@@ -113,7 +129,7 @@ def test_chipstar_build_has_a_device(chipstar_lib: Any) -> None:
 
 
 @pytest.mark.parametrize("qtype", CUDA_TYPES, ids=lambda t: t.name)
-def test_cuda_matvec_matches_the_scalar_kernels(chipstar_lib: Any, qtype: T) -> None:
+def test_cuda_matvec_matches_the_scalar_kernels(cuda_lib: Any, qtype: T) -> None:
     rng = np.random.default_rng(int(qtype) + 2100)
     worst = 0.0
     for n_rows, n_cols in shapes(qtype):
@@ -122,7 +138,7 @@ def test_cuda_matvec_matches_the_scalar_kernels(chipstar_lib: Any, qtype: T) -> 
         x = (rng.standard_t(3, size=n_cols) * np.exp(rng.normal(0, 1))).astype(np.float32)
         if n_cols >= 512:
             x[256:512] = 0.0  # an all-zero activation block (the quantizers' amax == 0 path)
-        y = cuda_matvec(chipstar_lib, qtype, raw, n_rows, n_cols, x)
+        y = cuda_matvec(cuda_lib, qtype, raw, n_rows, n_cols, x)
         y_ref = matmul(raw, qtype, n_rows, n_cols, x, isa="scalar").astype(np.float64)
         n_terms = n_cols if qtype in (T.F32, T.F16, T.BF16) else n_cols // 16
         tol = 4 * (n_terms + 16) * U * (np.abs(w) @ np.abs(x).astype(np.float64))

@@ -34,10 +34,11 @@ static_assert(sizeof(q8k_block) == 292, "block_q8_K is 292 bytes");
 
 __constant__ int8_t kIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-// Sum of four int8 products added to c: __dp4a where nvcc compiles for a GPU that has it.
+// Sum of four int8 products added to c: __dp4a on a GPU that has it (sm_61+). chipStar's cucc defines
+// __NVCC__ and __CUDA_ARCH__ 200 but has no __dp4a: it, and builds with EDGE_CUDA_PORTABLE (for a real-GPU
+// comparison of the two), take the twin.
 __device__ __forceinline__ int dot4(int a, int b, int c) {
-#if defined(__NVCC__) && !defined(__clang__) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 610 && \
-    !defined(EDGE_CUDA_PORTABLE)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 610 && !defined(__HIP_PLATFORM_SPIRV__) && !defined(EDGE_CUDA_PORTABLE)
     return __dp4a(a, b, c);
 #else
     for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
