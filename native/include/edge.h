@@ -64,6 +64,12 @@ EDGE_API edge_status edge_cpu_detect(edge_cpu_features *out);
  * Built without CUDA, or no driver/device: *n_devices = 0 and EDGE_OK. */
 EDGE_API int edge_cuda_compiled(void);
 EDGE_API edge_status edge_cuda_device_count(int *n_devices);
+/* One matrix x vector product on the first CUDA device, for tests: y[r] = sum_c W[r][c] * x[c] (host arrays;
+ * W as edge_matmul takes it). Activations are quantized as the CPU engine does. EDGE_ERR_UNSUPPORTED with a
+ * message when the library has no CUDA, no device is found, or the type has no CUDA kernel (kernels: F32, F16,
+ * BF16, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS). */
+EDGE_API edge_status edge_cuda_matvec(int type, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                                      float *y);
 
 /* ---------------------------------------------------------------- tensor types (ggml numbering) */
 
