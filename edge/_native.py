@@ -95,12 +95,17 @@ _ERRORS: dict[int, type[EdgeError]] = {
 }
 
 
-def check(status: int) -> None:
-    """Raise the matching EdgeError if ``status`` is not EDGE_OK."""
+def last_error() -> str:
+    """The message of this thread's last failed call into the library."""
+    return ffi.string(lib.edge_last_error()).decode("utf-8", "replace")
+
+
+def check(status: int, message: str | None = None) -> None:
+    """Raise the matching EdgeError if ``status`` is not EDGE_OK, with ``message`` or, by default, this
+    thread's last error message (pass the message when the call ran on another thread)."""
     if status != lib.EDGE_OK:
         name = ffi.string(lib.edge_status_name(status)).decode()
-        message = ffi.string(lib.edge_last_error()).decode("utf-8", "replace")
-        raise _ERRORS.get(status, EdgeError)(name, message)
+        raise _ERRORS.get(status, EdgeError)(name, last_error() if message is None else message)
 
 
 def string(ptr: Any) -> str:

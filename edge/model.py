@@ -43,6 +43,7 @@ from edge._native import (
     EdgeRangeError,
     check,
     ffi,
+    last_error,
     lib,
 )
 from edge.cancel import CancelToken
@@ -439,15 +440,21 @@ class Model:
             check(lib.edge_context_truncate(self._ctx, int(n_past)))
             self._tokens = self._tokens[: int(n_past)]
 
-    def _native_eval(self, ctx: Any, chunk: np.ndarray, dst: Any, all_logits: bool) -> int:
-        """One edge_context_eval call. On the main thread a batch runs on a helper thread while the main
-        thread waits, so Ctrl-C (KeyboardInterrupt, delivered only to the main thread, between Python
-        bytecodes) cancels it within one layer instead of after the whole chunk. The helper is always
-        waited for (or never starts): the context is not left to a running evaluation."""
+    def _native_eval(self, ctx: Any, chunk: np.ndarray, dst: Any, all_logits: bool) -> tuple[int, str]:
+        """One edge_context_eval call: (status, the error message of the thread that ran it). On the main
+        thread a batch runs on a helper thread while the main thread waits, so Ctrl-C (KeyboardInterrupt,
+        delivered only to the main thread, between Python bytecodes) cancels it within one layer instead
+        of after the whole chunk. The helper is always waited for (or never starts): the context is not
+        left to a running evaluation."""
         ids = ffi.from_buffer("int32_t[]", chunk)
+
+        def call() -> tuple[int, str]:
+            status = int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits)))
+            return status, (last_error() if status != lib.EDGE_OK else "")
+
         if chunk.size == 1 or threading.current_thread() is not threading.main_thread():
-            return int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits)))
-        result: list[int] = []
+            return call()
+        result: list[tuple[int, str]] = []
         done = threading.Event()
         gate = threading.Lock()
         state = {"running": False, "abandoned": False}
@@ -458,7 +465,7 @@ class Model:
                     if state["abandoned"]:
                         return
                     state["running"] = True
-                result.append(int(lib.edge_context_eval(ctx, ids, chunk.size, dst, int(all_logits))))
+                result.append(call())
             finally:
                 done.set()
 
@@ -525,10 +532,10 @@ class Model:
                 dst = ffi.from_buffer("float[]", out) if last else ffi.NULL
             if token.cancelled:
                 raise EdgeCancelledError("EDGE_ERR_CANCELLED", "evaluation cancelled")
-            status = self._native_eval(ctx, chunk, dst, all_logits)
+            status, message = self._native_eval(ctx, chunk, dst, all_logits)
             if status == lib.EDGE_ERR_CANCELLED and self._closing:
                 raise self._closed_error()
-            check(status)
+            check(status, message)
             self._tokens.extend(chunk.tolist())
             self._seq += 1
             if progress is not None:
