@@ -59,7 +59,14 @@ def test_seeds_behave_as_named() -> None:
 def test_fuzzer_runs_without_a_crash(tmp_path: Path) -> None:
     found = tmp_path / "found"
     found.mkdir()
+    # Started through a small intermediate Python: Linux carries a process's peak RSS (ru_maxrss, which
+    # libFuzzer's -rss_limit_mb reads) from the forking process into the child across exec, so a fuzzer
+    # forked straight from this pytest process (past 2 GB by now in a full run) would report an
+    # out-of-memory at its first input. A grandchild's peak starts from the small intermediate's.
     cmd = [
+        sys.executable,
+        "-c",
+        "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
         sys.executable,
         str(FUZZ_DIR / "fuzz_gguf.py"),
         str(found),  # libFuzzer writes new inputs into the first directory
