@@ -14,7 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import edge
 
-PROMPTS = ["the answer to", "grok model token", "expert router layer", "hello world code"]
+PROMPTS = [
+    "The answer to life the universe and everything is of course",
+    "hello world the model",
+    "print the value of the expert router",
+    "python code returns a number",
+]
 
 
 def shared_by_threads(path: str) -> None:
@@ -30,6 +35,7 @@ def shared_by_threads(path: str) -> None:
             for part in pool.map(worker, range(4)):
                 got.update(part)
     assert got == want, "threads changed the results"
+    assert len(set(want.values())) > 1, "the prompts lead to one text: a mix-up would not show"
 
 
 def interleaved_streams(path: str) -> None:

@@ -15,23 +15,16 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sharing_under_asan import PROMPTS, shared_by_threads
 
 import edge
 from edge._native import EdgeArgumentError, EdgeBusyError, EdgeCancelledError
 from edge.cancel import CancelToken
 from edge.cli import main
-
-PROMPTS = [
-    "The answer to life the universe and everything is of course",
-    "hello world the model",
-    "print the value of the expert router",
-    "python code returns a number",
-]
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +40,7 @@ def _long_prompt(m: edge.Model, n: int) -> list[int]:
 
 
 def test_four_threads_five_greedy_generations_equal_the_sequential_results(path):
-    jobs = [(t, i, f"{PROMPTS[t]} {'layer ' * i}") for t in range(4) for i in range(5)]
-    with edge.Model(path, n_ctx=256, n_threads=2) as m:
-        want = {(t, i): m.generate(p, max_tokens=8, temperature=0) for t, i, p in jobs}
-
-        def worker(t: int) -> dict[tuple[int, int], str]:
-            return {(t, i): m.generate(p, max_tokens=8, temperature=0) for tt, i, p in jobs if tt == t}
-
-        with ThreadPoolExecutor(4) as pool:
-            got: dict[tuple[int, int], str] = {}
-            for part in pool.map(worker, range(4)):
-                got.update(part)
-    assert got == want
-    assert len(set(want.values())) > 1  # the prompts lead to different texts: a mix-up would show
+    shared_by_threads(str(path))  # the same check runs under ASan in the sanitizer test below
 
 
 def test_on_busy_error_raises_at_once_and_block_waits(path):
