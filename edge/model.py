@@ -25,10 +25,8 @@ their pages between Models of the same file.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +45,11 @@ from edge._native import (
     lib,
 )
 from edge.cancel import CancelToken
-from edge.experts import CacheStats, cache_params, read_stats
-from edge.kernels import isa_code
+from edge.context_params import KV_TYPES as KV_TYPES
+from edge.context_params import ContextParams, free_handles, open_context
+from edge.context_params import Hparams as Hparams
+from edge.experts import CacheStats, read_stats
 
-KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
 ON_BUSY = ("block", "error")
 # Why a generation ended: EOS or a stop string, max_tokens, a full context, a cancel request.
 FINISH_REASONS = ("stop", "length", "context", "cancelled")
@@ -87,28 +86,6 @@ class RunStats:
             f"prompt: {self.prompt_tokens} tok, {self.prompt_tokens_per_second:.2f} tok/s | "
             f"decode: {self.decode_tokens} tok, {self.decode_tokens_per_second:.2f} tok/s"
         )
-
-
-@dataclass(frozen=True)
-class Hparams:
-    """The model's hyperparameters as the engine read them from the GGUF metadata."""
-
-    n_vocab: int
-    n_embd: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_expert: int
-    n_expert_used: int
-    n_ctx_train: int
-    rope_freq_base: float
-    rms_eps: float
-    embedding_scale: float
-    output_scale: float
-    attn_output_multiplier: float
-    attn_logit_softcap: float
 
 
 class Model:
@@ -165,67 +142,24 @@ class Model:
         if on_busy not in ON_BUSY:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"on_busy {on_busy!r}: use one of {ON_BUSY}")
         self.on_busy = on_busy
-        if kv_type.lower() not in KV_TYPES:
-            raise EdgeArgumentError(
-                "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
-            )
-        isa_value = isa_code(isa.lower())  # EdgeArgumentError for an unknown name
-        if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 0):
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
-        if isinstance(n_ctx, bool) or int(n_ctx) != n_ctx or n_ctx < 0:
-            raise EdgeArgumentError(
-                "EDGE_ERR_INVALID_ARG", f"n_ctx {n_ctx} must be >= 0 (0: the model's context length)"
-            )
-        if isinstance(n_batch, bool) or int(n_batch) != n_batch or n_batch < 1:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_batch {n_batch} must be >= 1")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if n_threads and n_threads > cores:
-            warnings.warn(
-                f"n_threads {n_threads} is more than this machine's {cores} cores: the threads will wait "
-                "for one another (None picks a default)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if not Path(self.path).is_file():
-            raise FileNotFoundError(f"{self.path}: no such model file")
-        out = ffi.new("edge_model **")
-        check(lib.edge_model_load(self.path.encode(), out))
-        self._model = out[0]
+        opened = open_context(
+            self.path,
+            ContextParams(
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_threads=n_threads,
+                kv_type=kv_type,
+                isa=isa,
+                expert_cache=expert_cache,
+                expert_policy=expert_policy,
+                prefetch=prefetch,
+                trace_experts=trace_experts,
+            ),
+        )
+        self._model, self._ctx, self.hparams = opened.model, opened.ctx, opened.hparams
+        self.n_ctx, self.n_batch, self.n_threads = opened.n_ctx, opened.n_batch, opened.n_threads
+        self.kv_type = kv_type.lower()
         try:
-            hp = ffi.new("edge_model_hparams *")
-            check(lib.edge_model_get_hparams(self._model, hp))
-            self.hparams = Hparams(**{f: getattr(hp, f) for f in Hparams.__dataclass_fields__})
-            train = self.hparams.n_ctx_train
-            if n_ctx > train:
-                warnings.warn(
-                    f"{self.path}: n_ctx {n_ctx} is more than the model's context length; using {train}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            params = ffi.new("edge_context_params *")
-            check(lib.edge_context_default_params(params))
-            params.n_ctx = train if n_ctx == 0 else min(int(n_ctx), train)
-            params.n_batch = int(n_batch)
-            params.n_threads = int(n_threads or 0)
-            params.kv_type = KV_TYPES[kv_type.lower()]
-            params.isa = isa_value
-            if expert_cache is not None:
-                check(
-                    lib.edge_model_set_expert_cache(
-                        self._model, cache_params(expert_cache, expert_policy, prefetch)
-                    )
-                )
-            if trace_experts is not None:
-                check(lib.edge_model_trace_experts(self._model, str(trace_experts).encode()))
-            ctx = ffi.new("edge_context **")
-            check(lib.edge_context_create(self._model, params, ctx))
-            self._ctx = ctx[0]
-            self.n_ctx = int(params.n_ctx)
-            self.n_batch = min(int(params.n_batch), self.n_ctx)  # as the context clamps it
-            threads = ffi.new("int *")
-            check(lib.edge_context_n_threads(self._ctx, threads))
-            self.n_threads = int(threads[0])
-            self.kv_type = kv_type.lower()
             self.tokenizer = self._load_tokenizer()
         except BaseException:
             self.close()
@@ -274,13 +208,8 @@ class Model:
             if self._ctx != ffi.NULL:
                 lib.edge_context_set_cancel(self._ctx, 1)  # stop the call in progress, if any
         with self._lock, self._handle_lock:  # waits for that call to return
-            if self._ctx != ffi.NULL:
-                lib.edge_context_free(self._ctx)
-                self._ctx = ffi.NULL
-            if self._model != ffi.NULL:
-                lib.edge_model_trace_experts(self._model, ffi.NULL)  # flushes and closes a trace
-                lib.edge_model_free(self._model)
-                self._model = ffi.NULL
+            free_handles(self._model, self._ctx)
+            self._model = self._ctx = ffi.NULL
 
     def cache_stats(self) -> CacheStats:
         """The expert store's counters: hit rate, bytes read per token, prefetch accuracy, I/O stall."""
