@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -562,12 +561,9 @@ class Model:
         :class:`Generation` then has ``finish_reason`` "stop", "length", "context" or "cancelled" and its
         ``stats`` (also ``last_stats``). The parameters are checked here, before any work (see
         :func:`edge.sampling.validate_params` for the ranges)."""
-        from edge.sampling import Sampler, SamplingParams, StopMatcher, validate_params
+        from edge.sampling import SamplingParams
+        from edge.stream_loop import stream_setup
 
-        if max_tokens is not None and (isinstance(max_tokens, bool) or int(max_tokens) != max_tokens):
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"max_tokens must be an integer: {max_tokens!r}")
-        if max_tokens is not None and max_tokens < 0:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"max_tokens {max_tokens} must be >= 0 (or None)")
         params = SamplingParams(
             temperature=temperature,
             top_k=top_k,
@@ -580,20 +576,13 @@ class Model:
             logit_bias=dict(logit_bias or {}),
             seed=seed if seed is not None else self.seed,
         )
-        try:
-            validate_params(params, self.n_vocab)
-        except ValueError as exc:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", str(exc)) from None
-        if isinstance(stop, str):
-            stop = [stop]
-        stops = StopMatcher(list(stop or []))
+        sampler, stops, limit = stream_setup(self.n_vocab, self.n_ctx, max_tokens, stop, params)
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "the prompt is empty")
         token = cancel or CancelToken()
         stats = RunStats()
-        limit = self.n_ctx if max_tokens is None else int(max_tokens)
-        pieces = self._generate_pieces(ids, Sampler(params), stops, limit, token, stats)
+        pieces = self._generate_pieces(ids, sampler, stops, limit, token, stats)
         return Generation(pieces, stats, token)
 
     def _generate_pieces(
@@ -605,70 +594,17 @@ class Model:
         token: CancelToken,
         stats: RunStats,
     ) -> Iterator[str]:
-        """The generation loop. It holds the context only while evaluating; when another call changed the
-        cached sequence since this generation's last step (``_seq``), it first re-evaluates its own
-        tokens, reusing the common prefix, so it always continues its own sequence."""
+        """The generation loop (edge.stream_loop) over _ContextSteps, which hold the context only while
+        evaluating; a generation not finished is cancelled by :meth:`cancel`."""
+        from edge.stream_loop import generate_pieces
+
         tok = self._require_tokenizer()
-        decoder = tok.stream_decoder(continuation=True)
         with self._handle_lock:
             self._live.add(token)
         try:
             self.last_stats = stats
-            stats.prompt_tokens = len(ids)
-            if token.cancelled:
-                stats.finish_reason = "cancelled"
-                return
-            t0 = time.perf_counter()
-            try:
-                with self._using(token):
-                    logits, stats.prompt_tokens_evaluated = self._eval_prompt(ids)
-                    seq = self._seq
-            except EdgeCancelledError:
-                stats.finish_reason = "cancelled"
-                return
-            stats.prompt_seconds = time.perf_counter() - t0
-            history = list(ids)
-            t1 = time.perf_counter()
-            reason = "length"
-            for i in range(max_tokens):
-                new = int(sampler.sample(logits, history))
-                if new == tok.eos_id:
-                    reason = "stop"
-                    break
-                history.append(new)
-                stats.decode_tokens += 1
-                text, stopped = stops.feed(decoder.feed(new))
-                if text:
-                    yield text
-                if stopped:
-                    stats.decode_seconds = time.perf_counter() - t1
-                    stats.finish_reason = "stop"
-                    return
-                if i + 1 == max_tokens:
-                    break
-                if len(history) > self.n_ctx:  # the cache is full: no room for the token just drawn
-                    reason = "context"
-                    break
-                if token.cancelled:
-                    reason = "cancelled"
-                    break
-                try:
-                    with self._using(token):
-                        if self._seq != seq:  # another call used the context: back to this sequence
-                            logits, _ = self._eval_prompt(history)
-                        else:
-                            logits = self.eval([new])
-                        seq = self._seq
-                except EdgeCancelledError:
-                    reason = "cancelled"
-                    break
-                stats.decode_seconds = time.perf_counter() - t1
-            text, _ = stops.feed(decoder.flush())
-            text += stops.flush()
-            stats.decode_seconds = time.perf_counter() - t1
-            stats.finish_reason = reason
-            if text:
-                yield text
+            steps = _ContextSteps(self, token)
+            yield from generate_pieces(steps, tok, ids, sampler, stops, max_tokens, self.n_ctx, token, stats)
         finally:
             with self._handle_lock:
                 self._live.discard(token)
@@ -692,6 +628,34 @@ class Model:
             logits, _ = self._eval_prompt(ids)
             room = lambda: len(self._tokens) < self.n_ctx  # noqa: E731
             return sample_tokens(sampler, logits, ids, max_tokens, room, lambda t: self.eval([t]))
+
+
+class _ContextSteps:
+    """A Model generation's evaluation (edge.stream_loop.Steps). It holds the context only while
+    evaluating; when another call changed the cached sequence since this generation's last step
+    (``_seq``), it first re-evaluates its own tokens, reusing the common prefix, so it always continues
+    its own sequence."""
+
+    def __init__(self, model: Model, token: CancelToken) -> None:
+        self.model, self.token = model, token
+        self.seq = -1  # the model's _seq after this generation's last evaluation
+
+    def prompt(self, ids: list[int]) -> tuple[np.ndarray, int]:
+        m = self.model
+        with m._using(self.token):
+            out = m._eval_prompt(ids)
+            self.seq = m._seq
+        return out
+
+    def step(self, history: list[int], token: int) -> np.ndarray:
+        m = self.model
+        with m._using(self.token):
+            if m._seq != self.seq:  # another call used the context: back to this sequence
+                logits, _ = m._eval_prompt(history)
+            else:
+                logits = m.eval([token])
+            self.seq = m._seq
+        return logits
 
 
 class Generation(Iterator[str]):
