@@ -23,23 +23,21 @@ from typing import Any
 import numpy as np
 
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
-from edge.experts import cache_params
-from edge.kernels import isa_code
-
-KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
+from edge.context_params import ContextParams, free_handles, open_context
 
 
 class BatchContext:
-    """A Grok GGUF model with ``n_seq`` sequence slots of ``n_ctx`` tokens each.
+    """A Grok GGUF model with ``n_seq`` sequence slots (1..1024) of ``n_ctx`` tokens each.
 
-    Python keeps each slot's tokens (``tokens(seq)``) for prompt-prefix reuse. ``expert_cache``,
-    ``expert_policy`` and ``prefetch`` set up the model's expert store as in :class:`edge.Model`."""
+    Python keeps each slot's tokens (``tokens(seq)``) for prompt-prefix reuse. The other parameters are
+    :class:`edge.Model`'s, with its defaults and checks (edge.context_params): ``n_ctx`` 0 is the model's
+    context length, a larger value is clamped to it with a warning."""
 
     def __init__(
         self,
         path: str | Path,
         n_seq: int = 1,
-        n_ctx: int = 4096,
+        n_ctx: int = 0,
         n_batch: int = 512,
         n_threads: int | None = None,
         kv_type: str = "f16",
@@ -51,59 +49,32 @@ class BatchContext:
         self.path = str(path)
         self._model: Any = ffi.NULL
         self._ctx: Any = ffi.NULL
-        if kv_type.lower() not in KV_TYPES:
-            raise EdgeArgumentError(
-                "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
-            )
-        if not 1 <= int(n_seq) <= 1024:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_seq {n_seq} must be in 1..1024")
-        if n_threads is not None and n_threads < 0:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
-        isa_value = isa_code(isa.lower())
-        if not Path(self.path).is_file():
-            raise FileNotFoundError(f"{self.path}: no such model file")
-        out = ffi.new("edge_model **")
-        check(lib.edge_model_load(self.path.encode(), out))
-        self._model = out[0]
-        try:
-            hp = ffi.new("edge_model_hparams *")
-            check(lib.edge_model_get_hparams(self._model, hp))
-            self.n_vocab = int(hp.n_vocab)
-            self.n_ctx_train = int(hp.n_ctx_train)
-            params = ffi.new("edge_context_params *")
-            check(lib.edge_context_default_params(params))
-            params.n_ctx = max(1, min(int(n_ctx), self.n_ctx_train))
-            params.n_batch = max(1, int(n_batch))
-            params.n_threads = int(n_threads or 0)
-            params.kv_type = KV_TYPES[kv_type.lower()]
-            params.isa = isa_value
-            params.n_seq = int(n_seq)
-            if expert_cache is not None:
-                check(
-                    lib.edge_model_set_expert_cache(
-                        self._model, cache_params(expert_cache, expert_policy, prefetch)
-                    )
-                )
-            ctx = ffi.new("edge_context **")
-            check(lib.edge_context_create(self._model, params, ctx))
-            self._ctx = ctx[0]
-        except BaseException:
-            self.close()
-            raise
+        opened = open_context(
+            self.path,
+            ContextParams(
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_threads=n_threads,
+                kv_type=kv_type,
+                isa=isa,
+                n_seq=n_seq,
+                expert_cache=expert_cache,
+                expert_policy=expert_policy,
+                prefetch=prefetch,
+            ),
+        )
+        self._model, self._ctx, self.hparams = opened.model, opened.ctx, opened.hparams
+        self.n_vocab = self.hparams.n_vocab
+        self.n_ctx_train = self.hparams.n_ctx_train
         self.n_seq = int(n_seq)
-        self.n_ctx = int(params.n_ctx)
-        self.n_batch = min(int(params.n_batch), self.n_ctx)
+        self.n_ctx, self.n_batch, self.n_threads = opened.n_ctx, opened.n_batch, opened.n_threads
         self._tokens: list[list[int]] = [[] for _ in range(self.n_seq)]
 
     # -- lifetime ------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._ctx != ffi.NULL:
-            lib.edge_context_free(self._ctx)
-            self._ctx = ffi.NULL
-        if self._model != ffi.NULL:
-            lib.edge_model_free(self._model)
-            self._model = ffi.NULL
+        free_handles(self._model, self._ctx)
+        self._model = self._ctx = ffi.NULL
 
     def __enter__(self) -> BatchContext:
         return self

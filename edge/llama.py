@@ -60,7 +60,7 @@ class Llama:
     ) -> None:
         self.model_path = str(model_path)
         if n_ctx <= 0:  # llama-cpp-python: 0 means the model's own context length
-            n_ctx = 1 << 30
+            n_ctx = 0
         self._bc = BatchContext(
             self.model_path, n_seq=1, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, kv_type=kv_type
         )

@@ -25,10 +25,7 @@ their pages between Models of the same file.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
-import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +44,11 @@ from edge._native import (
     lib,
 )
 from edge.cancel import CancelToken
-from edge.experts import CacheStats, cache_params, read_stats
-from edge.kernels import isa_code
+from edge.context_params import KV_TYPES as KV_TYPES
+from edge.context_params import ContextParams, free_handles, open_context
+from edge.context_params import Hparams as Hparams
+from edge.experts import CacheStats, read_stats
 
-KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "f32": 0}
 ON_BUSY = ("block", "error")
 # Why a generation ended: EOS or a stop string, max_tokens, a full context, a cancel request.
 FINISH_REASONS = ("stop", "length", "context", "cancelled")
@@ -87,28 +85,6 @@ class RunStats:
             f"prompt: {self.prompt_tokens} tok, {self.prompt_tokens_per_second:.2f} tok/s | "
             f"decode: {self.decode_tokens} tok, {self.decode_tokens_per_second:.2f} tok/s"
         )
-
-
-@dataclass(frozen=True)
-class Hparams:
-    """The model's hyperparameters as the engine read them from the GGUF metadata."""
-
-    n_vocab: int
-    n_embd: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    n_expert: int
-    n_expert_used: int
-    n_ctx_train: int
-    rope_freq_base: float
-    rms_eps: float
-    embedding_scale: float
-    output_scale: float
-    attn_output_multiplier: float
-    attn_logit_softcap: float
 
 
 class Model:
@@ -165,67 +141,24 @@ class Model:
         if on_busy not in ON_BUSY:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"on_busy {on_busy!r}: use one of {ON_BUSY}")
         self.on_busy = on_busy
-        if kv_type.lower() not in KV_TYPES:
-            raise EdgeArgumentError(
-                "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
-            )
-        isa_value = isa_code(isa.lower())  # EdgeArgumentError for an unknown name
-        if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 0):
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
-        if isinstance(n_ctx, bool) or int(n_ctx) != n_ctx or n_ctx < 0:
-            raise EdgeArgumentError(
-                "EDGE_ERR_INVALID_ARG", f"n_ctx {n_ctx} must be >= 0 (0: the model's context length)"
-            )
-        if isinstance(n_batch, bool) or int(n_batch) != n_batch or n_batch < 1:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_batch {n_batch} must be >= 1")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if n_threads and n_threads > cores:
-            warnings.warn(
-                f"n_threads {n_threads} is more than this machine's {cores} cores: the threads will wait "
-                "for one another (None picks a default)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if not Path(self.path).is_file():
-            raise FileNotFoundError(f"{self.path}: no such model file")
-        out = ffi.new("edge_model **")
-        check(lib.edge_model_load(self.path.encode(), out))
-        self._model = out[0]
+        opened = open_context(
+            self.path,
+            ContextParams(
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_threads=n_threads,
+                kv_type=kv_type,
+                isa=isa,
+                expert_cache=expert_cache,
+                expert_policy=expert_policy,
+                prefetch=prefetch,
+                trace_experts=trace_experts,
+            ),
+        )
+        self._model, self._ctx, self.hparams = opened.model, opened.ctx, opened.hparams
+        self.n_ctx, self.n_batch, self.n_threads = opened.n_ctx, opened.n_batch, opened.n_threads
+        self.kv_type = kv_type.lower()
         try:
-            hp = ffi.new("edge_model_hparams *")
-            check(lib.edge_model_get_hparams(self._model, hp))
-            self.hparams = Hparams(**{f: getattr(hp, f) for f in Hparams.__dataclass_fields__})
-            train = self.hparams.n_ctx_train
-            if n_ctx > train:
-                warnings.warn(
-                    f"{self.path}: n_ctx {n_ctx} is more than the model's context length; using {train}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            params = ffi.new("edge_context_params *")
-            check(lib.edge_context_default_params(params))
-            params.n_ctx = train if n_ctx == 0 else min(int(n_ctx), train)
-            params.n_batch = int(n_batch)
-            params.n_threads = int(n_threads or 0)
-            params.kv_type = KV_TYPES[kv_type.lower()]
-            params.isa = isa_value
-            if expert_cache is not None:
-                check(
-                    lib.edge_model_set_expert_cache(
-                        self._model, cache_params(expert_cache, expert_policy, prefetch)
-                    )
-                )
-            if trace_experts is not None:
-                check(lib.edge_model_trace_experts(self._model, str(trace_experts).encode()))
-            ctx = ffi.new("edge_context **")
-            check(lib.edge_context_create(self._model, params, ctx))
-            self._ctx = ctx[0]
-            self.n_ctx = int(params.n_ctx)
-            self.n_batch = min(int(params.n_batch), self.n_ctx)  # as the context clamps it
-            threads = ffi.new("int *")
-            check(lib.edge_context_n_threads(self._ctx, threads))
-            self.n_threads = int(threads[0])
-            self.kv_type = kv_type.lower()
             self.tokenizer = self._load_tokenizer()
         except BaseException:
             self.close()
@@ -274,13 +207,8 @@ class Model:
             if self._ctx != ffi.NULL:
                 lib.edge_context_set_cancel(self._ctx, 1)  # stop the call in progress, if any
         with self._lock, self._handle_lock:  # waits for that call to return
-            if self._ctx != ffi.NULL:
-                lib.edge_context_free(self._ctx)
-                self._ctx = ffi.NULL
-            if self._model != ffi.NULL:
-                lib.edge_model_trace_experts(self._model, ffi.NULL)  # flushes and closes a trace
-                lib.edge_model_free(self._model)
-                self._model = ffi.NULL
+            free_handles(self._model, self._ctx)
+            self._model = self._ctx = ffi.NULL
 
     def cache_stats(self) -> CacheStats:
         """The expert store's counters: hit rate, bytes read per token, prefetch accuracy, I/O stall."""
@@ -633,12 +561,9 @@ class Model:
         :class:`Generation` then has ``finish_reason`` "stop", "length", "context" or "cancelled" and its
         ``stats`` (also ``last_stats``). The parameters are checked here, before any work (see
         :func:`edge.sampling.validate_params` for the ranges)."""
-        from edge.sampling import Sampler, SamplingParams, StopMatcher, validate_params
+        from edge.sampling import SamplingParams
+        from edge.stream_loop import stream_setup
 
-        if max_tokens is not None and (isinstance(max_tokens, bool) or int(max_tokens) != max_tokens):
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"max_tokens must be an integer: {max_tokens!r}")
-        if max_tokens is not None and max_tokens < 0:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"max_tokens {max_tokens} must be >= 0 (or None)")
         params = SamplingParams(
             temperature=temperature,
             top_k=top_k,
@@ -651,20 +576,13 @@ class Model:
             logit_bias=dict(logit_bias or {}),
             seed=seed if seed is not None else self.seed,
         )
-        try:
-            validate_params(params, self.n_vocab)
-        except ValueError as exc:
-            raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", str(exc)) from None
-        if isinstance(stop, str):
-            stop = [stop]
-        stops = StopMatcher(list(stop or []))
+        sampler, stops, limit = stream_setup(self.n_vocab, self.n_ctx, max_tokens, stop, params)
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", "the prompt is empty")
         token = cancel or CancelToken()
         stats = RunStats()
-        limit = self.n_ctx if max_tokens is None else int(max_tokens)
-        pieces = self._generate_pieces(ids, Sampler(params), stops, limit, token, stats)
+        pieces = self._generate_pieces(ids, sampler, stops, limit, token, stats)
         return Generation(pieces, stats, token)
 
     def _generate_pieces(
@@ -676,70 +594,17 @@ class Model:
         token: CancelToken,
         stats: RunStats,
     ) -> Iterator[str]:
-        """The generation loop. It holds the context only while evaluating; when another call changed the
-        cached sequence since this generation's last step (``_seq``), it first re-evaluates its own
-        tokens, reusing the common prefix, so it always continues its own sequence."""
+        """The generation loop (edge.stream_loop) over _ContextSteps, which hold the context only while
+        evaluating; a generation not finished is cancelled by :meth:`cancel`."""
+        from edge.stream_loop import generate_pieces
+
         tok = self._require_tokenizer()
-        decoder = tok.stream_decoder(continuation=True)
         with self._handle_lock:
             self._live.add(token)
         try:
             self.last_stats = stats
-            stats.prompt_tokens = len(ids)
-            if token.cancelled:
-                stats.finish_reason = "cancelled"
-                return
-            t0 = time.perf_counter()
-            try:
-                with self._using(token):
-                    logits, stats.prompt_tokens_evaluated = self._eval_prompt(ids)
-                    seq = self._seq
-            except EdgeCancelledError:
-                stats.finish_reason = "cancelled"
-                return
-            stats.prompt_seconds = time.perf_counter() - t0
-            history = list(ids)
-            t1 = time.perf_counter()
-            reason = "length"
-            for i in range(max_tokens):
-                new = int(sampler.sample(logits, history))
-                if new == tok.eos_id:
-                    reason = "stop"
-                    break
-                history.append(new)
-                stats.decode_tokens += 1
-                text, stopped = stops.feed(decoder.feed(new))
-                if text:
-                    yield text
-                if stopped:
-                    stats.decode_seconds = time.perf_counter() - t1
-                    stats.finish_reason = "stop"
-                    return
-                if i + 1 == max_tokens:
-                    break
-                if len(history) > self.n_ctx:  # the cache is full: no room for the token just drawn
-                    reason = "context"
-                    break
-                if token.cancelled:
-                    reason = "cancelled"
-                    break
-                try:
-                    with self._using(token):
-                        if self._seq != seq:  # another call used the context: back to this sequence
-                            logits, _ = self._eval_prompt(history)
-                        else:
-                            logits = self.eval([new])
-                        seq = self._seq
-                except EdgeCancelledError:
-                    reason = "cancelled"
-                    break
-                stats.decode_seconds = time.perf_counter() - t1
-            text, _ = stops.feed(decoder.flush())
-            text += stops.flush()
-            stats.decode_seconds = time.perf_counter() - t1
-            stats.finish_reason = reason
-            if text:
-                yield text
+            steps = _ContextSteps(self, token)
+            yield from generate_pieces(steps, tok, ids, sampler, stops, max_tokens, self.n_ctx, token, stats)
         finally:
             with self._handle_lock:
                 self._live.discard(token)
@@ -763,6 +628,34 @@ class Model:
             logits, _ = self._eval_prompt(ids)
             room = lambda: len(self._tokens) < self.n_ctx  # noqa: E731
             return sample_tokens(sampler, logits, ids, max_tokens, room, lambda t: self.eval([t]))
+
+
+class _ContextSteps:
+    """A Model generation's evaluation (edge.stream_loop.Steps). It holds the context only while
+    evaluating; when another call changed the cached sequence since this generation's last step
+    (``_seq``), it first re-evaluates its own tokens, reusing the common prefix, so it always continues
+    its own sequence."""
+
+    def __init__(self, model: Model, token: CancelToken) -> None:
+        self.model, self.token = model, token
+        self.seq = -1  # the model's _seq after this generation's last evaluation
+
+    def prompt(self, ids: list[int]) -> tuple[np.ndarray, int]:
+        m = self.model
+        with m._using(self.token):
+            out = m._eval_prompt(ids)
+            self.seq = m._seq
+        return out
+
+    def step(self, history: list[int], token: int) -> np.ndarray:
+        m = self.model
+        with m._using(self.token):
+            if m._seq != self.seq:  # another call used the context: back to this sequence
+                logits, _ = m._eval_prompt(history)
+            else:
+                logits = m.eval([token])
+            self.seq = m._seq
+        return logits
 
 
 class Generation(Iterator[str]):

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge.generation import Generation
 
 CHAT_FORMAT = "grok-plain"
 CHAT_STOPS = ["\nUser:", "\nSystem:"]
+# A stream's chunk: (a text piece, or None for the empty one; finish_reason; logprobs) -> the chunk.
+ChunkBuilder = Callable[[str | None, str | None, dict[str, Any] | None], dict[str, Any]]
 _ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "developer": "System"}
 
 
@@ -157,3 +159,22 @@ def chat_chunk(
         "model": model,
         "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
     }
+
+
+def completion_chunks(rid: str, model: str) -> ChunkBuilder:
+    """The chunk builder of a streamed completion (the empty chunk has text "")."""
+
+    def chunk(text: str | None, finish_reason: str | None, logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        return completion_chunk(rid, model, text or "", finish_reason, logprobs)
+
+    return chunk
+
+
+def chat_chunks(rid: str, model: str) -> ChunkBuilder:
+    """The chunk builder of a streamed chat completion (a piece's delta is {"content": text}, the empty
+    chunk's delta {})."""
+
+    def chunk(text: str | None, finish_reason: str | None, logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        return chat_chunk(rid, model, {} if text is None else {"content": text}, finish_reason, logprobs)
+
+    return chunk

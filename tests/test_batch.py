@@ -146,3 +146,25 @@ def test_batched_sequences_through_the_smallest_expert_cache_give_the_same_bits(
             step = bc.eval([0, 1, 2], [SEQS[0][1][0], SEQS[1][1][0], SEQS[2][1][0]])
             results.append(np.concatenate([first, step]))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_opens_its_context_with_the_models_defaults_and_checks(converted):
+    """BatchContext and Model open their context through one helper (edge.context_params): n_ctx 0, the
+    default, is the model's context length; a larger n_ctx is clamped with a warning that points at the
+    caller; bad values raise EdgeArgumentError naming the parameter."""
+    path = converted("q8_0")
+    with edge.BatchContext(path, n_seq=2, n_threads=THREADS) as bc:
+        train = bc.hparams.n_ctx_train
+        assert bc.n_ctx == bc.n_ctx_train == train
+    for cls in (edge.BatchContext, edge.Model):
+        with pytest.warns(RuntimeWarning, match="context length") as caught:
+            opened = cls(path, n_ctx=train + 1, n_threads=THREADS)
+        assert opened.n_ctx == train
+        opened.close()
+        assert [w.filename for w in caught if "context length" in str(w.message)] == [__file__]
+        for kwargs in ({"n_ctx": -1}, {"n_batch": 0}, {"kv_type": "q4"}, {"n_threads": -1}):
+            with pytest.raises(EdgeArgumentError, match=next(iter(kwargs))):
+                cls(path, **kwargs)
+    for n_seq in (0, 1025):
+        with pytest.raises(EdgeArgumentError, match="n_seq"):
+            edge.BatchContext(path, n_seq=n_seq)

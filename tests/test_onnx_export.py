@@ -30,6 +30,7 @@ onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install '.[onnx]')")
 
 from edge import Model  # noqa: E402
+from edge.cancel import CancelToken  # noqa: E402
 from edge.commands.demo import convert_preset, data_dir  # noqa: E402
 from edge.onnx import OnnxModel, export_onnx  # noqa: E402
 
@@ -100,6 +101,27 @@ def test_fp32_demo_matches_engine(
     assert (folder / "model.onnx.data").stat().st_size > 10 * (folder / "model.onnx").stat().st_size
     prompt = OnnxModel(folder).tokenize(PROMPT)
     _engine_vs_onnx(demo_gguf("f32"), folder, prompt)
+
+
+def test_stream_runs_the_engines_generation_loop(
+    demo_gguf: Callable[[str], Path], demo_export: Callable[[str], Path]
+) -> None:
+    """OnnxModel.stream is edge.Model's loop (edge.stream_loop) over onnxruntime: the same greedy text,
+    finish reason and counts as the engine's stream; a cancelled stream ends with "cancelled"."""
+    with Model(demo_gguf("f32"), kv_type="f32", n_ctx=256) as engine, OnnxModel(demo_export("fp32")) as model:
+        ref = engine.stream(PROMPT, max_tokens=N_DECODE, temperature=0)
+        ours = model.stream(PROMPT, max_tokens=N_DECODE, temperature=0)
+        ref_text, our_text = "".join(ref), "".join(ours)
+        assert our_text == ref_text and our_text
+        assert ours.finish_reason == ref.finish_reason
+        assert ours.finish_reason in ("stop", "length")
+        assert ours.stats.prompt_tokens == ref.stats.prompt_tokens
+        assert ours.stats.decode_tokens == ref.stats.decode_tokens > 0
+        assert model.last_stats is ours.stats
+        token = CancelToken()
+        token.cancel()
+        cancelled = model.stream(PROMPT, max_tokens=N_DECODE, cancel=token)
+        assert "".join(cancelled) == "" and cancelled.finish_reason == "cancelled"
 
 
 def test_fp32_synthetic_matches_engine(

@@ -5,6 +5,7 @@ version of bench/serve_load.py's). Model: the tiny converted file (Q8_0) with it
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -309,3 +310,79 @@ def test_request_timeout_is_an_openai_shaped_error(model_path, model_id, tokeniz
         assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
         assert r.json()["error"]["type"] == "server_error"
         assert c.get("/health").json()["slots_busy"] == 0
+
+
+class _ScriptedScheduler:
+    """A scheduler stand-in that answers every request with a fixed list of (kind, value) events."""
+
+    class _Tokenizer:
+        bos_id, eos_id = 1, 2
+
+        def encode(self, text: str) -> list[int]:
+            return [3 + ord(c) % 50 for c in text]
+
+        def decode(self, ids: list[int]) -> str:
+            return "".join(chr(97 + i % 26) for i in ids)
+
+    class _Context:
+        n_ctx, n_vocab, n_seq = 4096, 512, 1
+
+    def __init__(self, events: list[tuple[str, object]]) -> None:
+        self.tokenizer, self.bc, self.events = self._Tokenizer(), self._Context(), events
+
+    def submit(self, job) -> None:
+        for kind, value in self.events:
+            job.emit(kind, value)
+
+
+def _sse(events: list[tuple[str, object]], path: str, body: dict) -> list[dict | str]:
+    from edge.server.app import create_app
+
+    async def post() -> bytes:
+        app = create_app(_ScriptedScheduler(events), "m")  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            r = await c.post(path, json={"model": "m", "stream": True, **body})
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            return r.content
+
+    frames = asyncio.run(post()).decode().split("\n\n")
+    assert frames[-1] == "" and all(f.startswith("data: ") for f in frames[:-1])
+    return [f[6:] if f == "data: [DONE]" else json.loads(f[6:]) for f in frames[:-1]]
+
+
+def test_completion_and_chat_streams_share_one_sse_sequence():
+    """Both endpoints stream through one function (first chunk, pieces, final chunk with finish_reason and
+    logprobs, usage, [DONE]), each in its own chunk format; chat drops the reply's leading white space."""
+    from types import SimpleNamespace
+
+    from edge.generation import TokenLogprob
+
+    gen = SimpleNamespace(  # what the app reads of an edge.generation.Generation
+        prompt_ids=[5, 6, 7],
+        completion_ids=[8, 9],
+        finish_reason="length",
+        logprobs=[TokenLogprob(8, " Hi", -0.25, {" Hi": -0.25}), TokenLogprob(9, "!", -1.5, {"!": -1.5})],
+    )
+    events: list[tuple[str, object]] = [("text", " \n"), ("text", " Hi"), ("text", "!"), ("done", gen)]
+    usage = {"include_usage": True}
+    done = _sse(
+        events, "/v1/completions", {"prompt": "Go", "echo": True, "logprobs": 1, "stream_options": usage}
+    )
+    texts = [c["choices"][0]["text"] for c in done[:-2]]
+    assert texts == ["Go", " \n", " Hi", "!", ""]
+    assert done[-3]["choices"][0]["finish_reason"] == "length"
+    assert done[-3]["choices"][0]["logprobs"]["tokens"] == [" Hi", "!"]
+    assert done[-2]["choices"] == [] and done[-2]["usage"]["total_tokens"] == 5 and done[-1] == "[DONE]"
+    chat = _sse(events, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Go"}]})
+    assert [c["object"] for c in chat[:-1]] == ["chat.completion.chunk"] * 4
+    assert [c["choices"][0]["delta"] for c in chat[:-1]] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hi"},
+        {"content": "!"},
+        {},
+    ]
+    assert chat[-2]["choices"][0]["finish_reason"] == "length" and chat[-1] == "[DONE]"
+    failed = _sse([("text", "a"), ("error", "the request timed out")], "/v1/completions", {"prompt": "Go"})
+    assert failed[-2] == {
+        "error": {"message": "the request timed out", "type": "server_error", "param": None, "code": None}
+    }

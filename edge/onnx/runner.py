@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.model import RunStats
+from edge.cancel import CancelToken
+from edge.model import Generation, RunStats
 
 
 class OnnxModel:
@@ -189,7 +189,7 @@ class OnnxModel:
     def stream(
         self,
         prompt: str | Sequence[int],
-        max_tokens: int = 128,
+        max_tokens: int | None = 128,
         temperature: float = 0.8,
         top_k: int = 40,
         top_p: float = 0.95,
@@ -201,57 +201,38 @@ class OnnxModel:
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         logit_bias: dict[int, float] | None = None,
-    ) -> Iterator[str]:
-        """As edge.Model.stream: pieces of text as they are final; stops at EOS, ``max_tokens``, a full
-        context or a ``stop`` string."""
-        from edge.sampling import Sampler, SamplingParams, StopMatcher
+        cancel: CancelToken | None = None,
+    ) -> Generation:
+        """As edge.Model.stream, through the same loop (edge.stream_loop): pieces of text as they are
+        final; stops at EOS, ``max_tokens`` (None: until the context is full), a full context, a ``stop``
+        string or a cancel (``cancel``, checked between tokens), with the finish reason and ``stats``."""
+        from edge.sampling import SamplingParams
+        from edge.stream_loop import generate_pieces, stream_setup
 
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-        stops = StopMatcher([stop] if isinstance(stop, str) else list(stop or []))
-        sampler = Sampler(
-            SamplingParams(
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                min_p=min_p,
-                repeat_penalty=repeat_penalty,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
-                repeat_last_n=repeat_last_n,
-                logit_bias=dict(logit_bias or {}),
-                seed=seed if seed is not None else self.seed,
-            )
+        params = SamplingParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            repeat_last_n=repeat_last_n,
+            logit_bias=dict(logit_bias or {}),
+            seed=seed if seed is not None else self.seed,
         )
-        decoder = self.tokenizer.stream_decoder(continuation=True)
+        sampler, stops, limit = stream_setup(self.n_vocab, self.n_ctx, max_tokens, stop, params)
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty")
+        token = cancel or CancelToken()
         stats = RunStats()
         self.last_stats = stats
-        t0 = time.perf_counter()
-        logits, stats.prompt_tokens = self._eval_prompt(ids)
-        stats.prompt_seconds = time.perf_counter() - t0
-        history = list(ids)
-        t1 = time.perf_counter()
-        for i in range(max(0, int(max_tokens))):
-            token = int(sampler.sample(logits, history))
-            if token == self.tokenizer.eos_id:
-                break
-            history.append(token)
-            stats.decode_tokens += 1
-            text, stopped = stops.feed(decoder.feed(token))
-            if text:
-                yield text
-            if stopped:
-                stats.decode_seconds = time.perf_counter() - t1
-                return
-            if i + 1 == max_tokens or len(self._tokens) >= self.n_ctx:
-                break
-            logits = self.eval([token])
-        text, _ = stops.feed(decoder.flush())
-        text += stops.flush()
-        stats.decode_seconds = time.perf_counter() - t1
-        if text:
-            yield text
+        steps = _SessionSteps(self)
+        pieces = generate_pieces(steps, self.tokenizer, ids, sampler, stops, limit, self.n_ctx, token, stats)
+        return Generation(pieces, stats, token)
 
-    def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, **kwargs: Any) -> str:
+    def generate(self, prompt: str | Sequence[int], max_tokens: int | None = 128, **kwargs: Any) -> str:
         return "".join(self.stream(prompt, max_tokens=max_tokens, **kwargs))
 
     def generate_tokens(self, prompt: Sequence[int], max_tokens: int, **kwargs: Any) -> list[int]:
@@ -264,3 +245,16 @@ class OnnxModel:
         return sample_tokens(
             sampler, logits, ids, max_tokens, lambda: len(self._tokens) < self.n_ctx, lambda t: self.eval([t])
         )
+
+
+class _SessionSteps:
+    """An OnnxModel generation's evaluation (edge.stream_loop.Steps): the session, one token at a time."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+
+    def prompt(self, ids: list[int]) -> tuple[np.ndarray, int]:
+        return self.model._eval_prompt(ids)
+
+    def step(self, history: list[int], token: int) -> np.ndarray:
+        return self.model.eval([token])

@@ -11,7 +11,7 @@ import hmac
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -340,6 +340,44 @@ def create_app(
         finally:
             job.cancel()  # the client went away (the response task was cancelled) or the stream ended
 
+    def stream_response(
+        job: Job,
+        queue: asyncio.Queue[tuple[str, Any]],
+        chunk: fmt.ChunkBuilder,
+        logprobs: Callable[[Generation], dict[str, Any]] | None,
+        include_usage: bool,
+        first: dict[str, Any] | None = None,
+        strip_start: bool = False,
+    ) -> StreamingResponse:
+        """The SSE response of a streamed request: ``first`` (if any), a chunk per text piece (with
+        ``strip_start``, the leading white space of the text dropped), the final chunk with the finish
+        reason (and ``logprobs`` of the generation, when asked), the usage chunk (``include_usage``),
+        an error body if the generation failed, then ``[DONE]``. ``chunk`` builds each chunk's format."""
+
+        async def body() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield sse(first)
+            started = not strip_start
+            async for kind, value in events(job, queue):
+                if kind == "text":
+                    if not started:
+                        value = value.lstrip()
+                        started = bool(value)
+                    if value:
+                        yield sse(chunk(value, None, None))
+                elif kind == "done":
+                    lp = logprobs(value) if logprobs is not None else None
+                    yield sse(chunk(None, value.finish_reason, lp))
+                    if include_usage:
+                        yield sse({**chunk(None, None, None), "choices": [], "usage": fmt.usage(value)})
+                else:
+                    yield sse(error_body(value, "server_error"))
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
         check_model(req.model)
@@ -366,31 +404,14 @@ def create_app(
             text, gen = await collect(request, job, queue)
             lp = fmt.completion_logprobs(gen) if req.logprobs is not None else None
             return fmt.completion(rid, model_id, head + text, gen, lp)
-        include_usage = bool((req.stream_options or {}).get("include_usage"))
-
-        async def stream() -> AsyncIterator[bytes]:
-            if head:
-                yield sse(fmt.completion_chunk(rid, model_id, head, None))
-            async for kind, value in events(job, queue):
-                if kind == "text":
-                    yield sse(fmt.completion_chunk(rid, model_id, value, None))
-                elif kind == "done":
-                    lp = fmt.completion_logprobs(value) if req.logprobs is not None else None
-                    yield sse(fmt.completion_chunk(rid, model_id, "", value.finish_reason, lp))
-                    if include_usage:
-                        yield sse(
-                            {
-                                **fmt.completion_chunk(rid, model_id, "", None),
-                                "choices": [],
-                                "usage": fmt.usage(value),
-                            }
-                        )
-                else:
-                    yield sse(error_body(value, "server_error"))
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        chunk = fmt.completion_chunks(rid, model_id)
+        return stream_response(
+            job,
+            queue,
+            chunk,
+            fmt.completion_logprobs if req.logprobs is not None else None,
+            bool((req.stream_options or {}).get("include_usage")),
+            first=chunk(head, None, None) if head else None,
         )
 
     @app.post("/v1/chat/completions")
@@ -411,35 +432,14 @@ def create_app(
             text, gen = await collect(request, job, queue)
             lp = fmt.chat_logprobs(gen) if logprobs is not None else None
             return fmt.chat_completion(rid, model_id, text.lstrip(), gen, lp)
-        include_usage = bool((req.stream_options or {}).get("include_usage"))
-
-        async def stream() -> AsyncIterator[bytes]:
-            yield sse(fmt.chat_chunk(rid, model_id, {"role": "assistant", "content": ""}, None))
-            started = False
-            async for kind, value in events(job, queue):
-                if kind == "text":
-                    if not started:
-                        value = value.lstrip()
-                        started = bool(value)
-                    if value:
-                        yield sse(fmt.chat_chunk(rid, model_id, {"content": value}, None))
-                elif kind == "done":
-                    lp = fmt.chat_logprobs(value) if logprobs is not None else None
-                    yield sse(fmt.chat_chunk(rid, model_id, {}, value.finish_reason, lp))
-                    if include_usage:
-                        yield sse(
-                            {
-                                **fmt.chat_chunk(rid, model_id, {}, None),
-                                "choices": [],
-                                "usage": fmt.usage(value),
-                            }
-                        )
-                else:
-                    yield sse(error_body(value, "server_error"))
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        return stream_response(
+            job,
+            queue,
+            fmt.chat_chunks(rid, model_id),
+            fmt.chat_logprobs if logprobs is not None else None,
+            bool((req.stream_options or {}).get("include_usage")),
+            first=fmt.chat_chunk(rid, model_id, {"role": "assistant", "content": ""}, None),
+            strip_start=True,
         )
 
     return app
