@@ -32,7 +32,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument(
-        "-c", "--ctx-size", type=int, default=4096, help="context tokens per slot (default 4096)"
+        "-c",
+        "--ctx-size",
+        type=int,
+        default=None,
+        help="context tokens per slot; 0 = the model's (default: the model's, at most 4096)",
     )
     parser.add_argument(
         "-b", "--batch-size", type=int, default=512, help="tokens per forward pass (default 512)"
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise RuntimeError("the server needs its extra: pip install 'grok-edge[server]'") from exc
     from edge.batch import BatchContext
+    from edge.gguf import GGUFFile
     from edge.llama import load_tokenizer
     from edge.server.app import create_app
     from edge.server.scheduler import Scheduler
@@ -80,10 +85,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     tokenizer = load_tokenizer(args.model)
+    n_ctx = args.ctx_size
+    if n_ctx is None:  # the model's context, at most 4096 tokens a slot (each slot holds its own KV cache)
+        with GGUFFile(args.model) as f:
+            n_ctx = min(4096, int(f.metadata.get("grok.context_length", 4096)))
     bc = BatchContext(
         args.model,
         n_seq=args.parallel,
-        n_ctx=args.ctx_size,
+        n_ctx=n_ctx,
         n_batch=args.batch_size,
         n_threads=args.threads,
         kv_type=args.kv_type,

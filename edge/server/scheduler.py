@@ -163,18 +163,18 @@ class Scheduler:
                     self._release(job)
                 elif now > job.deadline:
                     self.stats.requests_timed_out += 1
+                    self._release(job)  # the slot is free before the client hears of it
                     job.emit("error", "the request timed out")
-                    self._release(job)
             if self._active:
                 try:
                     self._step()
                 except Exception as exc:  # a bug must not hang every request: end the active ones, go on
                     for job in list(self._active):
                         self.stats.requests_failed += 1
-                        job.emit("error", f"internal error: {exc}")
                         if job.slot is not None:
                             self.bc.truncate(job.slot, 0)
                         self._release(job)
+                        job.emit("error", f"internal error: {exc}")
 
     def _step(self) -> None:
         seqs: list[int] = []
@@ -208,9 +208,9 @@ class Scheduler:
             for job in {id(j): j for j in self._active}.values():
                 if job.slot is not None and job.slot in seqs:
                     self.stats.requests_failed += 1
-                    job.emit("error", f"engine error: {exc}")
                     self.bc.truncate(job.slot, 0)
                     self._release(job)
+                    job.emit("error", f"engine error: {exc}")
             return
         self.stats.steps += 1
         generated = 0  # tokens sampled in this step
@@ -223,16 +223,16 @@ class Scheduler:
                 text = job.gen.step(logits[row])
             except Exception as exc:  # a sampling error (bad parameters that passed validation)
                 self.stats.requests_failed += 1
-                job.emit("error", f"sampling error: {exc}")
                 self._release(job)
+                job.emit("error", f"sampling error: {exc}")
                 continue
             generated += 1
             if text:
                 job.emit("text", text)
             if job.gen.finish_reason is not None:
                 self.stats.requests_done += 1
-                job.emit("done", job.gen)
                 self._release(job)
+                job.emit("done", job.gen)
         self.stats.completion_tokens += generated
         now = time.monotonic()
         self._recent.append((now, generated))
