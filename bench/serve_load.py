@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # serve_helper
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))  # serve_helper
 
 
 async def _stream_times(client: httpx.AsyncClient, body: dict[str, Any]) -> list[float]:

@@ -2,13 +2,13 @@
 model with dotprod (qemu's "max") and one without (Cortex-A57: plain ARMv8.0 Advanced SIMD).
 
 - every NEON kernel path (neon, neon_dotprod where the CPU has it) x every weight type against the scalar
-  path, through edge.h (tests/arm64_kernels_driver.c: the shapes, token counts and tolerance of
+  path, through edge.h (tests/support/arm64_kernels_driver.c: the shapes, token counts and tolerance of
   tests/test_kernels.py's SIMD-vs-scalar check);
 - the NEON attention loops bit for bit against their one-row and key-by-key references
-  (tests/attention_driver.c, as for AVX2);
+  (tests/support/attention_driver.c, as for AVX2);
 - whole-model forward passes (a prompt, then tokens decoded one at a time) of the demo model and of the
-  synthetic test model through edge.h (tests/arm64_model_driver.c), against the x86-64 build's logits of the
-  same program.
+  synthetic test model through edge.h (tests/support/arm64_model_driver.c), against the x86-64 build's
+  logits of the same program.
 
 Skipped, with the package to install, where the cross compiler or qemu is absent (.ci/run installs them).
 """
@@ -42,7 +42,7 @@ def arm64_lib() -> Path:
 @pytest.fixture(scope="module")
 def kernels_driver(arm64_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("arm64") / "arm64_kernels_driver"
-    return cross_program(arm64_lib, [ROOT / "tests" / "arm64_kernels_driver.c"], out)
+    return cross_program(arm64_lib, [ROOT / "tests" / "support" / "arm64_kernels_driver.c"], out)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def model_drivers(arm64_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     import edge
 
     out = tmp_path_factory.mktemp("arm64-model")
-    source = ROOT / "tests" / "arm64_model_driver.c"
+    source = ROOT / "tests" / "support" / "arm64_model_driver.c"
     arm = cross_program(arm64_lib, [source], out / "arm64_model_driver")
     pkg = Path(edge.__file__).resolve().parent
     native = out / "model_driver_x86"
@@ -114,7 +114,7 @@ def test_neon_attention_loops_under_qemu(cpu: str, arm64_lib: Path, tmp_path: Pa
     native = ROOT / "native"
     program = cross_program(
         arm64_lib,
-        [ROOT / "tests" / "attention_driver.c", native / "src" / "engine" / "attention_neon.c"],
+        [ROOT / "tests" / "support" / "attention_driver.c", native / "src" / "engine" / "attention_neon.c"],
         tmp_path / "attention_driver",
         ["-DATTN_ISA=neon", f"-I{native / 'src' / 'core'}", f"-I{native / 'src'}", "-Wno-unused-parameter"],
     )
