@@ -1,4 +1,6 @@
-"""arm64: libedge cross-built for aarch64 (cmake/aarch64-linux-gnu.cmake) and run under qemu-aarch64, on a CPU
+"""arm64 builds under qemu: NEON kernels and attention loops match their references, logits the x86 build's.
+
+arm64: libedge cross-built for aarch64 (cmake/aarch64-linux-gnu.cmake) and run under qemu-aarch64, on a CPU
 model with dotprod (qemu's "max") and one without (Cortex-A57: plain ARMv8.0 Advanced SIMD).
 
 - every NEON kernel path (neon, neon_dotprod where the CPU has it) x every weight type against the scalar
@@ -135,17 +137,17 @@ def model_logits(command: Callable[[list[str]], subprocess.CompletedProcess[str]
 
 
 # (file, KV cache type, bound on the rel. RMS difference of all logits between the aarch64 and x86-64 builds):
-# test_engine.py's bounds for every CPU path (test_every_cpu_path_matches_the_reference). F32 weights and
-# cache: float32 arithmetic in another order only, 5e-6 (measured 6.9e-7). Quantized weights: the activations
-# are quantized to int8 by the same code, but a value within float rounding of a rounding boundary lands on
-# either side depending on the order of the sums before it (or on FMA contraction: gcc fuses a * b + c on
-# aarch64, not on x86-64), and the random synthetic model amplifies such flips over its 11 layers: on its
-# Q8_0 file the x86-64 build's own AVX2 and scalar paths differ by 0.035, its scalar path and the aarch64
-# build's scalar path by 0.017, and the paths compared here by 0.038 (Q4_K_M: 0.093, 0.086, 0.093); the
-# bound is test_engine.py's for every path's Q8_0 logits, 0.15. The trained demo model does not amplify
-# them: measured 1.6e-7 (no flip on these tokens); its bound, 1e-3, leaves room for a few one-step flips,
-# while a wrong kernel moves its logits by far more (a Q4_K scale taken from the wrong sub-block: 0.061).
-# The greedy tokens must agree as well.
+# test_engine_reference.py's bounds for every CPU path (test_every_cpu_path_matches_the_reference). F32
+# weights and cache: float32 arithmetic in another order only, 5e-6 (measured 6.9e-7). Quantized weights:
+# the activations are quantized to int8 by the same code, but a value within float rounding of a rounding
+# boundary lands on either side depending on the order of the sums before it (or on FMA contraction: gcc
+# fuses a * b + c on aarch64, not on x86-64), and the random synthetic model amplifies such flips over its
+# 11 layers: on its Q8_0 file the x86-64 build's own AVX2 and scalar paths differ by 0.035, its scalar path
+# and the aarch64 build's scalar path by 0.017, and the paths compared here by 0.038 (Q4_K_M: 0.093, 0.086,
+# 0.093); the bound is test_engine_reference.py's for every path's Q8_0 logits, 0.15. The trained demo model
+# does not amplify them: measured 1.6e-7 (no flip on these tokens); its bound, 1e-3, leaves room for a few
+# one-step flips, while a wrong kernel moves its logits by far more (a Q4_K scale taken from the wrong sub-
+# block: 0.061). The greedy tokens must agree as well.
 MODELS = {
     "synthetic-f32": ("f32", "f32", 5e-6),
     "synthetic-q8_0": ("q8_0", "f16", 0.15),

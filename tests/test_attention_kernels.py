@@ -1,4 +1,6 @@
-"""The grouped attention loops (native/src/engine/attention_avx2.c) give every row exactly what the
+"""The grouped attention loops give every row exactly the bits the one-row loops give it.
+
+The grouped attention loops (native/src/engine/attention_avx2.c) give every row exactly what the
 one-row loops give it, zeros of p and non-finite cached values included: tests/support/attention_driver.c,
 compiled with the C compiler against the loops' source and run here (AVX2 + FMA + F16C CPUs)."""
 

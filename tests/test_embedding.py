@@ -1,4 +1,6 @@
-"""edge.Model embedded in an application: shared by threads and generators, closed and cancelled while
+"""edge.Model in an application: shared by threads, closed or cancelled mid-call, defaults, validation.
+
+edge.Model embedded in an application: shared by threads and generators, closed and cancelled while
 working, defaults and validation; the CLI items of the same issue. On the tiny synthetic checkpoint
 (conftest's ``converted``) and the shipped demo model."""
 

@@ -1,6 +1,8 @@
-"""The C engine gives the same logits however the work is cut: prompt batches of any size against
-token-by-token decode, any thread count (the same bits), grouped attention over long contexts, Grok-1's
-six query heads per KV head, expert tiles of long prompts; truncation and saved state resume exactly.
+"""The C engine's logits do not depend on how the work is cut: batches, threads, tiles, state.
+
+Prompt batches of any size against token-by-token decode, any thread count (the same bits), grouped
+attention over long contexts, Grok-1's six query heads per KV head, expert tiles of long prompts;
+truncation and saved state resume exactly.
 """
 
 from __future__ import annotations

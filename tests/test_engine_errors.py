@@ -1,5 +1,6 @@
-"""The C engine refuses bad calls and bad files with a clear error naming the file, key or tensor: token
-ids out of range, context overflow, non-grok architectures, missing or misshapen tensors, unsupported
+"""The C engine refuses bad calls and bad files with a clear error naming the file, key or tensor.
+
+Token ids out of range, context overflow, non-grok architectures, missing or misshapen tensors, unsupported
 weight types, bad options; a refused call changes nothing.
 """
 

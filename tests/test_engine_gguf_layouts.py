@@ -1,6 +1,8 @@
-"""The C engine reads Grok GGUFs written by others: llama.cpp's metadata (Grok-1's constants as
-fallbacks), a file quantized by llama.cpp's own quantizer, per-expert tensors; hyperparameters come from
-the metadata. Logits against the same weights in our layout, or the float64 reference.
+"""The C engine runs Grok GGUFs laid out by others: llama.cpp's metadata, quantizer, per-expert tensors.
+
+llama.cpp's metadata (Grok-1's constants as fallbacks), a file quantized by llama.cpp's own quantizer,
+per-expert tensors; hyperparameters come from the metadata. Logits against the same weights in our
+layout, or the float64 reference.
 """
 
 from __future__ import annotations

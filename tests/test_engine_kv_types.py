@@ -1,5 +1,7 @@
-"""The C engine's KV cache types (F32, F16, Q8_0): each within its rounding of the exact F32 cache or of
-the float64 reference, on 11 layers, on one layer, and with a head dim of 32.
+"""The C engine's KV cache types (F32, F16, Q8_0) stay within their rounding of the exact logits.
+
+Each within its rounding of the exact F32 cache or of the float64 reference, on 11 layers, on one layer,
+and with a head dim of 32.
 """
 
 from __future__ import annotations

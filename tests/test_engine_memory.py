@@ -1,5 +1,7 @@
-"""The C engine's memory: weights used in place from the mapping (peak RSS is the file plus the KV
-cache), and no memory error or leak under ASan + UBSan over float, quantized and per-expert files.
+"""The C engine's memory: weights used in place (peak RSS is file + KV cache), clean under ASan + UBSan.
+
+The weights are used in place from the mapping, never copied; no memory error or leak under ASan +
+UBSan over float, quantized and per-expert files.
 """
 
 from __future__ import annotations

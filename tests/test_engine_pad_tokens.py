@@ -1,5 +1,6 @@
-"""[PAD] tokens (id 0) in the C engine as in the official model: masked as attention keys, routed to
-their experts like any token, against the float64 reference at every position.
+"""[PAD] tokens in the C engine are masked as keys and routed like any token, as in the official model.
+
+[PAD] is token id 0; the engine's logits are checked against the float64 reference at every position.
 
 Model and tokens: conftest's ``converted("f32")`` and ``parity_tokens`` (see test_engine_reference.py).
 """

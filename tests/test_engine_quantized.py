@@ -1,6 +1,7 @@
-"""The C engine on quantized files (Q8_0 ... Q2_K, IQ4_XS): its error against the float64 reference on
-the file's own weights is that of 8-bit activations, no larger than llama.cpp's on the same file, and its
-greedy tokens agree with llama.cpp's.
+"""The C engine's error on quantized files is that of 8-bit activations, no larger than llama.cpp's.
+
+Presets Q8_0 ... Q2_K and IQ4_XS: the error against the float64 reference on the file's own weights is at
+most that of llama.cpp on the same file (plus a margin), and greedy tokens agree with llama.cpp's.
 
 Model: the ``tiny`` synthetic checkpoint in the exact release format (11 layers, so the converter's file
 order 0, 1, 10, 2, ... is exercised), converted by ``grok-edge convert`` at each preset (conftest's

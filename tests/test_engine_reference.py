@@ -1,6 +1,7 @@
-"""The C engine's float paths match the float64 reference (tests/support/grok_reference.py) to float32
-rounding: F32, F16 and BF16 files, every CPU path, decode reading only the selected experts, the trained
-demo model.
+"""The C engine's float paths match the float64 reference to float32 rounding.
+
+The reference is tests/support/grok_reference.py. Checked: F32, F16 and BF16 files, every CPU path,
+decode reading only the selected experts, the trained demo model.
 
 Model: the ``tiny`` synthetic checkpoint in the exact release format (11 layers, so the converter's file
 order 0, 1, 10, 2, ... is exercised), converted by ``grok-edge convert`` at each preset (conftest's

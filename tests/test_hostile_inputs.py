@@ -1,11 +1,13 @@
-"""Hostile inputs (issue 27): each reproducer rebuilt here gives its clear error within 1 s of CPU and a
+"""Hostile inputs fail with a clear error in bounded CPU time and memory; bounded fuzzers find no violation.
+
+Each reproducer rebuilt here gives its clear error within 1 s of CPU and a
 bounded address space, and the structure-aware fuzzers of tests/fuzz/fuzz_hostile.py run for a bounded
 time with no contract violation (and do report a planted one).
 
 Every reproducer runs in a forked child (tests/fuzz/harness.py): RLIMIT_AS = what the test process maps
 plus 256 MiB, a 1 s CPU-time timer (CPU time, not wall time: the CI machine is shared), a wall alarm as a
-backstop. Before the fixes each of them ran out of time or memory or raised TypeError, OverflowError or
-RecursionError.
+backstop. Without their guards these inputs run out of time or memory or raise TypeError, OverflowError
+or RecursionError.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""CPU matmul kernels: every weight type x every kernel path on this CPU, against
+"""CPU matmul kernels: every weight type x every kernel path against numpy float64 and the scalar path.
+
+CPU matmul kernels: every weight type x every kernel path on this CPU, against
 
 (a) numpy float64 ``dequantize(W) @ x`` (gguf-py's dequantizers, independent of our C code), with a
     bound derived from the activation quantization, and
