@@ -61,7 +61,7 @@ def test_pickle_reproducers_give_clear_errors_fast(name: str, tmp_path: Path) ->
 
 def test_dag_pickles_are_small_and_their_repr_is_not() -> None:
     data, _ = pickles.reproducers()["repro_dag_newobj"]
-    assert len(data) < 500  # 80 levels: a repr of ~2^80 characters before the fix
+    assert len(data) < 500  # 80 levels: a repr of ~2^80 characters if expanded
 
 
 def test_pickle_corpus_behaves_as_named() -> None:
@@ -202,7 +202,7 @@ def _old_header(header: bytes) -> object:
     return lambda state, m: len(header).to_bytes(8, "little") + header + state[24 + 20 :]
 
 
-STATE_CASES = {  # issue 27, item 5 (the first four are the old JSON header's reproducers)
+STATE_CASES = {  # issue 27, item 5 (the first four: hostile JSON behind a header of the JSON layout)
     "json_deep": (_old_header(b"[" * 100_000 + b"]" * 100_000), "not a grok-edge saved state"),
     "json_int": (_old_header(b"5"), "not a grok-edge saved state"),
     "json_nested": (_old_header(b"[[1]]"), "not a grok-edge saved state"),
