@@ -3,7 +3,7 @@
     python bench/arm64_instructions.py [--presets q4_k_m,q8_0] [--workdir /tmp/grok-edge-arm64]
 
 Cross-builds libedge for aarch64 (cmake/aarch64-linux-gnu.cmake; cached in build/arm64) and
-tests/arm64_model_driver.c, converts the shipped demo model (edge/data/tiny-grok: Grok-1's
+tests/support/arm64_model_driver.c, converts the shipped demo model (edge/data/tiny-grok: Grok-1's
 architecture, d_model 256, 11 layers, 8 experts top-2, vocab 4096) at each preset, and runs one-token
 decode steps under qemu-aarch64 -cpu max with one thread, for each path: scalar (scalar kernels,
 attention and GELU), neon (ARMv8.0 Advanced SIMD) and neon_dotprod (sdot).
@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from arm64_build import cross_build, cross_program, missing_tools, run_qemu  # noqa: E402
 from native_build import c_compiler  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         build = cross_build()
         driver = cross_program(
-            build, [ROOT / "tests" / "arm64_model_driver.c"], workdir / "arm64_model_driver"
+            build, [ROOT / "tests" / "support" / "arm64_model_driver.c"], workdir / "arm64_model_driver"
         )
         plugin = build_plugin(workdir)
         print("instructions per decoded token, qemu-aarch64 -cpu max, 1 thread, F16 KV cache, demo model")

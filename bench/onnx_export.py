@@ -13,10 +13,7 @@ as a child process whose peak RSS is read with wait4:
    moves its logits by several percent (3 layers of d 2048: 3 % against its own F32), so this is a
    smoke check; the numerics are tested at fp32 in tests/test_onnx_export.py.
 
-Measured 2026-12-07 on this 2-core VM (shared, load 10-14), two runs: GGUF 4.68 GB → int8 folder
-5.50 GB in 148-170 s, export peak RSS 237-239 MiB (5.3 % of the GGUF); onnxruntime load + run 90-166 s,
-peak RSS 4345-4367 MiB (with the engine's mapping in the same process), last-logit difference 1.4e-1 of
-the largest logit, argmax equal.
+docs/performance.md holds the current figures.
 
 The exporter streams one matrix at a time into model.onnx.data, so its peak RSS should stay far below
 the file size; the onnxruntime load maps/reads the weights and is expected to be about the model size.

@@ -16,16 +16,8 @@ synthetic checkpoint, d_model 2048, 8 experts top-2, vocab 131072, --layers laye
    response was a 5xx and that every slot is free (/health); prints p50/p95 latency of the completed
    requests and the aggregate generated tokens/s.
 
-Figures (2026-12-07, this 2-core VM shared with ~8 busy engineers, load average 14-16, --threads 2,
-AVX2, --decode 24, 3 alternating reps): on the Grok-shaped Q4_K_M file, server 1 stream 4.93 tok/s,
-4 streams 7.04 tok/s aggregate (ratio median 1.52; an earlier run 1.36); engine alone ratio median 1.38,
-per CPU second 1.36 (17.8-18.6 against 24.2-24.9 tok per CPU s). The VM is CPU-bound, and a 4-token
-step of this file costs ~2.9x (4 / 1.36) the CPU time of a 1-token step (perf: the Q4_K/Q6_K
-multi-token dot kernels; ~5.5 of 8 experts selected by 4 tokens against 2 by one, and the 220 MB Q6_K
-output read once but multiplied 4 times). The weight bytes bound the ratio at 2.0x on this file even
-where decode is memory-bound (4 x 623 MB against 265 MB dense + 5.47/8 x 1428 MB experts = 1242 MB
-a step). Load (tiny demo model, 8 x 20, --parallel 4): 160 x 200, 20 disconnected, no 5xx, p50 5.1 s,
-p95 7.0 s, 25.9 tok/s aggregate, every slot free at the end.
+The weight bytes bound the batching ratio: 4 streams read the dense weights once a step but select
+more experts than one stream does. docs/performance.md holds the current figures and what bounds them.
 """
 
 from __future__ import annotations
@@ -42,7 +34,7 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # serve_helper
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))  # serve_helper
 
 
 async def _stream_times(client: httpx.AsyncClient, body: dict[str, Any]) -> list[float]:

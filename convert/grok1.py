@@ -2,7 +2,7 @@
 
 One place for the numbers: the converter writes them into GGUF metadata, the training script of the
 demo model computes with them. The C engine reads them from metadata; the float64 test reference
-(tests/grok_reference.py) keeps its own copy, written from docs/grok1.md.
+(tests/support/grok_reference.py) keeps its own copy, written from docs/grok1.md.
 """
 
 EMBEDDING_MULTIPLIER = 78.38367176906169  # embedding_multiplier_scale

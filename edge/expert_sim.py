@@ -238,9 +238,9 @@ class MachineProfile:
     memory bandwidth: ``compute = bytes touched / dram_gbps`` (decode is memory-bound: a few flops per
     weight byte). Units missing from the cache come from storage at ``disk_gbps``; demand reads add
     their time to the token's; prefetched reads add theirs less the share ``io_overlap`` hidden behind
-    compute. The default, 0 (reads and compute serialized), is what bench/offload.py measured on the
-    2-core shared VM this was built on (CPU oversubscribed, so prefetching threads did not run beside
-    the compute); a machine with idle cores and NVMe gets closer to 1, bounded by the compute time.
+    compute. The default, 0 (reads and compute serialized), fits an oversubscribed CPU, where prefetching
+    threads do not run beside the compute (bench/offload.py measures no overlap on a 2-core shared VM);
+    a machine with idle cores and NVMe gets closer to 1, bounded by the compute time.
     ``compute_seconds_per_token``, when given (measured on this machine without a cache), replaces the
     bandwidth estimate of the compute part."""
 

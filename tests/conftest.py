@@ -1,72 +1,22 @@
-"""Shared fixtures: tiny release-format checkpoints, a matching tokenizer, converted GGUFs (cached)."""
+"""Shared fixtures: tiny release-format checkpoints, a matching tokenizer, converted GGUFs (cached),
+the reference's logits on them; and tests/support on sys.path, so test files import its helper modules
+by name (``from native_build import ROOT``)."""
 
 from __future__ import annotations
 
-import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-TINY_KEY_SIZE = 64  # the tiny preset's head dim (GGUF needs n_head * head_dim == d_model)
+SUPPORT = Path(__file__).resolve().parent / "support"
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
 
-
-def train_tiny_tokenizer(prefix: Path, vocab_size: int) -> Path:
-    """A BPE SentencePiece model with ``vocab_size`` pieces, Grok-1's special ids and byte fallback."""
-    import sentencepiece as spm
-
-    rng = random.Random(0)
-    words = [
-        "the",
-        "answer",
-        "to",
-        "life",
-        "universe",
-        "and",
-        "everything",
-        "is",
-        "of",
-        "course",
-        "grok",
-        "model",
-        "token",
-        "expert",
-        "router",
-        "layer",
-        "attention",
-        "hello",
-        "world",
-        "number",
-        "code",
-        "print",
-        "return",
-        "value",
-        "python",
-    ]
-    lines = [
-        " ".join(rng.choice(words) + rng.choice(["", "s", "ed", "ing", "er"]) for _ in range(12))
-        for _ in range(3000)
-    ]
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_prefix=str(prefix),
-        vocab_size=vocab_size,
-        model_type="bpe",
-        byte_fallback=True,
-        pad_id=0,
-        bos_id=1,
-        eos_id=2,
-        unk_id=3,
-        pad_piece="[PAD]",
-        bos_piece="[BOS]",
-        eos_piece="[EOS]",
-        unk_piece="[UNK]",
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        minloglevel=2,
-    )
-    return prefix.with_suffix(".model")
+from parity import ROUTE_MARGIN, q8_0_roundtrip, robust_tokens  # noqa: E402
+from tiny_models import TINY_KEY_SIZE, train_tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -115,77 +65,35 @@ def converted(
     return get
 
 
-def llama_logits(gguf_path: Path, tokens: list[int]) -> np.ndarray:
-    """Logits of every position from llama-cpp-python (float64 copy)."""
-    import llama_cpp
-
-    model = llama_cpp.Llama(str(gguf_path), logits_all=True, n_ctx=64, n_threads=1, verbose=False)
-    try:
-        model.eval(tokens)
-        return np.array(model.scores[: len(tokens)], dtype=np.float64)
-    finally:
-        model.close()
-
-
-# Router probability gap kept between chosen and unchosen experts in parity tokens. 0.015: with the exact
-# int8 x bf16 weights the 5e-3 sequence put token 155 at position 2 with a gap of 0.014, which the 8-bit
-# activations of Q8_0 flip in both llama.cpp and this engine (that position's logits 0.60 off in both);
-# on the release's weights alone a 0.015 sequence still held a token with a gap of 0.009 on the Q8_0
-# weights, flipped by this engine (0.30 off). 0.015 is about the widest gap a 12-token sequence of the
-# tiny model keeps (0.0175: none found).
-ROUTE_MARGIN = 0.015
-
-
-def robust_tokens(
-    params: dict[str, np.ndarray] | list[dict[str, np.ndarray]], config, n: int, margin: float
-) -> list[int]:
-    """``n`` tokens on which no position of the model is within ``margin`` of a top-2 routing tie
-    (of every model, when ``params`` is a list of weight sets of the same model).
-
-    At a near tie (gap between the 2nd and 3rd router probability ~1e-4), rounding in llama.cpp
-    (float32; for Q8_0 also 8-bit activations) can legitimately pick another expert: a discrete change
-    of that position's logits and, through attention, of every later one. Such sequences test nothing
-    about the converter, so tokens are chosen (deterministically) to keep every gap >= ``margin``.
-    """
-    weight_sets = params if isinstance(params, list) else [params]
-    rng = np.random.default_rng(7)
-    tokens = [5]
-    for cand in rng.permutation(np.arange(4, config.vocab_size)):
-        trial = [*tokens, int(cand)]
-        if all(_route_margin(p, config, trial) >= margin for p in weight_sets):
-            tokens = trial
-            if len(tokens) == n:
-                return tokens
-    raise AssertionError(f"no {n}-token sequence keeps routing gaps >= {margin}")
-
-
-def _route_margin(params: dict[str, np.ndarray], config, tokens: list[int]) -> float:
-    import grok_reference as ref
-
-    margins = np.zeros(len(tokens))
-    ref.forward(params, config, tokens, route_margins=margins)
-    return float(margins.min())
-
-
-def q8_0_roundtrip(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference weights as the Q8_0 GGUF holds them (quantized along GGUF rows = input dim)."""
-    from edge import quant
-
-    out = {}
-    for path, w in params.items():
-        if w.ndim == 1 or path.endswith("router"):  # norms and router stay F32
-            out[path] = w
-            continue
-        rows = w if path.endswith("in_out_embed") else np.swapaxes(w, -1, -2)
-        flat = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, rows.shape[-1])
-        back = quant.dequantize(quant.quantize(flat, "Q8_0"), "Q8_0", flat.shape).reshape(rows.shape)
-        out[path] = (back if path.endswith("in_out_embed") else np.swapaxes(back, -1, -2)).astype(np.float64)
-    return out
-
-
 @pytest.fixture(scope="session")
 def parity_tokens(tiny_reference) -> list[int]:
     """12 tokens of the tiny model with every routing gap >= ROUTE_MARGIN (see robust_tokens), on the
     release's weights and on their Q8_0 round trip (the quantized tests' files start from near there)."""
     params, config = tiny_reference
     return robust_tokens([params, q8_0_roundtrip(params)], config, 12, ROUTE_MARGIN)
+
+
+@pytest.fixture(scope="session")
+def reference_logits(tiny_reference, parity_tokens) -> np.ndarray:
+    """The float64 reference's logits of ``parity_tokens`` on the release checkpoint."""
+    import grok_reference as ref
+
+    params, config = tiny_reference
+    return ref.forward(params, config, parity_tokens)
+
+
+@pytest.fixture(scope="session")
+def file_reference(tiny_reference, parity_tokens, converted) -> Callable[[str], np.ndarray]:
+    """preset -> the reference's logits on the weights stored in that preset's GGUF."""
+    import grok_reference as ref
+    from engine_gguf import params_from_gguf
+
+    _, config = tiny_reference
+    cache: dict[str, np.ndarray] = {}
+
+    def get(preset: str) -> np.ndarray:
+        if preset not in cache:
+            cache[preset] = ref.forward(params_from_gguf(converted(preset)), config, parity_tokens)
+        return cache[preset]
+
+    return get

@@ -1,14 +1,16 @@
-"""arm64: libedge cross-built for aarch64 (cmake/aarch64-linux-gnu.cmake) and run under qemu-aarch64, on a CPU
+"""arm64 builds under qemu: NEON kernels and attention loops match their references, logits the x86 build's.
+
+arm64: libedge cross-built for aarch64 (cmake/aarch64-linux-gnu.cmake) and run under qemu-aarch64, on a CPU
 model with dotprod (qemu's "max") and one without (Cortex-A57: plain ARMv8.0 Advanced SIMD).
 
 - every NEON kernel path (neon, neon_dotprod where the CPU has it) x every weight type against the scalar
-  path, through edge.h (tests/arm64_kernels_driver.c: the shapes, token counts and tolerance of
+  path, through edge.h (tests/support/arm64_kernels_driver.c: the shapes, token counts and tolerance of
   tests/test_kernels.py's SIMD-vs-scalar check);
 - the NEON attention loops bit for bit against their one-row and key-by-key references
-  (tests/attention_driver.c, as for AVX2);
+  (tests/support/attention_driver.c, as for AVX2);
 - whole-model forward passes (a prompt, then tokens decoded one at a time) of the demo model and of the
-  synthetic test model through edge.h (tests/arm64_model_driver.c), against the x86-64 build's logits of the
-  same program.
+  synthetic test model through edge.h (tests/support/arm64_model_driver.c), against the x86-64 build's
+  logits of the same program.
 
 Skipped, with the package to install, where the cross compiler or qemu is absent (.ci/run installs them).
 """
@@ -42,7 +44,7 @@ def arm64_lib() -> Path:
 @pytest.fixture(scope="module")
 def kernels_driver(arm64_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("arm64") / "arm64_kernels_driver"
-    return cross_program(arm64_lib, [ROOT / "tests" / "arm64_kernels_driver.c"], out)
+    return cross_program(arm64_lib, [ROOT / "tests" / "support" / "arm64_kernels_driver.c"], out)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def model_drivers(arm64_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     import edge
 
     out = tmp_path_factory.mktemp("arm64-model")
-    source = ROOT / "tests" / "arm64_model_driver.c"
+    source = ROOT / "tests" / "support" / "arm64_model_driver.c"
     arm = cross_program(arm64_lib, [source], out / "arm64_model_driver")
     pkg = Path(edge.__file__).resolve().parent
     native = out / "model_driver_x86"
@@ -114,7 +116,7 @@ def test_neon_attention_loops_under_qemu(cpu: str, arm64_lib: Path, tmp_path: Pa
     native = ROOT / "native"
     program = cross_program(
         arm64_lib,
-        [ROOT / "tests" / "attention_driver.c", native / "src" / "engine" / "attention_neon.c"],
+        [ROOT / "tests" / "support" / "attention_driver.c", native / "src" / "engine" / "attention_neon.c"],
         tmp_path / "attention_driver",
         ["-DATTN_ISA=neon", f"-I{native / 'src' / 'core'}", f"-I{native / 'src'}", "-Wno-unused-parameter"],
     )
@@ -135,17 +137,17 @@ def model_logits(command: Callable[[list[str]], subprocess.CompletedProcess[str]
 
 
 # (file, KV cache type, bound on the rel. RMS difference of all logits between the aarch64 and x86-64 builds):
-# test_engine.py's bounds for every CPU path (test_every_cpu_path_matches_the_reference). F32 weights and
-# cache: float32 arithmetic in another order only, 5e-6 (measured 6.9e-7). Quantized weights: the activations
-# are quantized to int8 by the same code, but a value within float rounding of a rounding boundary lands on
-# either side depending on the order of the sums before it (or on FMA contraction: gcc fuses a * b + c on
-# aarch64, not on x86-64), and the random synthetic model amplifies such flips over its 11 layers: on its
-# Q8_0 file the x86-64 build's own AVX2 and scalar paths differ by 0.035, its scalar path and the aarch64
-# build's scalar path by 0.017, and the paths compared here by 0.038 (Q4_K_M: 0.093, 0.086, 0.093); the
-# bound is test_engine.py's for every path's Q8_0 logits, 0.15. The trained demo model does not amplify
-# them: measured 1.6e-7 (no flip on these tokens); its bound, 1e-3, leaves room for a few one-step flips,
-# while a wrong kernel moves its logits by far more (a Q4_K scale taken from the wrong sub-block: 0.061).
-# The greedy tokens must agree as well.
+# test_engine_reference.py's bounds for every CPU path (test_every_cpu_path_matches_the_reference). F32
+# weights and cache: float32 arithmetic in another order only, 5e-6 (measured 6.9e-7). Quantized weights:
+# the activations are quantized to int8 by the same code, but a value within float rounding of a rounding
+# boundary lands on either side depending on the order of the sums before it (or on FMA contraction: gcc
+# fuses a * b + c on aarch64, not on x86-64), and the random synthetic model amplifies such flips over its
+# 11 layers: on its Q8_0 file the x86-64 build's own AVX2 and scalar paths differ by 0.035, its scalar path
+# and the aarch64 build's scalar path by 0.017, and the paths compared here by 0.038 (Q4_K_M: 0.093, 0.086,
+# 0.093); the bound is test_engine_reference.py's for every path's Q8_0 logits, 0.15. The trained demo model
+# does not amplify them: measured 1.6e-7 (no flip on these tokens); its bound, 1e-3, leaves room for a few
+# one-step flips, while a wrong kernel moves its logits by far more (a Q4_K scale taken from the wrong sub-
+# block: 0.061). The greedy tokens must agree as well.
 MODELS = {
     "synthetic-f32": ("f32", "f32", 5e-6),
     "synthetic-q8_0": ("q8_0", "f16", 0.15),

@@ -1,5 +1,7 @@
-"""The grouped attention loops (native/src/engine/attention_avx2.c) give every row exactly what the
-one-row loops give it, zeros of p and non-finite cached values included: tests/attention_driver.c,
+"""The grouped attention loops give every row exactly the bits the one-row loops give it.
+
+The grouped attention loops (native/src/engine/attention_avx2.c) give every row exactly what the
+one-row loops give it, zeros of p and non-finite cached values included: tests/support/attention_driver.c,
 compiled with the C compiler against the loops' source and run here (AVX2 + FMA + F16C CPUs)."""
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def build_driver(out: Path, defines: list[str] | None = None) -> Path:
         f"-I{native / 'include'}",
         f"-I{native / 'src' / 'core'}",
         f"-I{native / 'src'}",
-        str(ROOT / "tests" / "attention_driver.c"),
+        str(ROOT / "tests" / "support" / "attention_driver.c"),
         str(native / "src" / "engine" / "attention_avx2.c"),
         "-o",
         str(program),

@@ -1,11 +1,12 @@
-"""Several sequences in one forward pass (edge.h's edge_batch_eval, edge.BatchContext).
+"""Several sequences in one forward pass: each gets the bits it gets alone (batch invariance).
 
-The guarantee tested: batch invariance, bit for bit. A sequence's logits from a batched pass equal
-those of the same tokens evaluated alone in a one-sequence context (edge.Model), for prompt chunks and
-single decode tokens mixed in one pass, whatever else is in the pass: the kernels compute each token's
-sums on their own (the multi-token kernels' per-token sums are the one-token kernel's), attention runs
-per sequence over its own cache, and every other step of the forward pass is per token. Tested on the
-weight types whose products take each activation path (F16: float activations; Q8_0: Q8_0; Q4_K: Q8_K).
+edge.h's edge_batch_eval through edge.BatchContext. The guarantee tested: batch invariance, bit for bit.
+A sequence's logits from a batched pass equal those of the same tokens evaluated alone in a one-sequence
+context (edge.Model), for prompt chunks and single decode tokens mixed in one pass, whatever else is in
+the pass: the kernels compute each token's sums on their own (the multi-token kernels' per-token sums are
+the one-token kernel's), attention runs per sequence over its own cache, and every other step of the
+forward pass is per token. Tested on the weight types whose products take each activation path (F16:
+float activations; Q8_0: Q8_0; Q4_K: Q8_K).
 """
 
 from __future__ import annotations

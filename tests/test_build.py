@@ -1,4 +1,6 @@
-"""The native build with and without CUDA: with nvcc present, -DEDGE_CUDA=ON compiles the CUDA part and
+"""The native build succeeds with and without CUDA and reports which it is.
+
+The native build with and without CUDA: with nvcc present, -DEDGE_CUDA=ON compiles the CUDA part and
 the library says so (edge_cuda_compiled() == 1); with -DEDGE_CUDA=OFF the build still succeeds and
 edge_cuda_compiled() == 0. Build directories are cached under build/ (test-cuda-on, test-cuda-off)."""
 

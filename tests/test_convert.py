@@ -11,12 +11,13 @@ import grok_reference as ref
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import TINY_KEY_SIZE, llama_logits
 from edge.convert.layout import parse_layer_path
 from edge.convert.mapping import target_for
 from edge.convert.recipe import FILE_TYPES, PRESETS, choose_type
 from edge.convert.release import open_checkpoint
 from edge.convert.safe_pickle import QuantizedWeight8bit, write_leaf
+from parity import llama_logits
+from tiny_models import TINY_KEY_SIZE
 
 from edge.cli import main
 
@@ -275,7 +276,7 @@ def test_unreadable_tokenizer_fails_cleanly(content, tiny_ckpt, tmp_path, capsys
 
 
 def test_wrong_vocab_tokenizer_is_refused(tiny_ckpt, tmp_path, capsys) -> None:
-    from conftest import train_tiny_tokenizer
+    from tiny_models import train_tiny_tokenizer
 
     tok = train_tiny_tokenizer(tmp_path / "tok400", 400)
     out = tmp_path / "out.gguf"

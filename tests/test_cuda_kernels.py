@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from native_build import ROOT, cmake_build, library_path
-from test_kernels import dequantize, random_weights
+from weight_rows import dequantize, random_weights
 
 from edge._native import ffi as edge_ffi
 from edge._native import lib as edge_lib

@@ -1,4 +1,6 @@
-"""edge.Model embedded in an application: shared by threads and generators, closed and cancelled while
+"""edge.Model in an application: shared by threads, closed or cancelled mid-call, defaults, validation.
+
+edge.Model embedded in an application: shared by threads and generators, closed and cancelled while
 working, defaults and validation; the CLI items of the same issue. On the tiny synthetic checkpoint
 (conftest's ``converted``) and the shipped demo model."""
 
@@ -232,13 +234,13 @@ def test_ctrl_c_stops_a_long_prompt_on_the_main_thread(path):
 
 
 def test_cancel_and_close_are_sanitizer_clean(converted):
-    """tests/engine_cancel_driver.c under ASan + UBSan (LeakSanitizer on): cancel before and during evals
-    from another thread, and close (cancel, wait, free) while a thread evaluates. Python itself is not run
-    under ASan (the interpreter and numpy are not built with it); the Python layer's part is the locking
-    tested above."""
+    """tests/support/engine_cancel_driver.c under ASan + UBSan (LeakSanitizer on): cancel before and
+    during evals from another thread, and close (cancel, wait, free) while a thread evaluates. Python
+    itself is not run under ASan (the interpreter and numpy are not built with it); the Python layer's
+    part is the locking tested above."""
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the driver build uses the x86-64 ISA file flags")
-    from test_engine import _asan_engine_driver
+    from native_build import asan_engine_driver
 
     files = [converted("q8_0"), converted("q4_k_m")]
     env = {
@@ -246,7 +248,7 @@ def test_cancel_and_close_are_sanitizer_clean(converted):
         "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1",
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     }
-    program = _asan_engine_driver("engine_cancel_driver.c")
+    program = asan_engine_driver("engine_cancel_driver.c")
     result = subprocess.run(
         [str(program), *map(str, files)], capture_output=True, text=True, env=env, timeout=600
     )
@@ -258,7 +260,7 @@ def test_cancel_and_close_are_sanitizer_clean(converted):
 
 
 def test_sharing_threads_and_closing_are_sanitizer_clean(converted, tmp_path):
-    """tests/sharing_under_asan.py in a Python that loads the ASan + UBSan libedge (build/asan, the
+    """tests/support/sharing_under_asan.py in a Python that loads the ASan + UBSan libedge (build/asan, the
     runtime preloaded; leak checking off, since the interpreter itself is not built for it): 4 threads x 5
     greedy generations on one Model equal the sequential ones, interleaved streams equal their solo
     texts, close() while another thread generates ends cleanly — with every native access checked."""
@@ -283,7 +285,7 @@ def test_sharing_threads_and_closing_are_sanitizer_clean(converted, tmp_path):
         "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1",
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     }
-    script = Path(__file__).with_name("sharing_under_asan.py")
+    script = Path(__file__).parent / "support" / "sharing_under_asan.py"
     result = subprocess.run(
         [sys.executable, str(script), str(converted("q8_0"))],
         capture_output=True,

@@ -1,4 +1,6 @@
-"""Greedy continuations: our engine and llama.cpp (llama-cpp-python) on the same GGUF, 32 tokens.
+"""Greedy continuations of our engine and llama.cpp on one GGUF agree token for token where no tie decides.
+
+Our engine and llama.cpp (llama-cpp-python) on the same GGUF, 32 tokens.
 
 Random synthetic weights can produce near-ties between the two best next tokens, where float rounding
 legitimately decides. The test does not hide that: for each candidate prompt it runs llama.cpp greedily,
@@ -11,7 +13,7 @@ no qualifying prompt: that fails too. The bound is not applied to the prompts sk
 router early in a sequence sends a token to another expert in one engine (a legitimate rounding
 decision), and its changed keys and values move every later step, so the median over the steps of such
 a prompt exceeds the typical delta (measured: "hello world", 0.076 of max |logit| with a step of 0.42 at
-position 6, with this engine's kernels before and after the AVX2 Q8_0 quad kernels alike). Which
+position 6). Which
 prompts qualify moves with any change of float summation order, so there are several candidates.
 """
 

@@ -1,4 +1,6 @@
-"""The expert store (native/src/experts/): a RAM cache of experts read from the file gives the same bits as
+"""The expert store (a RAM cache of experts read from the file) gives the mapped model's bits.
+
+The expert store (native/src/experts/): a RAM cache of experts read from the file gives the same bits as
 the mapped model, reads exactly what it misses, fails clearly on a bad file, and is shared by contexts.
 
 Two models: the trained demo model (edge/data/tiny-grok: real routing, so caches hit and predictions

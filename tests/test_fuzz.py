@@ -1,4 +1,6 @@
-"""Fuzzing the GGUF reader for a bounded time (atheris; seeds in tests/fuzz/corpus/): no crash, no
+"""The GGUF reader under a bounded atheris run: no crash, no unexpected exception, ASan-clean replays.
+
+Fuzzing the GGUF reader for a bounded time (atheris; seeds in tests/fuzz/corpus/): no crash, no
 unexpected exception, and every input the fuzzer kept replays cleanly under ASan + UBSan."""
 
 from __future__ import annotations

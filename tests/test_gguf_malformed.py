@@ -1,4 +1,6 @@
-"""Malformed GGUF files: each violation is rejected with EdgeFormatError naming the file, the problem
+"""Malformed GGUF files are rejected with an error naming the file, the problem and the byte position.
+
+Malformed GGUF files: each violation is rejected with EdgeFormatError naming the file, the problem
 and the byte position, and nothing is read outside the file (the corpus also runs under ASan/UBSan in
 test_sanitizers.py and seeds the fuzzer in tests/fuzz/)."""
 

@@ -1,4 +1,6 @@
-"""The native GGUF reader (through edge.gguf) against gguf-py's GGUFReader on files written by gguf-py:
+"""The native GGUF reader reads every file gguf-py writes as gguf-py's own GGUFReader does.
+
+The native GGUF reader (through edge.gguf) against gguf-py's GGUFReader on files written by gguf-py:
 every metadata value type, every tensor type, GGUF v2 and v3; zero-copy views; typed getters."""
 
 from __future__ import annotations

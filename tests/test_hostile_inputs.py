@@ -1,11 +1,13 @@
-"""Hostile inputs (issue 27): each reproducer rebuilt here gives its clear error within 1 s of CPU and a
+"""Hostile inputs fail with a clear error in bounded CPU time and memory; bounded fuzzers find no violation.
+
+Each reproducer rebuilt here gives its clear error within 1 s of CPU and a
 bounded address space, and the structure-aware fuzzers of tests/fuzz/fuzz_hostile.py run for a bounded
 time with no contract violation (and do report a planted one).
 
 Every reproducer runs in a forked child (tests/fuzz/harness.py): RLIMIT_AS = what the test process maps
 plus 256 MiB, a 1 s CPU-time timer (CPU time, not wall time: the CI machine is shared), a wall alarm as a
-backstop. Before the fixes each of them ran out of time or memory or raised TypeError, OverflowError or
-RecursionError.
+backstop. Without their guards these inputs run out of time or memory or raise TypeError, OverflowError
+or RecursionError.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def test_pickle_reproducers_give_clear_errors_fast(name: str, tmp_path: Path) ->
 
 def test_dag_pickles_are_small_and_their_repr_is_not() -> None:
     data, _ = pickles.reproducers()["repro_dag_newobj"]
-    assert len(data) < 500  # 80 levels: a repr of ~2^80 characters before the fix
+    assert len(data) < 500  # 80 levels: a repr of ~2^80 characters if expanded
 
 
 def test_pickle_corpus_behaves_as_named() -> None:
@@ -200,7 +202,7 @@ def _old_header(header: bytes) -> object:
     return lambda state, m: len(header).to_bytes(8, "little") + header + state[24 + 20 :]
 
 
-STATE_CASES = {  # issue 27, item 5 (the first four are the old JSON header's reproducers)
+STATE_CASES = {  # issue 27, item 5 (the first four: hostile JSON behind a header of the JSON layout)
     "json_deep": (_old_header(b"[" * 100_000 + b"]" * 100_000), "not a grok-edge saved state"),
     "json_int": (_old_header(b"5"), "not a grok-edge saved state"),
     "json_nested": (_old_header(b"[[1]]"), "not a grok-edge saved state"),

@@ -1,4 +1,6 @@
-"""`grok-edge info FILE.gguf`: lists the same tensors and metadata gguf-py reads, with per-class totals;
+"""`grok-edge info` lists what gguf-py reads, with per-class totals; a bad file gives one clean error.
+
+`grok-edge info FILE.gguf`: lists the same tensors and metadata gguf-py reads, with per-class totals;
 a bad file gives one clean error line and exit status 1."""
 
 from __future__ import annotations

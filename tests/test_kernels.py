@@ -1,4 +1,6 @@
-"""CPU matmul kernels: every weight type x every kernel path on this CPU, against
+"""CPU matmul kernels: every weight type x every kernel path against numpy float64 and the scalar path.
+
+CPU matmul kernels: every weight type x every kernel path on this CPU, against
 
 (a) numpy float64 ``dequantize(W) @ x`` (gguf-py's dequantizers, independent of our C code), with a
     bound derived from the activation quantization, and
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants as gq
+from weight_rows import F16_FIELDS, dequantize, random_weights
 
 from edge._native import EdgeArgumentError, EdgeError, EdgeUnsupportedError
 from edge.kernels import ThreadPool, isa_supported, matmul
@@ -24,11 +27,6 @@ TYPES = [
 ]  # fmt: skip
 ISAS = [isa for isa in ("scalar", "avx2", "avx512", "neon", "neon_dotprod") if isa_supported(isa)]
 
-# Byte offsets of the f16 scale fields in one block (ggml layouts, see native/src/core/blocks.h).
-F16_FIELDS = {
-    T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0], T.IQ4_NL: [0],
-    T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208], T.IQ4_XS: [0],
-}  # fmt: skip
 # Activation block of each quantized type's dot product: Q8_0/Q8_1 per 32, Q8_K per 256.
 ACT_BLOCK = {t: (256 if gq.GGML_QUANT_SIZES[t][0] == 256 else 32) for t in F16_FIELDS}
 # (n_rows, n_cols): odd row counts; column counts that are and are not multiples of 256.
@@ -38,32 +36,6 @@ SHAPES_32 = [(7, 96), (33, 512), (5, 2048)]
 # 37 leave 1 and 5 after whole groups; 37 crosses the driver's 32-token tile).
 N_TOK = [1, 2, 3, 4, 5, 6, 7, 8, 17, 37]
 U = 2.0**-24  # unit roundoff of float32
-
-
-def random_weights(qtype: T, n_rows: int, n_cols: int, rng: np.random.Generator) -> np.ndarray:
-    """n_rows rows of GGUF bytes: [n_rows, row_bytes] uint8."""
-    if qtype in (T.F32, T.F16, T.BF16):
-        w = rng.standard_t(3, size=(n_rows, n_cols)).astype(np.float32)
-        if qtype == T.F32:
-            return w.view(np.uint8)
-        if qtype == T.F16:
-            return w.astype(np.float16).view(np.uint8)
-        return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
-    block_elems, block_bytes = gq.GGML_QUANT_SIZES[qtype]
-    n_blocks = n_rows * n_cols // block_elems
-    raw = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
-    for off in F16_FIELDS[qtype]:
-        scale = np.exp(rng.normal(np.log(0.01), 1.0, size=n_blocks)) * rng.choice([-1.0, 1.0], size=n_blocks)
-        raw[:, off : off + 2] = scale.astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
-    return raw.reshape(n_rows, -1)
-
-
-def dequantize(qtype: T, raw: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
-    if qtype == T.F32:
-        return raw.view(np.float32).astype(np.float64).reshape(n_rows, n_cols)
-    if qtype == T.F16:
-        return raw.view(np.float16).astype(np.float64).reshape(n_rows, n_cols)
-    return gq.dequantize(raw, qtype).astype(np.float64).reshape(n_rows, n_cols)
 
 
 def heavy_tailed(rng: np.random.Generator, *shape: int) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""edge.Llama: llama-cpp-python's documented usage examples, unchanged but for the model path, and the
+"""edge.Llama runs llama-cpp-python's documented examples and returns what they promise.
+
+edge.Llama: llama-cpp-python's documented usage examples, unchanged but for the model path, and the
 shapes and values of what they return (greedy text equal to edge.Model's, streams equal to the whole).
 
 The examples (llama-cpp-python's README, "High-level API" and "Chat Completion"):

@@ -1,6 +1,6 @@
 """Converted GGUFs run in llama.cpp (llama-cpp-python) and reproduce the float64 reference.
 
-The reference reads the release-format checkpoint directly (tests/grok_reference.py); llama.cpp
+The reference reads the release-format checkpoint directly (tests/support/grok_reference.py); llama.cpp
 reads our GGUF. Agreement therefore checks names, layouts, transposes, expert stacking, scale
 layouts, metadata and llama.cpp's grok graph all at once. The tiny checkpoint has 11 layers, so a
 reader that assumed numeric file order would put layer 10's weights in layer 2 and fail here.
@@ -14,7 +14,7 @@ from pathlib import Path
 import grok_reference as ref
 import numpy as np
 import pytest
-from conftest import llama_logits, q8_0_roundtrip, robust_tokens
+from parity import llama_logits, q8_0_roundtrip, robust_tokens
 
 # The widest routing gap an 8-token sequence of the tiny model keeps (0.02: none found). With the exact
 # int8 x bf16 weights, 0.01 admits token 155 at position 2 (gap 0.014), which 8-bit activations flip.

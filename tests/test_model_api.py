@@ -1,4 +1,6 @@
-"""edge.Model (the Python API) and `grok-edge run`, on the tiny synthetic checkpoint converted at Q8_0
+"""edge.Model and `grok-edge run`: tokenize, logits, generation, sampling, stops, prefix reuse, the CLI.
+
+edge.Model (the Python API) and `grok-edge run`, on the tiny synthetic checkpoint converted at Q8_0
 (conftest's ``converted``; its GGUF carries a small SentencePiece vocabulary trained for the tests)."""
 
 from __future__ import annotations

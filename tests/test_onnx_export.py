@@ -13,7 +13,7 @@ Tolerances (relative: max |difference| / max |logit|):
 - fp16 export vs fp32 export: ``FP16_TOL`` = 2e-3: weights rounded to float16 (relative 4.9e-4 each);
   measured 1.9e-4 (prompt) and 3.5e-4 (decode).
 - int8 / int4: mean KL(fp32 export ‖ quantized) over 240 held-out tokens must not exceed that of the
-  engine's GGUF of similar size against the same fp32 export. Measured on the demo model, 2026-12-07
+  engine's GGUF of similar size against the same fp32 export. Measured on the demo model
   (model.onnx + data vs .gguf): int8 25.8 MB, KL 9.2e-6 vs Q8_0 22.0 MB, 3.6e-5 (the largest quantized
   preset); int4 17.1 MB, KL 3.1e-4 vs Q6_K 17.2 MB, 3.7e-4 (Q5_K_M 15.1 MB 5.6e-4, Q4_K_M 13.2 MB 6.1e-4).
 """

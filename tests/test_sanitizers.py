@@ -1,4 +1,6 @@
-"""The native GGUF tests under AddressSanitizer and UndefinedBehaviorSanitizer: libedge and
+"""The native GGUF tests run clean under AddressSanitizer and UndefinedBehaviorSanitizer.
+
+The native GGUF tests under AddressSanitizer and UndefinedBehaviorSanitizer: libedge and
 native/tests/test_gguf.c built with -DEDGE_SANITIZE=ON (cached in build/asan), run over the malformed
 corpus (every violation and every truncation) and valid files, including one written by gguf-py."""
 

@@ -1,4 +1,6 @@
-"""`grok-edge serve` on 127.0.0.1 (a port the server picks), driven by the official ``openai`` client
+"""`grok-edge serve` answers the official openai client, rejects malformed HTTP, and holds under load.
+
+`grok-edge serve` on 127.0.0.1 (a port the server picks), driven by the official ``openai`` client
 unchanged but for base_url, by raw HTTP for malformed requests, and by a small load test (a smaller
 version of bench/serve_load.py's). Model: the tiny converted file (Q8_0) with its trained tokenizer."""
 

@@ -3,7 +3,7 @@
  * only, chosen at context creation unless the scalar path is forced). The same functions, contracts and
  * polynomials as attention_avx2.c / gelu_avx2.c / exp_avx2.h on 4-lane vectors: each query row gets bit for
  * bit what it gets alone, and a weighted sum is formed key after key with one fused multiply-add per value
- * (keys with p == 0 skipped), as tests/attention_driver.c checks. */
+ * (keys with p == 0 skipped), as tests/support/attention_driver.c checks. */
 #include <arm_neon.h>
 #include <math.h>
 

@@ -117,7 +117,7 @@ typedef struct edge_run_state {
  * token (8000-token prompt on the bench's file: 32 rows 7-13 % faster than 16, 64 no faster than 32). */
 #define EDGE_ATTN_TILE_ROWS 32
 /* Floats between two rows of attention scores: n_ctx rounded up to 1024, plus 64, so the rows of a tile lie
- * 256 bytes apart modulo 4 KiB (rows a multiple of 4 KiB apart made every load of the loops wait on the
+ * 256 bytes apart modulo 4 KiB (rows a multiple of 4 KiB apart make every load of the loops wait on the
  * other rows' stores with the same address bits: 4K aliasing, -35 % in the scores, -45 % in the sums). */
 static inline size_t edge_attn_score_stride(int64_t n_ctx) { return (size_t)((n_ctx + 1023) / 1024 * 1024 + 64); }
 typedef void (*edge_attn_scores_multi_fn)(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,

@@ -351,10 +351,10 @@ ALWAYS_INLINE __m128i k4_mins_idx(void) {
  * (s[4h+2], s[4h+3]) for 8..15 being int32 lanes 2h and 2h+1 of the scales as int16. The mins against
  * the sums of 32 in the order lane k needs (one madd). Lane l holds values 4l .. 4l+3 of its sub-blocks
  * (the quad kernels' lane l mod 4), so the result is bitwise the quad kernels' for the token. L3-resident 8192 x 2048 Q4_K, one
- * thread (standalone loop): 37.3 GB/s with one maddubs + vpdpwssd + vpermw per 64 values, 44.5 now;
- * through edge_matmul 33.5 -> 38 -> 40 with the high nibbles in place (Q4_K). Blocks are taken in pairs
+ * thread: 44.5 GB/s in a standalone loop (37.3 with one maddubs + vpdpwssd + vpermw per 64 values), 40
+ * through edge_matmul, with the high nibbles in place (Q4_K). Blocks are taken in pairs
  * (scales, folding, conversion and mins of both in one operation each: 52 instructions a block, not 58;
- * +4-9 % from L2/L3 on a slower host, 2 threads 41 -> 43 GB/s), each block still accumulated on its own.
+ * +4-9 % from L2/L3, 2 threads 41 -> 43 GB/s), each block still accumulated on its own.
  *
  * name_sums: one block's integer sums (16 int32 lanes, before folding); int32 lanes sel[0] / sel[1] of
  * sc16 hold the scale pairs of the block's two 64-byte loads. */
@@ -514,9 +514,9 @@ static void zmm_quant_q8_k_k4(const float *x, void *row, int64_t n, int64_t b0, 
  * nibbles): u01 = values 128h + 0..63, u23 = 128h + 64..127, each 128-bit lane one sub-block of 16. One
  * vpdpbusd per 64 values (unscaled sums of 4: <= 4 * 63 * 127, an int16) and the two of a half paired
  * as int16s (lane L of u01 is sub-block 8h + L, of u23 8h + 4 + L), one vpermw of the scales and one
- * vpdpwssd per half (it was two of each and two maddubs); the high bits
+ * vpdpwssd per half (not two of each and two maddubs); the high bits
  * of four groups from one masked qh; the -32 offset as one more vpdpwssd into the sums. L3-resident
- * 8192 x 2048, one thread: 44.4 -> 47.7 -> 53.3 GB/s. */
+ * 8192 x 2048, one thread: 53.3 GB/s (44.4 with two of each and two maddubs). */
 ALWAYS_INLINE void zmm_mv_q6_k_body(int64_t n, const void *w, const void *x, const char *pf_end, float *out) {
     const block_q6_K *a = w;
     const block_q8_K *b = x;
@@ -622,12 +622,11 @@ static void zmm_quant_q8_0_v(const float *x, void *row, int64_t n, int64_t b0, i
         for (int64_t r = 0; r < nr; r++) body(n, (const char *)w + (size_t)r * ws, x, end, y + r);      \
     }
 /* ... with the rows in pairs (body2): row r of the run's first half with row r of its second, two
- * streams each read in order and fetched ahead within itself (adjacent rows paired, each row's lines
- * fetched ahead by the other row's stream came after the other row had read them when a row is longer
- * than the distance: 8192-column rows); an odd last row alone. Over whole Q4_K_M tokens (alternating token
- * by token in one process, 2026-12-03) one row at a time was 4-5 % faster without the L2 prefetch stage
- * (145 of 200 pairs) but ~1 % slower with it (88 of 200), in fast-memory periods; adjacent rows paired
- * were 25 % slower. */
+ * streams each read in order and fetched ahead within itself (not adjacent rows: in rows longer than the
+ * prefetch distance, 8192 columns, the lines one row's stream fetches ahead for the other arrive after
+ * that row has read them, 25 % slower); an odd last row alone. Pairs pay with the L2 prefetch stage
+ * (whole Q4_K_M tokens ~1 % faster than one row at a time); without that stage one row at a time would
+ * be faster by 4-5 %. */
 #define ZMM_MATVEC2(name, body2, body)                                                                  \
     __attribute__((aligned(64))) static void name(int64_t n, const void *w, size_t ws, int64_t nr,          \
                                                   const void *x, float *y) {                             \

@@ -657,19 +657,16 @@ static void simd_quant_q8_k(const float *x, void *row, int64_t n, int64_t b0, in
  * Every weight byte of a decode token is read once, from DRAM: the kernels fetch it ahead themselves. */
 
 /* The second prefetch stage (into L2, EDGE_DECODE_PREFETCH_L2 past the first) per table: the AVX-512
- * one keeps it (measured on Zen 4, kernels_impl.h); the AVX2 one goes without: on a Zen 3 (AVX2 only),
- * whole decode tokens alternating token by token in one process were faster without it in three runs:
- * Q4_K_M +8.2 % (144 of 150 pairs) and +6.7 % (133 of 150), Q8_0 +4.4 % (105 of 150); the L1 stage at
- * 8 KiB instead of 4 KiB made no difference there (79 of 150). */
+ * one keeps it (kernels_impl.h says why); the AVX2 one goes without: on a Zen 3 (AVX2 only) whole decode
+ * tokens are faster without it, Q4_K_M by 7-8 %, Q8_0 by 4 %, and moving the L1 stage to 8 KiB ahead
+ * instead does not make up for it. */
 #ifndef EDGE_SIMD_DECODE_L2
 #define EDGE_SIMD_DECODE_L2 EDGE_SIMD_VNNI
 #endif
 
 /* How far ahead of the block in hand decode fetches the weights into L1, per table: the AVX-512 one
- * EDGE_DECODE_PREFETCH (measured on Zen 4); the AVX2 one less, on a Zen 3 whole decode tokens alternating
- * token by token in one process were faster 2 KiB ahead than 4 KiB ahead: Q4_K_M +2.3 % and +2.4 % (113
- * and 114 of 150 pairs), Q8_0 +2.4 % (68 of 100); 1.5 KiB +2.5 % (95 of 150), 2.5 KiB +2.8 % (116 of 150),
- * 1 KiB +0.7 % and +1.5 % (84 and 99 of 150). */
+ * EDGE_DECODE_PREFETCH (chosen on Zen 4); the AVX2 one less: on a Zen 3 whole decode tokens (Q4_K_M,
+ * Q8_0) are about 2.5 % faster 1.5-2.5 KiB ahead than 4 KiB ahead, and 1 KiB gains less. */
 #ifndef EDGE_SIMD_DECODE_AHEAD
 #define EDGE_SIMD_DECODE_AHEAD (EDGE_SIMD_VNNI ? EDGE_DECODE_PREFETCH : 2048)
 #endif
@@ -687,8 +684,8 @@ ALWAYS_INLINE void decode_prefetch(const char *pf, const char *end, const int li
 /* Decode: a kernel over a run of rows (contiguous), one call per run. The run's first
  * EDGE_SIMD_DECODE_AHEAD bytes are all requested at once (the block loop fetches ahead of where it is, so
  * they would come one demand miss at a time), and nothing past the run's end is fetched (another
- * thread's run or another tensor: bandwidth this token would waste). Aligned to 64 bytes: the loops'
- * placement moved one-thread L3-resident Q8_0 by 7 % between builds of the same code. */
+ * thread's run or another tensor: bandwidth this token would waste). Aligned to 64 bytes: unaligned, the
+ * loops' placement varies between builds of the same code and moves one-thread L3-resident Q8_0 by 7 %. */
 ALWAYS_INLINE void decode_run_start(const char *w, const char *end) {
     for (const char *p = w; p < end && p < w + EDGE_SIMD_DECODE_AHEAD; p += 64) _mm_prefetch(p, _MM_HINT_T0);
 }
@@ -887,7 +884,7 @@ const struct edge_kernels EDGE_SIMD_TABLE = {
     .isa = EDGE_ISA_AVX2,
     .name = "avx2",
     /* 8 tokens a call against two calls of 4 (Zen 3, one thread, rows in L2, the same bits): Q4_K +2-9 %,
-     * Q5_K +11 %, Q6_K +9-10 %; 64-token Q4_K_M prompts alternating in one process +5 % (16 of 20) */
+     * Q5_K +11 %, Q6_K +9-10 %; 64-token Q4_K_M prompts +5 % */
     .dot_wide = {[EDGE_TYPE_Q4_K] = 1, [EDGE_TYPE_Q5_K] = 1, [EDGE_TYPE_Q6_K] = 1},
 #endif
     .dot =

@@ -74,17 +74,16 @@ typedef enum edge_act_format {
 #define EDGE_DOT_MAX_TOK 4
 #define EDGE_DOT_WIDE_TOK 8
 /* Decode (one token) streams every weight byte once from DRAM: the weights are fetched this far ahead
- * (measured on the Grok-shaped Q4_K_M bench: 4 KiB ahead, +5 % decode tok/s; 2 and 16 KiB no better).
+ * (on the Grok-shaped Q4_K_M bench 4 KiB ahead gives +5 % decode tok/s over none; 2 and 16 KiB no more).
  * A table's matvec kernels fetch ahead themselves (the AVX2 ones 2 KiB: EDGE_SIMD_DECODE_AHEAD); for dot
  * the driver does it. */
 #define EDGE_DECODE_PREFETCH 4096
 /* ... and, by the AVX-512 matvec kernels (not the AVX2 ones: EDGE_SIMD_DECODE_L2), a second time into L2
- * (prefetcht1) this far past that: L1 holds few misses in flight, L2 more; on the Zen 4 host of the AVX-512
- * kernels, a 512 MiB matvec on 2 threads, alternating in one process with the first
- * stage alone and a plain read: Q4_K 27.8 -> 29.9 GB/s (plain read 31.6), Q8_0 33.6 -> 37.1 (45.6).
- * This shared host flips it: on 2026-12-03 whole decode tokens (alternating token by token in one
- * process) were 6-9 % faster WITHOUT it for an hour (Q4_K_M, 279 of 300 pairs; the matvec -5 %), then
- * 5-10 % slower without it (Q8_0 6 of 100 pairs faster, Q4_K_M 2.5 %) an hour later: kept. */
+ * (prefetcht1) this far past that: L1 holds few misses in flight, L2 more, so the second stage keeps
+ * more of the stream in flight. A 512 MiB matvec on 2 threads of a Zen 4, against the first stage alone
+ * and a plain read: Q4_K 27.8 -> 29.9 GB/s (plain read 31.6), Q8_0 33.6 -> 37.1 (45.6). On a host whose
+ * memory bandwidth other guests share, its effect on whole decode tokens varies with their load in
+ * either direction by 5-10 %; docs/performance.md says how to compare the two on a given machine. */
 #define EDGE_DECODE_PREFETCH_L2 8192
 typedef void (*edge_dot_fn)(int64_t n, const void *w, const void *x, size_t x_stride, int nt, float *out);
 
@@ -138,8 +137,8 @@ struct edge_kernels {
     unsigned char dot_wide[EDGE_N_TYPES];
     edge_gemm4_fn gemm4[EDGE_N_TYPES]; /* NULL: no interleaved-activation kernel */
     /* 1: the driver fetches the next row pair into L2 while a gemm4 kernel computes (AVX-512: +13-15 %
-     * on Zen 4, matmul.c); 0: not (AVX2 Q8_0 prompts on a Zen 3 without it: +7.5 %, 20 of 20 alternating
-     * 64-token prompts) */
+     * on Zen 4, matmul.c); 0: not (the AVX2 kernels' own loads do better alone: 64-token Q8_0 prompts
+     * on a Zen 3 are 7.5 % faster without it) */
     int gemm4_fetch_next;
     edge_matvec_fn matvec[EDGE_N_TYPES]; /* NULL: one token row by row through dot[], the driver fetching ahead */
     /* NULL: matvec reads the format's usual activations; set: it reads this conversion's layout instead */

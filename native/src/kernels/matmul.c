@@ -21,8 +21,8 @@
 /* Tokens per tile: the activation rows of one tile stay in L2 while the row block streams through. */
 #define TOKEN_TILE 32
 _Static_assert(TOKEN_TILE % (2 * EDGE_QUAD) == 0, "token tiles hold whole quad pairs");
-/* Activation bytes of one token group: a quarter of a 1 MiB L2 (measured: L2-resident activations
- * for 4 tokens beat fewer tokens per weight unpack in L1, up to Grok's 32768-column rows). */
+/* Activation bytes of one token group: a quarter of a 1 MiB L2 (L2-resident activations for 4 tokens
+ * beat fewer tokens per weight unpack in L1, up to Grok's 32768-column rows). */
 #define GROUP_ACT_BYTES (256u * 1024u)
 /* Decode: row segments per product, one per thread (threads past it only take over others' rows). */
 #define DECODE_SEGS 64
@@ -305,15 +305,11 @@ static bool mm_claim_half(mm_job *job, _Atomic uint64_t *seg, bool front) {
 
 /* Decode: each thread reads its own segment of the rows front to back, claiming half of what is left
  * each time, so its runs follow one another in memory and its DRAM stream goes on from one to the next
- * (a run that jumps elsewhere restarts it: runs of 256 KiB taken in turn by the threads were 7 % slower
- * than a share of what is left, the same runs in order within a thread's half 1 %); a thread done with
- * its own takes half of what the fullest segment has left, from its back, until nothing is left: a
- * thread the OS runs late, or not at all in this product, costs the others no waiting. Over whole
- * decode tokens, alternating token by token in one process, against runs of 1/nth of the rows left
- * claimed by all threads from one counter: Q4_K_M +2.0 % (98 of 150), after a bandwidth probe +1 %
- * (47 of 80), Q8_0 +2.1 % (81 of 120); that counter with 1/(2 nth) had been 1.5-2.5 % slower still
- * (these without the L2 prefetch stage; with it, against the 1/(2 nth) counter: Q4_K_M +1.8 %, 93 of
- * 150, Q8_0 alike, 51 of 100). */
+ * (a run that jumps elsewhere restarts it: fixed runs of 256 KiB taken in turn by the threads are 7 %
+ * slower than a share of what is left); a thread done with its own takes half of what the fullest
+ * segment has left, from its back, until nothing is left: a thread the OS runs late, or not at all in
+ * this product, costs the others no waiting. Whole Q4_K_M and Q8_0 decode tokens are about 2 % faster
+ * this way than with runs of 1/nth of the rows left claimed by all threads from one counter. */
 static void mm_rows_decode(mm_job *job, int ith) {
     const int n_segs = job->n_segs;
     if (ith < n_segs)
@@ -469,8 +465,8 @@ static edge_status mm_setup(const edge_kernels *k, const edge_mm_part *part, int
      * fewer when their activations would not fit in L2. */
     job->group = k->dot[type] && k->dot_wide[type] ? EDGE_DOT_WIDE_TOK : EDGE_DOT_MAX_TOK;
     while (job->group > 1 && (size_t)job->group * job->xq_stride > GROUP_ACT_BYTES) job->group /= 2;
-    /* gemm4: quads per call (xq_stride is a quad's). Measured on Q4_K 8192 x 2048, 16 tokens, one thread:
-     * 2 rows x 4 quads 210 GMAC/s, x 2 quads 175, x 1 quad 122 (the one-row kernel: 108). */
+    /* gemm4: quads per call (xq_stride is a quad's), as many as the kernel takes: on Q4_K 8192 x 2048,
+     * 16 tokens, one thread, 2 rows x 4 quads 210 GMAC/s, x 2 quads 175, x 1 quad 122 (one row: 108). */
     if (job->gemm4) job->group = EDGE_GEMM4_MAX_Q;
 
     int64_t rpc;

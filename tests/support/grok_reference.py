@@ -204,7 +204,7 @@ def forward(
     ``mask_padding``: the official model masks token 0 ([PAD]) as an attention key (input_mask = tokens
     > 0) but routes it like any token; False does not mask it as a key either (what llama.cpp does;
     see test_llama_cpp_parity).
-    ``route_pads``: False gives a [PAD] token no expert (its MoE output zero), the old reading of the
+    ``route_pads``: False gives a [PAD] token no expert (its MoE output zero), a misreading of the
     official code; only for tests that show they can tell the two apart.
     ``route_margins``: optional float64 [T] array, set to each position's smallest gap (over layers)
     between the last chosen and the first unchosen router probability. Where it is tiny, rounding

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUILD_ROOT = ROOT / "build"
 
 
@@ -129,4 +129,43 @@ def asan_test_program_direct() -> Path:
     cmd = [c_compiler(), *asan_cflags(), *map(str, sources), "-o", str(program), "-lm"]
     built = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stdout + built.stderr
+    return program
+
+
+def asan_engine_driver(driver_name: str = "engine_asan_driver.c") -> Path:
+    """tests/support/engine_asan_driver.c (or another driver there) linked with every native source,
+    built with ASan + UBSan."""
+    native = ROOT / "native"
+    cc, common = c_compiler(), asan_cflags()
+    out = BUILD_ROOT / "engine-asan"
+    out.mkdir(parents=True, exist_ok=True)
+    isa_flags = {
+        "_avx2.c": ["-mavx2", "-mfma", "-mf16c"],
+        "_avx512.c": [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mavx512vnni",
+            "-mavx2",
+            "-mfma",
+        ]
+        + ["-mf16c"],
+    }
+    objects = []
+    for src in sorted((native / "src").rglob("*.c")):
+        if src.name.endswith("_neon.c") or (src.parent.name == "cuda" and src.name != "cuda_stub.c"):
+            continue
+        flags = next((f for suffix, f in isa_flags.items() if src.name.endswith(suffix)), [])
+        obj = out / (src.relative_to(native / "src").as_posix().replace("/", "_") + ".o")
+        built = subprocess.run(
+            [cc, *common, *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True
+        )
+        assert built.returncode == 0, built.stderr
+        objects.append(str(obj))
+    driver = Path(__file__).with_name(driver_name)
+    program = out / driver.stem
+    cmd = [cc, *common, str(driver), *objects, "-o", str(program), "-lm", "-lpthread"]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
     return program

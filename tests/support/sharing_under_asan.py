@@ -2,7 +2,7 @@
 runtime): one Model shared by 4 threads x 5 greedy generations, interleaved streams, and close() while
 another thread generates. Exits non-zero on a wrong result; the sanitizers abort on a memory error.
 
-    python tests/sharing_under_asan.py MODEL.gguf
+    python tests/support/sharing_under_asan.py MODEL.gguf
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 /* engine_asan_driver.c — drives the engine's whole C API (load, contexts with every KV type, batched and
- * incremental eval, the error paths, state save/load, free) for tests/test_engine.py, which builds it
- * with AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer on) and runs it over GGUF files.
+ * incremental eval, the error paths, state save/load, free) for tests/test_engine_memory.py, which builds
+ * it with AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer on) and runs it over GGUF files.
  * Prints "ok <file>" per model; exits nonzero on any unexpected result. */
 #include <stdio.h>
 #include <stdlib.h>
