@@ -113,7 +113,7 @@ static edge_status cpu_norm(edge_context *ctx, int64_t layer, edge_norm_site sit
 
 /* Router-driven expert prefetch: layer l+1's router applied to the hidden state after layer l's attention
  * (normed with layer l+1's ffn_norm) predicts the experts layer l+1 will choose, and the store starts
- * reading them while layer l's MoE computes. Uses xb and router as scratch before moe() overwrites them:
+ * reading them while layer l's MoE computes. Uses xb and router as scratch before the MoE overwrites them:
  * the forward pass's results do not depend on it. */
 static edge_status cpu_predict_experts(edge_context *ctx, int64_t next, int64_t n) {
     const edge_model_hparams *hp = &ctx->model->hp;
