@@ -29,7 +29,7 @@ typedef enum edge_norm_site {
 typedef struct edge_backend {
     const char *name; /* "cpu", "cuda" */
     /* Per-context state: created with the context (after the CPU state: ctx->params, kv, pool exist),
-     * freed with it. */
+     * freed with it; free also runs after a failed init, so it accepts a partial state (or none). */
     edge_status (*init)(edge_context *ctx);
     void (*free)(edge_context *ctx);
     /* Start a pass: [PAD] flags of each span's sequence at its next positions, RoPE phases of every token

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "blocks.h"
+#include "engine/backend.h"
 #include "engine/engine.h"
 
 EDGE_API edge_status edge_context_default_params(edge_context_params *out) {
@@ -36,7 +37,7 @@ static void free_state(edge_run_state *s) {
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 /* The largest scratch any matrix product of a forward pass of up to n_tok tokens needs: q, k and v in one
- * run; experts in packs of up to n_tiles tiles holding n_exp_tok rows in all (grok.c, moe). */
+ * run; experts in packs of up to n_tiles tiles holding n_exp_tok rows in all (cpu_moe.c). */
 static size_t scratch_for(const edge_model *m, int64_t n_tok, int64_t n_exp_tok, int n_tiles) {
     size_t need = edge_matmul_scratch_bytes(m->output.type, m->output.n_cols, n_tok);
     for (int64_t l = 0; l < m->hp.n_layer; l++) {
@@ -135,11 +136,12 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     }
     if ((st = edge_threadpool_create(p.n_threads, &ctx->pool)) != EDGE_OK) goto fail;
     const edge_cpu_features *cpu = edge_threadpool_cpu(ctx->pool);
-    ctx->kernels = edge_kernels_for(p.isa, cpu);
-    if (!ctx->kernels) {
+    ctx->cpu = edge_cpu_kernels_for(p.isa, cpu);
+    if (!ctx->cpu) {
         st = edge_fail(EDGE_ERR_UNSUPPORTED, "kernel path %d is not available on this CPU or build", p.isa);
         goto fail;
     }
+    ctx->kernels = ctx->cpu->matmul;
     ctx->n_threads = edge_threadpool_size(ctx->pool);
     p.n_threads = ctx->n_threads;
     ctx->params = p;
@@ -191,42 +193,9 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
         goto fail;
     }
     for (uint32_t h = 0; h < 65536; h++) ctx->f16_table[h] = edge_f16_to_f32((uint16_t)h);
-    ctx->gelu_mul = edge_gelu_mul_scalar;
-#if defined(__x86_64__) || defined(_M_X64)
-    /* AVX2 attention loops and GELU unless the caller forces the scalar path (as the kernels do). */
-    if (p.isa != EDGE_ISA_SCALAR && cpu->avx2 && cpu->fma && cpu->f16c) {
-        ctx->gelu_mul = edge_gelu_mul_avx2;
-        ctx->attn_softcap = edge_attn_softcap_avx2;
-        ctx->attn_exp = edge_attn_exp_avx2;
-        if (p.kv_type == EDGE_TYPE_F16) {
-            ctx->attn_scores_multi = edge_attn_scores_multi_f16_avx2;
-            ctx->attn_wsum_multi = edge_attn_wsum_multi_f16_avx2;
-        } else if (p.kv_type == EDGE_TYPE_F32) {
-            ctx->attn_scores_multi = edge_attn_scores_multi_f32_avx2;
-            ctx->attn_wsum_multi = edge_attn_wsum_multi_f32_avx2;
-        } else if (p.kv_type == EDGE_TYPE_Q8_0) { /* head_dim % 32 == 0, checked above */
-            ctx->attn_scores_multi = edge_attn_scores_multi_q8_0_avx2;
-            ctx->attn_wsum_multi = edge_attn_wsum_multi_q8_0_avx2;
-        }
-    }
-#elif defined(__aarch64__)
-    /* NEON attention loops and GELU (Advanced SIMD is on every arm64 core) unless the scalar path is forced. */
-    if (p.isa != EDGE_ISA_SCALAR) {
-        ctx->gelu_mul = edge_gelu_mul_neon;
-        ctx->attn_softcap = edge_attn_softcap_neon;
-        ctx->attn_exp = edge_attn_exp_neon;
-        if (p.kv_type == EDGE_TYPE_F16) {
-            ctx->attn_scores_multi = edge_attn_scores_multi_f16_neon;
-            ctx->attn_wsum_multi = edge_attn_wsum_multi_f16_neon;
-        } else if (p.kv_type == EDGE_TYPE_F32) {
-            ctx->attn_scores_multi = edge_attn_scores_multi_f32_neon;
-            ctx->attn_wsum_multi = edge_attn_wsum_multi_f32_neon;
-        } else if (p.kv_type == EDGE_TYPE_Q8_0) { /* head_dim % 32 == 0, checked above */
-            ctx->attn_scores_multi = edge_attn_scores_multi_q8_0_neon;
-            ctx->attn_wsum_multi = edge_attn_wsum_multi_q8_0_neon;
-        }
-    }
-#endif
+    /* The backend that runs the forward pass: the one place a context's backend is chosen. */
+    ctx->backend = &edge_cpu_backend;
+    if ((st = ctx->backend->init(ctx)) != EDGE_OK) goto fail;
     *out = ctx;
     edge_clear_error();
     return EDGE_OK;
@@ -237,6 +206,7 @@ fail:
 
 EDGE_API void edge_context_free(edge_context *ctx) {
     if (!ctx) return;
+    if (ctx->backend) ctx->backend->free(ctx);
     free_state(&ctx->s);
     edge_seq_slots_free(ctx);
     free(ctx->f16_table);

@@ -2,8 +2,9 @@
  *
  * Layout follows llama2.c: the hyperparameters (edge_model_hparams, public), the weights as typed views
  * into the mapped GGUF (edge_weights: zero copy), and the run state (every activation buffer, allocated
- * once when a context is created). grok.c holds the forward pass, model.c loading and validation,
- * kv_cache.c the cache, context.c the public context API. */
+ * once when a context is created). grok.c holds the forward pass, run by a backend (backend.h; the CPU one
+ * in cpu_backend.c, cpu_attention.c, cpu_moe.c), model.c loading and validation, kv_cache.c the cache,
+ * context.c the public context API. */
 #ifndef EDGE_ENGINE_H
 #define EDGE_ENGINE_H
 
@@ -90,7 +91,7 @@ typedef struct edge_run_state {
     float *sel_gate;    /* [B, n_expert_used] their gates (softmax probabilities, not renormalized) */
     int32_t *pred_sel;  /* [2, B, n_expert_used] experts predicted for a layer (expert prefetch), by layer parity */
     int64_t moe_pred_stride; /* B * n_expert_used */
-    int32_t *rows;      /* [M] the tokens of a pack of expert tiles, a row each (grok.c, moe) */
+    int32_t *rows;      /* [M] the tokens of a pack of expert tiles, a row each (cpu_moe.c) */
     float *rows_gate;   /* [M] their gates */
     int64_t moe_tile;   /* M = min(B, EDGE_MOE_TILE): rows of a pack of expert tiles (bounds the buffers below) */
     int64_t moe_max_tiles;  /* T = min(n_expert, EDGE_MM_MAX_PARTS / 2): tiles in a pack */
@@ -120,10 +121,7 @@ typedef struct edge_run_state {
  * 256 bytes apart modulo 4 KiB (rows a multiple of 4 KiB apart make every load of the loops wait on the
  * other rows' stores with the same address bits: 4K aliasing, -35 % in the scores, -45 % in the sums). */
 static inline size_t edge_attn_score_stride(int64_t n_ctx) { return (size_t)((n_ctx + 1023) / 1024 * 1024 + 64); }
-typedef void (*edge_attn_scores_multi_fn)(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
-                                          int64_t n, float *out, size_t out_stride);
-typedef void (*edge_attn_wsum_multi_fn)(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
-                                        size_t stride, int64_t n_keys, int64_t n);
+/* The loops per ISA and cache type (their types: kernels.h; chosen in cpu_tables.c). */
 void edge_attn_scores_multi_f16_avx2(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
                                      int64_t n, float *out, size_t out_stride);
 void edge_attn_wsum_multi_f16_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
@@ -137,14 +135,10 @@ void edge_attn_scores_multi_q8_0_avx2(const float *q, int nh, const uint8_t *k0,
                                       int64_t n, float *out, size_t out_stride);
 void edge_attn_wsum_multi_q8_0_avx2(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
                                     size_t stride, int64_t n_keys, int64_t n);
-/* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
- * max. Then s = exp(s - max) (masked: 0), then s times 1 / (their sum): the probabilities. */
-typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
-typedef void (*edge_attn_exp_fn)(float *s, int64_t n, float max);
+/* Attention softcap and exp (kernels.h, edge_attn_softcap_fn / edge_attn_exp_fn). */
 float edge_attn_softcap_avx2(float *s, int64_t n, float mult, float cap);
 void edge_attn_exp_avx2(float *s, int64_t n, float max);
-/* h = gelu_tanh(h) ⊙ u over n elements. */
-typedef void (*edge_gelu_mul_fn)(float *h, const float *u, int64_t n);
+/* h = gelu_tanh(h) ⊙ u over n elements (kernels.h, edge_gelu_mul_fn). */
 void edge_gelu_mul_avx2(float *h, const float *u, int64_t n);
 /* The same loops and helpers with arm64 Advanced SIMD (attention_neon.c; compiled for arm64 only). */
 void edge_attn_scores_multi_f16_neon(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
@@ -177,18 +171,15 @@ struct edge_context {
     edge_context_params params;
     int n_threads;
     edge_threadpool *pool;
-    const edge_kernels *kernels;
+    const edge_cpu_kernels *cpu; /* this context's ISA path: every CPU operation (kernels.h) */
+    const edge_kernels *kernels; /* = cpu->matmul, the matrix products */
+    const struct edge_backend *backend; /* where the forward pass runs (backend.h; chosen in edge_context_create) */
+    void *backend_state;                /* the backend's own state (its init / free) */
     edge_kv_cache kv;
     int64_t n_past;
     uint8_t *is_pad; /* [n_ctx] whether the token at a position is [PAD] (id 0): masked as a key */
     edge_run_state s;
     float *f16_table; /* 65536 entries: binary16 bit pattern -> float, for reading an F16 cache */
-    /* SIMD attention loops for this CPU and cache type; NULL: the portable path (row -> floats). */
-    edge_attn_scores_multi_fn attn_scores_multi; /* both or neither set */
-    edge_attn_wsum_multi_fn attn_wsum_multi;
-    edge_attn_softcap_fn attn_softcap; /* NULL: scalar tanhf / expf */
-    edge_attn_exp_fn attn_exp;
-    edge_gelu_mul_fn gelu_mul; /* the expert activation for this CPU (scalar tanhf or AVX2) */
     int n_seq;                 /* sequence slots (1: the context's own) */
     edge_seq_slot *seqs;       /* [n_seq - 1]: sequences 1..n_seq-1 */
     int64_t *seq_tmp;          /* [2 * n_seq] batch.c's bookkeeping (preallocated) */

@@ -125,21 +125,12 @@ static edge_status check_shape(const edge_model *m, const char *name, const edge
     return EDGE_OK;
 }
 
-/* Weight types the kernels multiply (edge_matmul_parts). */
-static bool matmul_type(int type) {
-    switch (type) {
-    case EDGE_TYPE_F32: case EDGE_TYPE_F16: case EDGE_TYPE_BF16: case EDGE_TYPE_Q4_0: case EDGE_TYPE_Q4_1:
-    case EDGE_TYPE_Q5_0: case EDGE_TYPE_Q5_1: case EDGE_TYPE_Q8_0: case EDGE_TYPE_Q2_K: case EDGE_TYPE_Q3_K:
-    case EDGE_TYPE_Q4_K: case EDGE_TYPE_Q5_K: case EDGE_TYPE_Q6_K: case EDGE_TYPE_IQ4_NL: case EDGE_TYPE_IQ4_XS:
-        return true;
-    default: return false;
-    }
-}
-
 /* A matrix view of a 2-D tensor, or of matrix i of a 3-D tensor. */
 static edge_status make_matrix(const edge_model *m, const char *name, const edge_gguf_tensor_info *ti, int64_t i,
                                edge_matrix *out) {
-    if (!matmul_type(ti->type)) {
+    /* the types the CPU paths multiply (every path the scalar one's; its table answers without detection) */
+    static const edge_cpu_features no_features;
+    if (!edge_cpu_kernels_for(EDGE_ISA_SCALAR, &no_features)->multiplies(ti->type)) {
         const char *tname = "unknown";
         edge_type_info(ti->type, NULL, NULL, &tname);
         return edge_fail(EDGE_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s (%d), which the engine cannot multiply",

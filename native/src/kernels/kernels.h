@@ -4,11 +4,43 @@
 
 #include "common.h"
 
-typedef struct edge_kernels edge_kernels; /* a table of kernels for one ISA path */
+typedef struct edge_kernels edge_kernels; /* the matrix products of one ISA path, per weight type (kernels_impl.h) */
 
-/* The table for a path, or NULL if it is not compiled in or this CPU lacks it; EDGE_ISA_AUTO picks
- * the best supported path for `cpu`. */
-const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu);
+/* The attention loops over n_keys cached rows of one KV head's slice (engine.h describes them), per cache
+ * type: scores of nh query rows, and the probability-weighted sums of the value rows. */
+typedef void (*edge_attn_scores_multi_fn)(const float *q, int nh, const uint8_t *k0, size_t stride, int64_t n_keys,
+                                          int64_t n, float *out, size_t out_stride);
+typedef void (*edge_attn_wsum_multi_fn)(float *acc, int nh, const float *p, size_t p_stride, const uint8_t *v0,
+                                        size_t stride, int64_t n_keys, int64_t n);
+/* Attention scores in place: s = cap·tanh(s·mult/cap) (cap 0: s·mult), -inf (masked) kept; returns the
+ * max. Then s = exp(s - max) (masked: 0), then s times 1 / (their sum): the probabilities. */
+typedef float (*edge_attn_softcap_fn)(float *s, int64_t n, float mult, float cap);
+typedef void (*edge_attn_exp_fn)(float *s, int64_t n, float max);
+/* h = gelu_tanh(h) ⊙ u over n elements. */
+typedef void (*edge_gelu_mul_fn)(float *h, const float *u, int64_t n);
+
+/* KV cache types the attention tables are indexed by (EDGE_TYPE_F32, EDGE_TYPE_F16, EDGE_TYPE_Q8_0). */
+#define EDGE_KV_TYPE_SLOTS (EDGE_TYPE_Q8_0 + 1)
+
+/* The CPU backend's operations for one ISA path: every choice that depends on the CPU's instruction set,
+ * in one table (cpu_tables.c), so a new ISA path is one table and one line in edge_cpu_kernels_for. */
+typedef struct edge_cpu_kernels {
+    int isa; /* edge_isa */
+    const char *name;
+    const edge_kernels *matmul; /* the matrix products per weight type (a NULL entry runs the scalar kernel) */
+    /* the attention loops per KV cache type; NULL (both): the portable loop, a cached row at a time */
+    edge_attn_scores_multi_fn attn_scores[EDGE_KV_TYPE_SLOTS];
+    edge_attn_wsum_multi_fn attn_wsum[EDGE_KV_TYPE_SLOTS];
+    edge_attn_softcap_fn attn_softcap; /* NULL (both): the portable softmax with tanhf / expf */
+    edge_attn_exp_fn attn_exp;
+    edge_gelu_mul_fn gelu_mul; /* the experts' activation */
+    /* Whether the path multiplies weights of `type` (the model loader rejects the others). */
+    bool (*multiplies)(int type);
+} edge_cpu_kernels;
+
+/* The table for a path, or NULL if it is not compiled in or this CPU lacks it; EDGE_ISA_AUTO picks the best
+ * supported path for `cpu` (NULL: detect it). The one place the CPU backend's operations are chosen. */
+const edge_cpu_kernels *edge_cpu_kernels_for(int isa, const edge_cpu_features *cpu);
 
 /* Run fn(ctx, ith, nth) on every worker (ith = 0 is the calling thread) and return when all are done. */
 void edge_threadpool_run(edge_threadpool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);

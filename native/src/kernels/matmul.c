@@ -82,44 +82,11 @@ size_t edge_matmul_scratch_bytes(int type, int64_t n_cols, int64_t n_tok) {
     return rows + SCRATCH_ALIGN;
 }
 
-const edge_kernels *edge_kernels_for(int isa, const edge_cpu_features *cpu) {
-    edge_cpu_features detected;
-    if (!cpu) {
-        edge_cpu_detect(&detected);
-        cpu = &detected;
-    }
-#if defined(__x86_64__) || defined(_M_X64)
-    const int has_avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
-    const int has_avx512 = has_avx2 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512vnni;
-    switch (isa) {
-    case EDGE_ISA_AUTO: return has_avx512 ? &edge_kernels_avx512 : has_avx2 ? &edge_kernels_avx2 : &edge_kernels_scalar;
-    case EDGE_ISA_SCALAR: return &edge_kernels_scalar;
-    case EDGE_ISA_AVX2: return has_avx2 ? &edge_kernels_avx2 : NULL;
-    case EDGE_ISA_AVX512: return has_avx512 ? &edge_kernels_avx512 : NULL;
-    default: return NULL;
-    }
-#elif defined(__aarch64__)
-    switch (isa) { /* Advanced SIMD is mandatory on AArch64; sdot is optional until ARMv8.4 */
-    case EDGE_ISA_AUTO: return cpu->dotprod ? &edge_kernels_neon_dotprod : &edge_kernels_neon;
-    case EDGE_ISA_SCALAR: return &edge_kernels_scalar;
-    case EDGE_ISA_NEON: return &edge_kernels_neon;
-    case EDGE_ISA_NEON_DOTPROD: return cpu->dotprod ? &edge_kernels_neon_dotprod : NULL;
-    default: return NULL;
-    }
-#else
-    switch (isa) {
-    case EDGE_ISA_AUTO:
-    case EDGE_ISA_SCALAR: return &edge_kernels_scalar;
-    default: return NULL;
-    }
-#endif
-}
-
 EDGE_API edge_status edge_isa_supported(int isa, int *supported) {
     if (!supported) return edge_fail(EDGE_ERR_INVALID_ARG, "edge_isa_supported: supported is NULL");
     if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON_DOTPROD)
         return edge_fail(EDGE_ERR_INVALID_ARG, "edge_isa_supported: unknown ISA %d", isa);
-    *supported = edge_kernels_for(isa, NULL) != NULL;
+    *supported = edge_cpu_kernels_for(isa, NULL) != NULL;
     edge_clear_error();
     return EDGE_OK;
 }
@@ -562,7 +529,8 @@ EDGE_API edge_status edge_matmul(edge_threadpool *pool, int isa, int type, const
                                  int64_t n_cols, const float *x, int64_t n_tok, float *y) {
     if (isa < EDGE_ISA_AUTO || isa > EDGE_ISA_NEON_DOTPROD) return edge_fail(EDGE_ERR_INVALID_ARG, "matmul: unknown ISA %d", isa);
     /* the pool's features (detecting them costs ~20 us in a VM: more than a small product) */
-    const edge_kernels *k = edge_kernels_for(isa, edge_threadpool_cpu(pool));
+    const edge_cpu_kernels *path = edge_cpu_kernels_for(isa, edge_threadpool_cpu(pool));
+    const edge_kernels *k = path ? path->matmul : NULL;
     if (!k) return edge_fail(EDGE_ERR_UNSUPPORTED, "matmul: ISA %d is not compiled in or not supported by this CPU", isa);
     int64_t row_bytes;
     edge_status st = edge_row_bytes(type, n_cols, &row_bytes);
