@@ -1,5 +1,5 @@
-/* matmul.c — the matmul driver: ISA dispatch, activation conversion and the split of the work over
- * the thread pool.
+/* matmul.c — the matmul driver: activation conversion and the split of the work over
+ * the thread pool (the kernels come from the ISA path's table, cpu_tables.c).
  *
  * One call: (1) every worker converts a share of the activation rows into the weight type's
  * activation format (kernels_impl.h) in the caller's scratch; (2) a barrier; (3) workers take
