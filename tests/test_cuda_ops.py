@@ -10,7 +10,8 @@ What is compared, and the tolerances (u = 2^-24, float32's unit roundoff):
 
 - matmul: every weight type, decode (n_tok 1) and prompt (n_tok 2..9, 17), against the CPU engine's scalar
   kernels (edge.kernels.matmul, isa="scalar") with tests/test_cuda_kernels.py's bound
-  4 (n_terms + 16) u Σ|w||x| (the activations are quantized the same way, only the float order differs);
+  4 (n_terms + 16) u Σ|w||x| (the activations are quantized the same way, only the float order differs),
+  and against float64 W·x within test_kernels.py's reference_bound (the int8 activation rounding) plus that;
   the prompt form against the decode form bit for bit (each lane sums its blocks in the same order for
   every token of a tile), row strides wider than a row, y_scale.
 - embed: bit for bit against the CPU's dequantizer (edge.quant.dequantize, what grok.c's embedding calls)
@@ -61,7 +62,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from native_build import BUILD_ROOT, ROOT, c_compiler
-from test_kernels import dequantize, random_weights
+from test_kernels import dequantize, random_weights, reference_bound
 
 from edge.kernels import matmul
 from edge.quant import dequantize as edge_dequantize
@@ -313,6 +314,9 @@ def test_matmul_decode_and_prompt_match_the_scalar_kernels(dev: Dev, qtype: T) -
         n_terms = n_cols if qtype in (T.F32, T.F16, T.BF16) else n_cols // 16
         tol = 4 * (n_terms + 16) * U * (np.abs(x).astype(np.float64) @ np.abs(w).T)
         diff = np.abs(y - y_ref)
+        # and against float64 W·x from the spec (the activation quantization's bound of test_kernels.py)
+        exact = x.astype(np.float64) @ w.T
+        assert np.all(np.abs(y - exact) <= reference_bound(qtype, raw, w, x) + tol), qtype.name
         assert np.all(diff <= tol), (
             f"{qtype.name} {n_rows}x{n_cols} n_tok {n_tok}: diff/tol {(diff / tol).max():.3g}"
         )
