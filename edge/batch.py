@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge._native import EdgeArgumentError, EdgeRangeError, check, ffi, lib
+from edge.devices import context_device, device_code, gpu_memory_bytes
 from edge.experts import cache_params
 from edge.kernels import isa_code
 
@@ -33,7 +34,8 @@ class BatchContext:
     """A Grok GGUF model with ``n_seq`` sequence slots of ``n_ctx`` tokens each.
 
     Python keeps each slot's tokens (``tokens(seq)``) for prompt-prefix reuse. ``expert_cache``,
-    ``expert_policy`` and ``prefetch`` set up the model's expert store as in :class:`edge.Model`."""
+    ``expert_policy`` and ``prefetch`` set up the model's expert store, ``device`` and ``gpu_memory`` choose
+    where it runs, as in :class:`edge.Model`."""
 
     def __init__(
         self,
@@ -47,6 +49,8 @@ class BatchContext:
         expert_cache: str | int | None = None,
         expert_policy: str = "lfu",
         prefetch: bool = True,
+        device: str = "auto",
+        gpu_memory: str | int | None = None,
     ) -> None:
         self.path = str(path)
         self._model: Any = ffi.NULL
@@ -60,6 +64,7 @@ class BatchContext:
         if n_threads is not None and n_threads < 0:
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
         isa_value = isa_code(isa.lower())
+        device_value, gpu_bytes = device_code(device), gpu_memory_bytes(gpu_memory)
         if not Path(self.path).is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
         out = ffi.new("edge_model **")
@@ -78,6 +83,8 @@ class BatchContext:
             params.kv_type = KV_TYPES[kv_type.lower()]
             params.isa = isa_value
             params.n_seq = int(n_seq)
+            params.device = device_value
+            params.gpu_memory = gpu_bytes
             if expert_cache is not None:
                 check(
                     lib.edge_model_set_expert_cache(
@@ -87,6 +94,7 @@ class BatchContext:
             ctx = ffi.new("edge_context **")
             check(lib.edge_context_create(self._model, params, ctx))
             self._ctx = ctx[0]
+            self.device = context_device(self._ctx)
         except BaseException:
             self.close()
             raise

@@ -47,6 +47,7 @@ from edge._native import (
     lib,
 )
 from edge.cancel import CancelToken
+from edge.devices import context_device, context_gpu_info, device_code, gpu_memory_bytes
 from edge.experts import CacheStats, cache_params, read_stats
 from edge.kernels import isa_code
 
@@ -128,7 +129,13 @@ class Model:
     with decay, or "lru"; ``prefetch`` predicts the next layer's experts and reads them ahead); the logits
     are the same bits either way. A budget below the minimum (one layer's selected experts, plus as many
     prefetch slots) is a ValueError naming the minimum. ``trace_experts`` writes every token's routing to
-    that file (JSON lines, see edge.h)."""
+    that file (JSON lines, see edge.h).
+
+    ``device``: "auto" (default: a usable CUDA GPU, one with room for the dense weights and KV cache, else
+    the CPU), "cpu", or "cuda" (an error naming why when there is none). ``gpu_memory`` ("20GiB", a byte
+    count; None: all free device memory less a margin) bounds the device memory: the dense weights, KV
+    cache and buffers, then as many experts as fit; the others run on the CPU (hybrid). ``self.device``
+    tells where the context runs."""
 
     def __init__(
         self,
@@ -145,6 +152,8 @@ class Model:
         prefetch: bool = True,
         trace_experts: str | Path | None = None,
         on_busy: str = "block",
+        device: str = "auto",
+        gpu_memory: str | int | None = None,
     ) -> None:
         self.path = str(path)
         self.expert_cache = expert_cache
@@ -170,6 +179,7 @@ class Model:
                 "EDGE_ERR_INVALID_ARG", f"kv_type {kv_type!r}: use one of {sorted(KV_TYPES)}"
             )
         isa_value = isa_code(isa.lower())  # EdgeArgumentError for an unknown name
+        device_value, gpu_bytes = device_code(device), gpu_memory_bytes(gpu_memory)
         if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 0):
             raise EdgeArgumentError("EDGE_ERR_INVALID_ARG", f"n_threads {n_threads} must be >= 0")
         if isinstance(n_ctx, bool) or int(n_ctx) != n_ctx or n_ctx < 0:
@@ -209,6 +219,8 @@ class Model:
             params.n_threads = int(n_threads or 0)
             params.kv_type = KV_TYPES[kv_type.lower()]
             params.isa = isa_value
+            params.device = device_value
+            params.gpu_memory = gpu_bytes
             if expert_cache is not None:
                 check(
                     lib.edge_model_set_expert_cache(
@@ -225,6 +237,7 @@ class Model:
             threads = ffi.new("int *")
             check(lib.edge_context_n_threads(self._ctx, threads))
             self.n_threads = int(threads[0])
+            self.device = context_device(self._ctx)
             self.kv_type = kv_type.lower()
             self.tokenizer = self._load_tokenizer()
         except BaseException:
@@ -286,6 +299,11 @@ class Model:
         """The expert store's counters: hit rate, bytes read per token, prefetch accuracy, I/O stall."""
         self._require_open()
         return read_stats(self._model)
+
+    def gpu_info(self) -> dict[str, Any]:
+        """What the context placed in device memory (zeros on the CPU): see edge.h's edge_gpu_info."""
+        self._require_open()
+        return context_gpu_info(self._ctx)
 
     def reset_cache_stats(self) -> None:
         self._require_open()
