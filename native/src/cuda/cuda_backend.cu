@@ -842,6 +842,10 @@ edge_status cu_moe(edge_context *ctx, int64_t layer, int64_t n, bool predicted) 
     int64_t slot_of[1024];
     bool any_cpu = false;
     uint64_t hits = 0, misses = 0, n_gpu = 0, n_cpu = 0;
+    for (int64_t g = 0; g < n_chosen; g++) {  // the resident ones first: never evicted by this step's misses
+        const int64_t s = c->unit_slot[layer * ne + chosen[g]];
+        if (s >= 0) c->slots[s].used_step = c->step;
+    }
     for (int64_t g = 0; g < n_chosen; g++) {
         const int32_t e = chosen[g];
         const int64_t unit = layer * ne + e, rows = start[g + 1] - start[g];
