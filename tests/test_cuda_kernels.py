@@ -18,8 +18,8 @@ one nibble misread, failed this test: see the commit message).
 The same comparison runs on a real GPU where the installed library is an nvcc build and finds a device
 (there the Q8_0 and K-quant kernels use __dp4a; build with -DEDGE_CUDA_PORTABLE=ON for the twin).
 
-The ptxas test compiles the same file with nvcc for every architecture the build targets and fails on
-any register spill in the kernels (skips without nvcc).
+The ptxas test compiles every .cu of native/src/cuda with nvcc for every architecture the build targets
+and fails on any register spill in the kernels (skips without nvcc).
 """
 
 from __future__ import annotations
@@ -196,6 +196,8 @@ def _nvcc() -> str | None:
 
 
 def test_decode_kernels_do_not_spill_registers(tmp_path: Path) -> None:
+    """Every .cu of native/src/cuda (matvec.cu's decode and prompt kernels, the ops_*.cu device operations)
+    for every architecture the build targets: no kernel spills registers."""
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("no nvcc on PATH or in /usr/local/cuda/bin: ptxas cannot be run here")
@@ -204,22 +206,26 @@ def test_decode_kernels_do_not_spill_registers(tmp_path: Path) -> None:
     assert not missing, f"this nvcc cannot build sm_{missing} (the build targets {NVCC_ARCHS})"
     native = ROOT / "native"
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in NVCC_ARCHS]
-    cmd = [nvcc, "-std=c++17", "-O2", "-c", *gencode, "-Xptxas", "-v"]
-    cmd += [
-        f"-I{native / 'include'}",
-        f"-I{native / 'src' / 'core'}",
-        str(native / "src" / "cuda" / "matvec.cu"),
-    ]
-    cmd += ["-o", str(tmp_path / "matvec.o")]
-    built = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    assert built.returncode == 0, built.stderr[-4000:]
-    log = built.stdout + built.stderr
+    sources = sorted((native / "src" / "cuda").glob("*.cu"))
+    assert {"matvec.cu", "ops_norm.cu", "ops_attention.cu", "ops_moe.cu"} <= {s.name for s in sources}
+    log = ""
+    for src in sources:
+        cmd = [nvcc, "-std=c++17", "-O2", "-c", *gencode, "-Xptxas", "-v"]
+        cmd += [f"-I{native / 'include'}", f"-I{native / 'src' / 'core'}", f"-I{native / 'src'}", str(src)]
+        cmd += ["-o", str(tmp_path / (src.stem + ".o"))]
+        built = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        assert built.returncode == 0, built.stderr[-4000:]
+        log += built.stdout + built.stderr
     # ptxas -v: "Compiling entry function 'NAME' for 'sm_XX'", then for it
     # "N bytes stack frame, S bytes spill stores, L bytes spill loads".
     entries = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", log)
     spills = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    assert len(spills) == len(entries), "a kernel without its ptxas resource line"
     kernels = {(name, sm) for name, sm in entries if "matvec" in name or "quant" in name}
     assert {sm for _, sm in kernels} == {f"sm_{a}" for a in NVCC_ARCHS}, log[-3000:]
     assert len(kernels) >= 12 * len(NVCC_ARCHS), sorted(kernels)
-    spilled = [s for s in spills if s[1] != "0" or s[2] != "0"]
-    assert not spilled, f"register spills in the decode kernels: {spilled}\n{log[-4000:]}"
+    for op in ("matmul_quant", "rmsnorm_kernel", "attention_kernel", "kv_store", "router_kernel", "gelu_mul",
+               "scatter_kernel", "embed_kernel", "rope_kernel"):  # fmt: skip
+        assert any(op in name for name, _ in entries), f"no {op} kernel compiled"
+    spilled = [(e, s) for e, s in zip(entries, spills, strict=True) if s[1] != "0" or s[2] != "0"]
+    assert not spilled, f"register spills: {spilled}\n{log[-4000:]}"

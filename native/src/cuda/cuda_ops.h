@@ -32,6 +32,10 @@ int edge_cu_matmul_supports(int type);
  * the CPU); out may be x. With add != 0: x[i] += that instead (out ignored): the residual after a sublayer. */
 edge_status edge_cu_rmsnorm(void *stream, float *out, float *x, const float *scale, int64_t n_rows, int64_t n,
                             double eps, int add);
+/* x[i] += scale ⊙ src[i] / sqrt(mean(src[i]²) + eps) (src another array than x): the residual after a
+ * sublayer, x += rms(ob) and x += rms(moe) as grok.c does it (the norm, then the add, both unfused). */
+edge_status edge_cu_rmsnorm_add(void *stream, float *x, const float *src, const float *scale, int64_t n_rows, int64_t n,
+                                double eps);
 
 /* x[i] = dequantize(table row tokens[i]) * scale: the embedding of n tokens (tokens on the device). */
 edge_status edge_cu_embed(void *stream, int type, const void *table, size_t row_stride, const int32_t *tokens,
