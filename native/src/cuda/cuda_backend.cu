@@ -689,10 +689,9 @@ edge_status cu_norm(edge_context *ctx, int64_t layer, edge_norm_site site, int64
     const int64_t d = hp->n_embd;
     if (site == EDGE_NORM_ATTN_IN || site == EDGE_NORM_FFN_IN)
         return edge_cu_rmsnorm(stream_of(c), c->xb, c->x, scale, n, d, hp->rms_eps, 0);
-    // x += rms(sub) ⊙ scale: the sublayer's output normed in place, then added (1 · v is exact)
-    float *sub = site == EDGE_NORM_ATTN_OUT ? c->ob : c->moe;
-    ED_TRY(edge_cu_rmsnorm(stream_of(c), sub, sub, scale, n, d, hp->rms_eps, 0));
-    return edge_cu_scatter_add_gated(stream_of(c), c->x, sub, c->iota, c->ones, n, d);
+    // x += rms(sub) ⊙ scale (the norm, then the add, unfused: grok.c's order)
+    return edge_cu_rmsnorm_add(stream_of(c), c->x, site == EDGE_NORM_ATTN_OUT ? c->ob : c->moe, scale, n, d,
+                               hp->rms_eps);
 }
 
 edge_status cu_attention(edge_context *ctx, int64_t layer, const edge_seq_span *spans, int n_spans, int64_t n) {
