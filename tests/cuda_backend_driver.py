@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,10 +25,51 @@ import numpy as np
 STAT_FIELDS = ("vram_hits", "vram_misses", "experts_gpu", "experts_cpu", "vram_loads", "tokens")
 
 
+def eval_here(m: object, tokens: list[int], all_logits: bool) -> np.ndarray:
+    """edge_context_eval on this thread, the one that created the context (Model.eval runs it on a helper
+    thread; chipStar's runtime crashed now and then when its streams were used from another thread than their
+    creator's)."""
+    from edge._native import check, ffi, lib
+
+    n_vocab = m.hparams.n_vocab  # type: ignore[attr-defined]
+    out = np.empty((len(tokens) if all_logits else 1, n_vocab), dtype=np.float32)
+    toks = np.asarray(tokens, dtype=np.int32)
+    check(
+        lib.edge_context_eval(
+            m._ctx,  # type: ignore[attr-defined]
+            ffi.cast("const int32_t *", ffi.from_buffer(toks)),
+            len(tokens),
+            ffi.cast("float *", ffi.from_buffer(out)),
+            int(all_logits),
+        )
+    )
+    m._tokens = [*m._tokens, *tokens]  # type: ignore[attr-defined]  # what Model.eval keeps
+    return out
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
+    if len(sys.argv) == 3 and len(spec["runs"]) > 1:
+        # one child process per run: chipStar's OpenCL CPU runtime has crashed (SIGSEGV in its JIT) when a
+        # process had run a CPU context before its first CUDA one; each run alone does not
+        logits: dict[str, np.ndarray] = {}
+        info: dict[str, dict] = {}
+        for i, run in enumerate(spec["runs"]):
+            one = out / f"run{i}"
+            one.mkdir(exist_ok=True)
+            (one / "spec.json").write_text(json.dumps({"runs": [run]}))
+            done = subprocess.run([sys.executable, __file__, str(one / "spec.json"), str(one), "one"])
+            if done.returncode != 0:
+                print(f"run {run['name']} failed ({done.returncode})", file=sys.stderr)
+                return 1
+            part = np.load(one / "logits.npz")
+            logits.update({k: part[k] for k in part.files})
+            info.update(json.loads((one / "info.json").read_text()))
+        np.savez(out / "logits.npz", **logits)
+        (out / "info.json").write_text(json.dumps(info, indent=1))
+        return 0
     import edge
 
     logits: dict[str, np.ndarray] = {}
@@ -61,13 +103,13 @@ def main() -> int:
             continue
         with edge.Model(run["model"], **kw) as m:
             m.reset_cache_stats()
-            rows = [m.eval(run["prompt"], all_logits=True)]
+            rows = [eval_here(m, run["prompt"], True)]
             if run.get("state_roundtrip"):
                 state = m.save_state()
-                m.eval(run["decode"][:1])  # moves the cache on, then back
+                eval_here(m, run["decode"][:1], False)  # moves the cache on, then back
                 m.load_state(state)
             for t in run.get("decode", []):
-                rows.append(m.eval([t])[None, :])
+                rows.append(eval_here(m, [t], False))
             logits[run["name"]] = np.concatenate(rows).astype(np.float32)
             st = m.cache_stats()
             info[run["name"]] = {

@@ -148,9 +148,26 @@ def backend_runs(f32: str, q4: str) -> list[dict[str, Any]]:
     return runs
 
 
+def backend_library() -> Path:
+    """The CUDA build the whole-model runs use: a real GPU's (EDGE_CUDA_TEST_LIBRARY), or chipStar's where
+    EDGE_CUDA_BACKEND_CHIPSTAR=1 asks for it. Not by default: chipStar's runtime crashes now and then in these
+    runs (SIGSEGV in CHIPGraph::addNode under cudaMemcpyAsync / cudaStreamWaitEvent on the backend's streams,
+    seen 2026-12-07), so they would make CI flaky; the kernels themselves are tested on chipStar by
+    tests/test_cuda_kernels.py and tests/test_cuda_ops.py."""
+    lib = device_library()
+    if lib is not None:
+        return lib
+    if os.environ.get("EDGE_CUDA_BACKEND_CHIPSTAR") != "1":
+        pytest.skip(
+            "no GPU library (EDGE_CUDA_TEST_LIBRARY); the chipStar whole-model runs crash intermittently in "
+            "chipStar's runtime: set EDGE_CUDA_BACKEND_CHIPSTAR=1 to run them there"
+        )
+    return chipstar_library()
+
+
 @pytest.fixture(scope="module")
 def results(converted, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
-    lib = device_library() or chipstar_library()
+    lib = backend_library()
     out = tmp_path_factory.mktemp("cuda-backend")
     return run_driver(lib, backend_runs(str(converted("f32")), str(converted("q4_k_m"))), out)
 
@@ -249,7 +266,7 @@ def test_device_arguments_are_validated(converted) -> None:
 
 def test_offload_gpu_bench_smoke(tmp_path: Path) -> None:
     # bench/offload_gpu.py --smoke on the CUDA build (chipStar here): it runs and reports every configuration
-    lib = device_library() or chipstar_library()
+    lib = backend_library()
     env = {
         **os.environ,
         "EDGE_LIBRARY": str(lib),
