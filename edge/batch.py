@@ -45,6 +45,8 @@ class BatchContext:
         expert_cache: str | int | None = None,
         expert_policy: str = "lfu",
         prefetch: bool = True,
+        device: str = "auto",
+        gpu_memory: str | int | None = None,
     ) -> None:
         self.path = str(path)
         self._model: Any = ffi.NULL
@@ -61,6 +63,8 @@ class BatchContext:
                 expert_cache=expert_cache,
                 expert_policy=expert_policy,
                 prefetch=prefetch,
+                device=device,
+                gpu_memory=gpu_memory,
             ),
         )
         self._model, self._ctx, self.hparams = opened.model, opened.ctx, opened.hparams
@@ -68,6 +72,7 @@ class BatchContext:
         self.n_ctx_train = self.hparams.n_ctx_train
         self.n_seq = int(n_seq)
         self.n_ctx, self.n_batch, self.n_threads = opened.n_ctx, opened.n_batch, opened.n_threads
+        self.device = opened.device  # where it runs: "cpu" or "cuda"
         self._tokens: list[list[int]] = [[] for _ in range(self.n_seq)]
 
     # -- lifetime ------------------------------------------------------------------------------------

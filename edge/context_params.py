@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge._native import EdgeArgumentError, check, ffi, lib
+from edge.devices import context_device, device_code, gpu_memory_bytes
 from edge.experts import cache_params
 from edge.kernels import isa_code
 
@@ -62,6 +63,8 @@ class ContextParams:
     expert_policy: str = "lfu"
     prefetch: bool = True
     trace_experts: str | Path | None = None
+    device: str = "auto"
+    gpu_memory: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class OpenContext:
     n_ctx: int  # tokens per sequence, after the clamp to the model's
     n_batch: int  # as the context clamps it (<= n_ctx)
     n_threads: int  # the threads the forward pass runs on
+    device: str  # where the context runs: "cpu" or "cuda"
 
 
 def _invalid(message: str) -> EdgeArgumentError:
@@ -87,6 +91,7 @@ def open_context(path: str, p: ContextParams) -> OpenContext:
     if kv_type not in KV_TYPES:
         raise _invalid(f"kv_type {p.kv_type!r}: use one of {sorted(KV_TYPES)}")
     isa_value = isa_code(p.isa.lower())  # EdgeArgumentError for an unknown name
+    device_value, gpu_bytes = device_code(p.device), gpu_memory_bytes(p.gpu_memory)
     n_threads, n_ctx, n_batch, n_seq = p.n_threads, p.n_ctx, p.n_batch, p.n_seq
     if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 0):
         raise _invalid(f"n_threads {n_threads} must be >= 0")
@@ -128,6 +133,8 @@ def open_context(path: str, p: ContextParams) -> OpenContext:
         params.kv_type = KV_TYPES[kv_type]
         params.isa = isa_value
         params.n_seq = int(n_seq)
+        params.device = device_value
+        params.gpu_memory = gpu_bytes
         if p.expert_cache is not None:
             cache = cache_params(p.expert_cache, p.expert_policy, p.prefetch)
             check(lib.edge_model_set_expert_cache(model, cache))
@@ -149,6 +156,7 @@ def open_context(path: str, p: ContextParams) -> OpenContext:
         n_ctx=n_ctx_used,
         n_batch=min(int(params.n_batch), n_ctx_used),  # as the context clamps it
         n_threads=int(threads[0]),
+        device=context_device(ctx),
     )
 
 

@@ -33,6 +33,13 @@ class CacheStats:
     predicted: int
     predicted_correct: int
     stall_seconds: float
+    # the VRAM tier of device="cuda" contexts (zero otherwise)
+    vram_hits: int = 0
+    vram_misses: int = 0
+    experts_gpu: int = 0
+    experts_cpu: int = 0
+    vram_loads: int = 0
+    vram_bytes_uploaded: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -49,13 +56,21 @@ class CacheStats:
         return self.predicted_correct / self.predicted if self.predicted else 0.0
 
     def summary(self) -> str:
+        vram = ""
+        if self.experts_gpu or self.experts_cpu:
+            total = self.vram_hits + self.vram_misses
+            rate = self.vram_hits / total if total else 0.0
+            vram = (
+                f" | VRAM hit rate {rate:.1%}, experts on GPU {self.experts_gpu}, "
+                f"on CPU {self.experts_cpu}, uploads {self.vram_loads}"
+            )
         if self.n_slots == 0:
-            return "expert cache: off (experts read through the mapping)"
+            return "expert cache: off (experts read through the mapping)" + vram
         pf = f"{self.prefetch_accuracy:.1%}" if self.predicted else "off"
         return (
             f"expert cache: {self.n_slots} slots ({format_size(self.n_slots * self.slot_bytes)}) | "
             f"hit rate {self.hit_rate:.1%} | read {format_size(self.bytes_read_per_token)}/token | "
-            f"prefetch accuracy {pf} | I/O stall {self.stall_seconds:.3f} s"
+            f"prefetch accuracy {pf} | I/O stall {self.stall_seconds:.3f} s" + vram
         )
 
 

@@ -47,6 +47,7 @@ from edge.cancel import CancelToken
 from edge.context_params import KV_TYPES as KV_TYPES
 from edge.context_params import ContextParams, free_handles, open_context
 from edge.context_params import Hparams as Hparams
+from edge.devices import context_gpu_info
 from edge.experts import CacheStats, read_stats
 
 ON_BUSY = ("block", "error")
@@ -104,7 +105,13 @@ class Model:
     with decay, or "lru"; ``prefetch`` predicts the next layer's experts and reads them ahead); the logits
     are the same bits either way. A budget below the minimum (one layer's selected experts, plus as many
     prefetch slots) is a ValueError naming the minimum. ``trace_experts`` writes every token's routing to
-    that file (JSON lines, see edge.h)."""
+    that file (JSON lines, see edge.h).
+
+    ``device``: "auto" (default: a usable CUDA GPU, one with room for the dense weights and KV cache, else
+    the CPU), "cpu", or "cuda" (an error naming why when there is none). ``gpu_memory`` ("20GiB", a byte
+    count; None: all free device memory less a margin) bounds the device memory: the dense weights, KV
+    cache and buffers, then as many experts as fit; the others run on the CPU (hybrid). ``self.device``
+    tells where the context runs."""
 
     def __init__(
         self,
@@ -121,6 +128,8 @@ class Model:
         prefetch: bool = True,
         trace_experts: str | Path | None = None,
         on_busy: str = "block",
+        device: str = "auto",
+        gpu_memory: str | int | None = None,
     ) -> None:
         self.path = str(path)
         self.expert_cache = expert_cache
@@ -153,11 +162,14 @@ class Model:
                 expert_policy=expert_policy,
                 prefetch=prefetch,
                 trace_experts=trace_experts,
+                device=device,
+                gpu_memory=gpu_memory,
             ),
         )
         self._model, self._ctx, self.hparams = opened.model, opened.ctx, opened.hparams
         self.n_ctx, self.n_batch, self.n_threads = opened.n_ctx, opened.n_batch, opened.n_threads
         self.kv_type = kv_type.lower()
+        self.device = opened.device
         try:
             self.tokenizer = self._load_tokenizer()
         except BaseException:
@@ -214,6 +226,11 @@ class Model:
         """The expert store's counters: hit rate, bytes read per token, prefetch accuracy, I/O stall."""
         self._require_open()
         return read_stats(self._model)
+
+    def gpu_info(self) -> dict[str, Any]:
+        """What the context placed in device memory (zeros on the CPU): see edge.h's edge_gpu_info."""
+        self._require_open()
+        return context_gpu_info(self._ctx)
 
     def reset_cache_stats(self) -> None:
         self._require_open()

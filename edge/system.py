@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge._native import check, ffi, lib, string
+from edge.devices import cuda_devices
 
 
 def cpu_features() -> dict[str, Any]:
@@ -15,7 +16,8 @@ def cpu_features() -> dict[str, Any]:
 
 
 def system_info() -> dict[str, Any]:
-    """Version, CPU features and CUDA availability, as a dict (what `grok-edge info --system` prints)."""
+    """Version, CPU features, CUDA availability and the CUDA devices (name, total and free memory,
+    compute capability), as a dict (what `grok-edge info --system` prints)."""
     n_devices = ffi.new("int *")
     check(lib.edge_cuda_device_count(n_devices))
     return {
@@ -23,4 +25,5 @@ def system_info() -> dict[str, Any]:
         "cpu": cpu_features(),
         "cuda_compiled": bool(lib.edge_cuda_compiled()),
         "cuda_devices": int(n_devices[0]),
+        "gpus": cuda_devices(),
     }

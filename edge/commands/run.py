@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.commands.expert_args import add_expert_cache_args
+from edge.commands.expert_args import add_device_args, add_expert_cache_args
 
 SLASH_HELP = """commands (not sent to the model):
   /help         this list
@@ -124,6 +124,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "-v", "--verbose", action="store_true", help="print the model's shape and progress (default: off)"
     )
     add_expert_cache_args(parser)
+    add_device_args(parser)
     parser.add_argument(
         "--trace-experts",
         default=None,
@@ -212,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         expert_policy=args.expert_policy,
         prefetch=not args.no_prefetch,
         trace_experts=args.trace_experts,
+        device=args.device,
+        gpu_memory=args.gpu_memory,
     ) as model:
         if not args.interactive:
             sys.stdout.write(prompt)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.commands.expert_args import add_expert_cache_args
+from edge.commands.expert_args import add_device_args, add_expert_cache_args
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=600.0, help="seconds a request may take (default 600)"
     )
     add_expert_cache_args(parser)
+    add_device_args(parser)
     parser.add_argument(
         "--port-file", default=None, help=argparse.SUPPRESS
     )  # tests: write the bound port here
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         expert_cache=args.expert_cache,
         expert_policy=args.expert_policy,
         prefetch=not args.no_prefetch,
+        device=args.device,
+        gpu_memory=args.gpu_memory,
     )
     scheduler = Scheduler(bc, tokenizer, max_queue=args.queue)
     model_id = args.model_id or Path(args.model).stem

@@ -64,6 +64,13 @@ EDGE_API edge_status edge_cpu_detect(edge_cpu_features *out);
  * Built without CUDA, or no driver/device: *n_devices = 0 and EDGE_OK. */
 EDGE_API int edge_cuda_compiled(void);
 EDGE_API edge_status edge_cuda_device_count(int *n_devices);
+/* CUDA device i (0 .. n_devices-1): its name, total and free memory, compute capability. */
+typedef struct edge_cuda_device_info {
+    char name[256];
+    uint64_t total_bytes, free_bytes;
+    int cc_major, cc_minor;
+} edge_cuda_device_info;
+EDGE_API edge_status edge_cuda_device_info_get(int device, edge_cuda_device_info *out);
 /* One matrix x vector product on the first CUDA device, for tests: y[r] = sum_c W[r][c] * x[c] (host arrays;
  * W as edge_matmul takes it). Activations are quantized as the CPU engine does. EDGE_ERR_UNSUPPORTED with a
  * message when the library has no CUDA, no device is found, or the type has no CUDA kernel (kernels: F32, F16,
@@ -217,7 +224,16 @@ typedef struct edge_context_params {
     int kv_type;     /* EDGE_TYPE_F16 (default), EDGE_TYPE_Q8_0, or EDGE_TYPE_F32 (exact, 2x F16's memory) */
     int isa;         /* edge_isa; EDGE_ISA_AUTO by default */
     int n_seq;       /* KV cache slots (independent sequences) for edge_batch_eval; 0 or 1: one */
+    int device;      /* edge_device: where the forward pass runs (EDGE_DEVICE_AUTO by default) */
+    uint64_t gpu_memory; /* CUDA: device bytes the context may use (dense weights, KV cache, buffers, then as
+                          * many experts as fit); 0: all free device memory less a 512 MiB margin */
 } edge_context_params;
+
+typedef enum edge_device {
+    EDGE_DEVICE_AUTO = 0, /* a usable CUDA device (a CUDA build, a device with room for the dense part), else CPU */
+    EDGE_DEVICE_CPU = 1,
+    EDGE_DEVICE_CUDA = 2  /* EDGE_ERR_UNSUPPORTED / EDGE_ERR_NOMEM naming why when there is none */
+} edge_device;
 
 EDGE_API edge_status edge_model_load(const char *path, edge_model **out);
 EDGE_API void edge_model_free(edge_model *model);
@@ -240,6 +256,17 @@ EDGE_API edge_status edge_context_n_past(const edge_context *ctx, int64_t *out);
 EDGE_API edge_status edge_context_set_cancel(edge_context *ctx, int cancel);
 /* The threads the context's forward pass runs on (the caller's included). */
 EDGE_API edge_status edge_context_n_threads(const edge_context *ctx, int *out);
+/* Where the context's forward pass runs: EDGE_DEVICE_CPU or EDGE_DEVICE_CUDA (AUTO resolved at creation). */
+EDGE_API edge_status edge_context_device(const edge_context *ctx, int *out);
+/* What a CUDA context placed in device memory (all zero for a CPU context): the dense weights, the KV
+ * caches, the run state's buffers and scratch; the VRAM expert tier's slots (one expert of one layer each)
+ * against the model's units (n_layer * n_expert); the host-to-device bandwidth measured at creation. */
+typedef struct edge_gpu_info {
+    uint64_t dense_bytes, kv_bytes, state_bytes, slot_bytes;
+    int64_t n_slots, n_units;
+    double pcie_bytes_per_s;
+} edge_gpu_info;
+EDGE_API edge_status edge_context_gpu_info(const edge_context *ctx, edge_gpu_info *out);
 /* Forget every position >= n_past (n_past <= current), e.g. to reuse a shared prompt prefix. */
 EDGE_API edge_status edge_context_truncate(edge_context *ctx, int64_t n_past);
 /* KV cache save/restore for prompt reuse: size, then a copy out or in (positions 0..n_past-1; loading
@@ -306,6 +333,11 @@ typedef struct edge_expert_cache_stats {
     uint64_t bytes_read;               /* bytes the reads returned */
     uint64_t predicted, predicted_correct; /* predicted (token, layer) experts, and those the router then chose */
     double stall_seconds;              /* time the engine waited for units */
+    /* the VRAM tier of contexts with device = CUDA (zero otherwise) */
+    uint64_t vram_hits, vram_misses;   /* selected experts resident in VRAM, or not */
+    uint64_t experts_gpu, experts_cpu; /* selected experts computed on the GPU, on the CPU (hybrid) */
+    uint64_t vram_loads;               /* experts uploaded into VRAM slots (prefetch, prompt streaming) */
+    uint64_t vram_bytes_uploaded;
 } edge_expert_cache_stats;
 
 EDGE_API edge_status edge_expert_cache_default_params(edge_expert_cache_params *out);

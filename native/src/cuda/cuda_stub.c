@@ -15,3 +15,9 @@ EDGE_API edge_status edge_cuda_matvec(int type, const void *w, int64_t n_rows, i
     return edge_fail(EDGE_ERR_UNSUPPORTED, "edge_cuda_matvec: this library was built without CUDA (EDGE_CUDA=OFF or "
                                            "no CUDA compiler found)");
 }
+
+EDGE_API edge_status edge_cuda_device_info_get(int device, edge_cuda_device_info *out) {
+    (void)device, (void)out;
+    return edge_fail(EDGE_ERR_UNSUPPORTED, "edge_cuda_device_info_get: this library was built without CUDA "
+                                           "(EDGE_CUDA=OFF or no CUDA compiler found)");
+}

@@ -6,6 +6,7 @@
 
 #include "blocks.h"
 #include "engine/backend.h"
+#include "engine/device.h"
 #include "engine/engine.h"
 
 EDGE_API edge_status edge_context_default_params(edge_context_params *out) {
@@ -16,6 +17,8 @@ EDGE_API edge_status edge_context_default_params(edge_context_params *out) {
     out->kv_type = EDGE_TYPE_F16;
     out->isa = EDGE_ISA_AUTO;
     out->n_seq = 1;
+    out->device = EDGE_DEVICE_AUTO;
+    out->gpu_memory = 0;
     return EDGE_OK;
 }
 
@@ -194,7 +197,7 @@ EDGE_API edge_status edge_context_create(edge_model *model, const edge_context_p
     }
     for (uint32_t h = 0; h < 65536; h++) ctx->f16_table[h] = edge_f16_to_f32((uint16_t)h);
     /* The backend that runs the forward pass: the one place a context's backend is chosen. */
-    ctx->backend = &edge_cpu_backend;
+    if ((st = edge_choose_backend(model, &ctx->params, &ctx->backend)) != EDGE_OK) goto fail;
     if ((st = ctx->backend->init(ctx)) != EDGE_OK) goto fail;
     *out = ctx;
     edge_clear_error();
@@ -301,6 +304,7 @@ EDGE_API edge_status edge_context_state_save(const edge_context *ctx, void *dst,
     if (!dst || nbytes < need)
         return edge_fail(EDGE_ERR_INVALID_ARG, "state buffer of %llu bytes is too small (%llu needed)",
                          (unsigned long long)nbytes, (unsigned long long)need);
+    if ((st = edge_backend_kv_to_host(ctx)) != EDGE_OK) return st;
     state_header h = {{'E', 'D', 'G', 'E', 'K', 'V', '2', 0}, ctx->n_past, ctx->kv.n_layer, ctx->kv.row_elems,
                       ctx->kv.type, 0};
     uint8_t *p = dst;
@@ -341,5 +345,5 @@ EDGE_API edge_status edge_context_state_load(edge_context *ctx, const void *src,
     }
     memcpy(ctx->is_pad, p, (size_t)h.n_past);
     ctx->n_past = h.n_past;
-    return EDGE_OK;
+    return edge_backend_kv_from_host(ctx);
 }

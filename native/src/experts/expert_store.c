@@ -91,6 +91,7 @@ struct edge_expert_store {
     uint64_t fault_at, jobs_started;
 
     edge_expert_cache_stats stats;
+    _Atomic int device_prefetch; /* contexts whose VRAM tier wants the router's prediction (CUDA backend) */
     FILE *trace;
     uint64_t trace_batch;
 };
@@ -339,7 +340,32 @@ int64_t edge_experts_group_capacity(const edge_expert_store *st) {
 }
 
 bool edge_experts_wants_prediction(const edge_expert_store *st) {
-    return (st->n_slots > 0 && st->params.prefetch) || st->trace != NULL;
+    return (st->n_slots > 0 && st->params.prefetch) || st->trace != NULL ||
+           atomic_load_explicit(&((edge_expert_store *)st)->device_prefetch, memory_order_relaxed) > 0;
+}
+
+void edge_experts_want_device_prefetch(edge_expert_store *st, int delta) {
+    atomic_fetch_add_explicit(&st->device_prefetch, delta, memory_order_relaxed);
+}
+
+int edge_experts_policy_kind(const edge_expert_store *st) {
+    return st->n_slots > 0 ? st->params.policy : EDGE_EXPERT_POLICY_LFU_DECAY;
+}
+
+double edge_experts_half_life(const edge_expert_store *st) {
+    return st->n_slots > 0 && st->params.half_life_tokens > 0 ? st->params.half_life_tokens : 8.0;
+}
+
+void edge_experts_count_device(edge_expert_store *st, uint64_t hits, uint64_t misses, uint64_t on_gpu,
+                               uint64_t on_cpu, uint64_t uploads, uint64_t bytes) {
+    pthread_mutex_lock(&st->mu);
+    st->stats.vram_hits += hits;
+    st->stats.vram_misses += misses;
+    st->stats.experts_gpu += on_gpu;
+    st->stats.experts_cpu += on_cpu;
+    st->stats.vram_loads += uploads;
+    st->stats.vram_bytes_uploaded += bytes;
+    pthread_mutex_unlock(&st->mu);
 }
 
 edge_status edge_experts_acquire(edge_expert_store *st, int64_t layer, const int32_t *ex, int64_t n,

@@ -43,4 +43,15 @@ void edge_experts_predict(edge_expert_store *st, int64_t layer, const float *log
 void edge_experts_observe(edge_expert_store *st, int64_t layer, int64_t pos0, int64_t n, const int32_t *sel,
                           const float *gate, const int32_t *pred);
 
+/* The VRAM tier (CUDA backend) of a context: delta +1 while it wants the router's prediction (its own
+ * prefetch) whatever the RAM tier's setting; -1 when it goes. */
+void edge_experts_want_device_prefetch(edge_expert_store *st, int delta);
+/* The RAM tier's policy and half-life in tokens (the defaults without a cache), for the VRAM tier. */
+int edge_experts_policy_kind(const edge_expert_store *st);
+double edge_experts_half_life(const edge_expert_store *st);
+/* Count a VRAM tier's work in the store's statistics: demand hits and misses of VRAM, experts computed on
+ * the GPU and on the CPU, units uploaded and their bytes. */
+void edge_experts_count_device(edge_expert_store *st, uint64_t hits, uint64_t misses, uint64_t on_gpu,
+                               uint64_t on_cpu, uint64_t uploads, uint64_t bytes);
+
 #endif /* EDGE_EXPERT_STORE_H */
