@@ -6,8 +6,9 @@ compiled by clang to SPIR-V, run through OpenCL on this CPU) into build/test-cud
 tests/test_cuda_kernels.py uses), and tests/cuda_backend_driver.py runs edge.Model on it in one child
 process (EDGE_LIBRARY) for every run below; the CPU runs use the same library's CPU backend. The models are
 the tiny test checkpoint converted at f32 (11 layers, d 256, 8 experts, GQA 4/2, vocab 512) and at q4_k_m
-(Q4_K, Q5_K, Q6_K weights: the quantized kernels and the activation quantization), prompts with [PAD]
-tokens, in chunks of n_batch 8 (prompt passes at n_past > 0), then decoded one token at a time.
+(Q4_K, Q5_K, Q6_K weights: the quantized kernels and the activation quantization), and the demo model
+(edge.commands.demo, Q8_0, 11 layers, d 256, 8 experts, vocab 4096), prompts with [PAD] tokens, in chunks
+of n_batch 8 (prompt passes at n_past > 0), then decoded one token at a time.
 
 Tolerances (rel_rms over every logit):
 - F32 weights, F32 KV: both sides compute the model in float32 and differ only in summation order; the
@@ -97,10 +98,11 @@ def run_driver(lib: Path, runs: list[dict[str, Any]], out: Path) -> tuple[Any, d
     return np.load(out / "logits.npz"), json.loads((out / "info.json").read_text())
 
 
-def backend_runs(f32: str, q4: str) -> list[dict[str, Any]]:
+def backend_runs(f32: str, q4: str, demo: str) -> list[dict[str, Any]]:
     base = {"prompt": PROMPT, "decode": DECODE, "n_batch": 8}
     runs: list[dict[str, Any]] = []
-    for name, model, kvs in [("f32", f32, ("f32", "f16")), ("q4", q4, ("f16", "q8_0"))]:
+    models = [("f32", f32, ("f32", "f16")), ("q4", q4, ("f16", "q8_0")), ("demo", demo, ("f16", "q8_0"))]
+    for name, model, kvs in models:
         for kv in kvs:
             for device, isa in [("cpu", "scalar"), ("cpu", "auto"), ("cuda", "auto")]:
                 runs.append(
@@ -164,9 +166,12 @@ def backend_library() -> Path:
 
 @pytest.fixture(scope="module")
 def results(converted, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
+    from edge.commands.demo import convert_preset
+
     lib = backend_library()
     out = tmp_path_factory.mktemp("cuda-backend")
-    return run_driver(lib, backend_runs(str(converted("f32")), str(converted("q4_k_m"))), out)
+    demo = convert_preset("q8_0", tmp_path_factory.mktemp("demo"))
+    return run_driver(lib, backend_runs(str(converted("f32")), str(converted("q4_k_m")), str(demo)), out)
 
 
 def cpu_bound(logits: Any, name: str, kv: str) -> float:
@@ -186,14 +191,15 @@ def test_f32_model_on_the_gpu_equals_the_cpu_to_float32_rounding(results) -> Non
     )
 
 
+@pytest.mark.parametrize("model", ["q4", "demo"])
 @pytest.mark.parametrize("kv", ["f16", "q8_0"])
-def test_quantized_model_on_the_gpu_matches_the_cpu(results, kv: str) -> None:
+def test_quantized_model_on_the_gpu_matches_the_cpu(results, model: str, kv: str) -> None:
     logits, info = results
-    name = f"q4-{kv}-cuda-auto"
+    name = f"{model}-{kv}-cuda-auto"
     assert info[name]["device"] == "cuda"
-    gpu, cpu = logits[name], logits[f"q4-{kv}-cpu-scalar"]
+    gpu, cpu = logits[name], logits[f"{model}-{kv}-cpu-scalar"]
     err = rel_rms(gpu, cpu)
-    assert err < cpu_bound(logits, "q4", kv), (err, cpu_bound(logits, "q4", kv))
+    assert err < cpu_bound(logits, model, kv), (err, cpu_bound(logits, model, kv))
     assert np.mean(gpu.argmax(1) == cpu.argmax(1)) >= 0.9
     # the default budget holds every expert: all 88 were put in VRAM at creation (layer order), so every
     # expert of every token ran on the device, none was missing or uploaded during the run
