@@ -353,6 +353,52 @@ edge_status stream_expert(edge_context *ctx, cu_state *c, int64_t l, int32_t e, 
     return EDGE_OK;
 }
 
+// The compute stream waits for an expert upload on the copy stream. On a GPU the stream waits for the event
+// (the host goes on). Under chipStar (1.2.1, __HIP_PLATFORM_SPIRV__) cudaStreamWaitEvent marks the waiting
+// stream as capturing into a graph although no capture was begun: its next cudaStreamSynchronize fails
+// (hipErrorUnknown) and the next operations enqueued on it go to CHIPGraph::addNode without a graph
+// (SIGSEGV, heap corruption) — the crashes of the whole-model runs. There the host waits for the event
+// instead: the same ordering, the copy stream kept.
+cudaError_t wait_for_upload(cu_state *c, cudaEvent_t ready) {
+#if defined(__HIP_PLATFORM_SPIRV__)
+    (void)c;
+    return cudaEventSynchronize(ready);
+#else
+    return cudaStreamWaitEvent(c->stream, ready, 0);
+#endif
+}
+
+// At creation: the experts in layer order (layer 0's experts 0.., then layer 1's ...) copied into the VRAM
+// slots, as many as there are slots, so that a budget holding every expert computes every one on the device
+// from the first token (a smaller one starts with the first layers' and caches from there). Synchronous
+// copies from the expert store's memory; each slot's event recorded once the copy is done.
+edge_status fill_slots(edge_context *ctx, cu_state *c) {
+    const edge_model *m = ctx->model;
+    const int64_t ne = m->hp.n_expert;
+    for (int64_t s = 0; s < c->n_slots && s < c->n_units; s++) {
+        const int64_t l = s / ne;
+        int32_t e = (int32_t)(s % ne);
+        const edge_matrix *mats[1][3];
+        ED_TRY(edge_experts_acquire(m->experts, l, &e, 1, mats));
+        cudaError_t err = cudaSuccess;
+        size_t off = 0;
+        for (int i = 0; i < 3 && err == cudaSuccess; i++) {
+            err = cudaMemcpy(c->slots[s].data + off, mats[0][i]->data, mat_bytes(*mats[0][i]), cudaMemcpyHostToDevice);
+            off += mat_bytes(*mats[0][i]);
+        }
+        edge_experts_release(m->experts, l, &e, 1);
+        if (err == cudaSuccess) err = cudaEventRecord(c->slots[s].ready, c->copy);
+        if (err != cudaSuccess) {
+            (void)cudaGetLastError();
+            return edge_fail(EDGE_ERR_INTERNAL, "cuda backend: uploading expert %d of layer %lld: %s", e, (long long)l,
+                             cudaGetErrorString(err));
+        }
+        c->slots[s].unit = s;
+        c->unit_slot[s] = s;
+    }
+    return EDGE_OK;
+}
+
 // Seconds the CPU would take for one expert on m rows: its weights read once from RAM (~20 GB/s a socket's
 // share, a conservative desktop figure) and 2 · params · m operations at ~25 GFLOP/s a thread (AVX2 int8
 // dot products, measured order of this engine's kernels). An estimate, not a measurement.
@@ -582,6 +628,7 @@ edge_status cu_init_inner(edge_context *ctx, cu_state *c) {
         edge_experts_want_device_prefetch(c->store, 1);
         c->wants_prediction = 1;
     }
+    ED_TRY(fill_slots(ctx, c));
     if (c->n_slots > 0) {
         ED_TRY(halloc((int64_t)c->slot_bytes, &c->staging[0]));
         ED_TRY(halloc((int64_t)c->slot_bytes, &c->staging[1]));
@@ -863,7 +910,7 @@ edge_status cu_moe(edge_context *ctx, int64_t layer, int64_t n, bool predicted) 
         if (s >= 0) {
             c->slots[s].used_step = c->step;
             edge_expert_policy_touch(&c->policy, unit, c->step);
-            CU_TRY(cudaStreamWaitEvent(c->stream, c->slots[s].ready, 0), "waiting for an expert upload");
+            CU_TRY(wait_for_upload(c, c->slots[s].ready), "waiting for an expert upload");
         }
         where[g] = s >= 0;
         slot_of[g] = s;
