@@ -3,7 +3,7 @@ CPU engine, hybrid runs (experts split between VRAM and the CPU) against the all
 
 No GPU is needed: libedge is built with ``EDGE_CUDA=chipstar`` (../shared/chipstar: the real .cu sources
 compiled by clang to SPIR-V, run through OpenCL on this CPU) into build/test-cuda-chipstar (the build
-tests/test_cuda_kernels.py uses), and tests/cuda_backend_driver.py runs edge.Model on it in one child
+tests/test_cuda_kernels.py uses), and tests/support/cuda_backend_driver.py runs edge.Model on it in one child
 process (EDGE_LIBRARY) for every run below; the CPU runs use the same library's CPU backend. The models are
 the tiny test checkpoint converted at f32 (11 layers, d 256, 8 experts, GQA 4/2, vocab 512) and at q4_k_m
 (Q4_K, Q5_K, Q6_K weights: the quantized kernels and the activation quantization), and the demo model
@@ -44,7 +44,7 @@ import edge
 
 CHIPSTAR_SETUP = ROOT.parent / "shared" / "chipstar" / "setup.sh"
 CHIPSTAR = Path(os.environ.get("EDGE_CHIPSTAR_ROOT", "/opt/chipstar"))
-DRIVER = Path(__file__).resolve().parent / "cuda_backend_driver.py"
+DRIVER = Path(__file__).resolve().parent / "support" / "cuda_backend_driver.py"
 
 # 14 tokens, [PAD] (0) among them (masked as keys, routed like any token), two n_batch chunks of 8
 PROMPT = [5, 17, 0, 42, 99, 0, 7, 300, 12, 64, 0, 250, 33, 8]

@@ -2,7 +2,7 @@
 tests/test_cuda_backend.py and tools/gpu_check.sh: every run of a JSON spec, its logits saved to an .npz and
 its expert statistics and device placement to a JSON file.
 
-    python tests/cuda_backend_driver.py SPEC.json OUT_DIR
+    python tests/support/cuda_backend_driver.py SPEC.json OUT_DIR
 
 A run: {"name", "model", "device", "kv_type", "isa", "n_batch", "prompt": [ids], "decode": [ids],
 "gpu_slots": n (gpu_memory = what the context needs besides experts + n expert slots; absent: all free
@@ -26,9 +26,8 @@ STAT_FIELDS = ("vram_hits", "vram_misses", "experts_gpu", "experts_cpu", "vram_l
 
 
 def eval_here(m: object, tokens: list[int], all_logits: bool) -> np.ndarray:
-    """edge_context_eval on this thread, the one that created the context (Model.eval runs it on a helper
-    thread; chipStar's runtime crashed now and then when its streams were used from another thread than their
-    creator's)."""
+    """edge_context_eval on this thread, the one that created the context (Model.eval runs long batches on
+    a helper thread): the driver stays single-threaded, so a failure points at the backend, not threads."""
     from edge._native import check, ffi, lib
 
     n_vocab = m.hparams.n_vocab  # type: ignore[attr-defined]
