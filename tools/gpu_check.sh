@@ -6,7 +6,7 @@
 #      and the portable twin (EDGE_CUDA_PORTABLE=ON, what chipStar runs);
 #   2. the CUDA tests on each: tests/test_cuda_kernels.py (every kernel x type against the CPU's scalar
 #      kernels) and tests/test_cuda_backend.py (whole-model logits against the CPU engine, hybrid runs);
-#   3. compute-sanitizer memcheck, racecheck and synccheck on a small driver run (tests/cuda_backend_driver.py:
+#   3. compute-sanitizer memcheck, racecheck and synccheck on a small driver run (tests/support/cuda_backend_driver.py:
 #      all-GPU and hybrid, prompt and decode, on bench/offload_gpu.py's --smoke file);
 #   4. bench/offload_gpu.py: decode and prompt tok/s with every weight in VRAM, with the dense part + 25 % of
 #      the experts, and CPU-only (plus llama.cpp --n-cpu-moe where LLAMA_BENCH names a CUDA llama-bench).
@@ -84,7 +84,7 @@ if [ -n "$SMOKE_FILE" ] && command -v compute-sanitizer > /dev/null; then
 EOF
   for tool in memcheck racecheck synccheck; do
     step "sanitizer-$tool" 150 env EDGE_LIBRARY="$LIB_DP4A" compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      "$PY" tests/cuda_backend_driver.py "$SMOKE_DIR/spec.json" "$SMOKE_DIR/$tool"
+      "$PY" tests/support/cuda_backend_driver.py "$SMOKE_DIR/spec.json" "$SMOKE_DIR/$tool"
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer-$tool.log" | tail -2 | sed 's/^/    /' | tee -a "$SUMMARY"
   done
 else
