@@ -64,10 +64,10 @@ def cuda_devices() -> list[dict[str, Any]]:
 
 def context_gpu_info(ctx: Any) -> dict[str, Any]:
     """What a context placed in device memory (zeros on the CPU): dense weights, KV cache, buffers, the
-    VRAM expert slots against the model's units, the measured host-to-device bandwidth."""
+    VRAM expert slots against the model's units, the measured host-to-device bandwidth and CPU expert cost."""
     out = ffi.new("edge_gpu_info *")
     check(lib.edge_context_gpu_info(ctx, out))
     return {
-        f: (float if f == "pcie_bytes_per_s" else int)(getattr(out, f))
-        for f, _ in ffi.typeof("edge_gpu_info").fields
+        f: (float if field.type.cname == "double" else int)(getattr(out, f))
+        for f, field in ffi.typeof("edge_gpu_info").fields
     }

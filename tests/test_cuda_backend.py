@@ -225,6 +225,8 @@ def test_hybrid_runs_match_the_all_gpu_run(results, mode: str) -> None:
         assert st["experts_cpu"] > 0 and st["experts_gpu"] > 0, st
     else:  # every miss streamed into VRAM: all on the GPU
         assert st["experts_cpu"] == 0 and st["vram_loads"] > 0, st
+    # the cost model's CPU side is measured at creation: one expert on one row, and each further row
+    assert gpu["cpu_expert_s"] > 0 and gpu["cpu_expert_s_per_row"] >= 0, gpu
     err = rel_rms(logits[name], logits[f"{model}-f16-cuda-auto"])
     assert err < cpu_bound(logits, model, "f16"), err
 

@@ -260,11 +260,14 @@ EDGE_API edge_status edge_context_n_threads(const edge_context *ctx, int *out);
 EDGE_API edge_status edge_context_device(const edge_context *ctx, int *out);
 /* What a CUDA context placed in device memory (all zero for a CPU context): the dense weights, the KV
  * caches, the run state's buffers and scratch; the VRAM expert tier's slots (one expert of one layer each)
- * against the model's units (n_layer * n_expert); the host-to-device bandwidth measured at creation. */
+ * against the model's units (n_layer * n_expert); the host-to-device bandwidth measured at creation; where
+ * some experts stay off the device, the CPU's measured seconds for one expert on one row and for each
+ * further row (the prompt cost model's other side; 0 when not measured). */
 typedef struct edge_gpu_info {
     uint64_t dense_bytes, kv_bytes, state_bytes, slot_bytes;
     int64_t n_slots, n_units;
     double pcie_bytes_per_s;
+    double cpu_expert_s, cpu_expert_s_per_row;
 } edge_gpu_info;
 EDGE_API edge_status edge_context_gpu_info(const edge_context *ctx, edge_gpu_info *out);
 /* Forget every position >= n_past (n_past <= current), e.g. to reuse a shared prompt prefix. */

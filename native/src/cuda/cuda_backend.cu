@@ -14,8 +14,9 @@
 // and are added to moe in ascending expert order, so each token's sum takes its experts in the CPU engine's
 // order. For prompt batches a missing expert is either computed on the CPU or streamed into a VRAM slot
 // (pinned staging, a copy stream overlapped with the compute), whichever the cost model says is cheaper:
-// PCIe bandwidth measured at creation (a pinned 8 MiB upload), the CPU's cost estimated from bytes and
-// operations (cpu_seconds below). Decode misses are computed on the CPU where they lie.
+// PCIe bandwidth measured at creation (a pinned 8 MiB upload), the CPU's cost of an expert measured at
+// creation too (cpu_probe below: one expert's product on 1 and on 16 rows). Decode misses are computed on
+// the CPU where they lie.
 //
 // Numerics: every operation is cuda_ops.h's, numerically the CPU engine's up to float summation order; the
 // embedding is dequantized on the host (the CPU's own code), RoPE phases computed on the host in double.
@@ -122,6 +123,10 @@ struct cu_state {
     cudaEvent_t staged[2];
     int next_staging;
     double pcie_bytes_per_s;  // measured at creation
+    // The CPU's cost of one expert (cpu_probe, measured at creation where some experts stay off the device):
+    // seconds for one row, and for each further row, of an expert of probe_bytes (0: not measured)
+    double cpu_s1, cpu_s_row;
+    size_t probe_bytes;
     int64_t B, M;             // n_batch, expert rows per device tile
     int force;                // EDGE_CUDA_HYBRID (tests): 1 every miss on the CPU, 2 every miss streamed
     int wants_prediction;     // registered with the expert store
@@ -399,13 +404,49 @@ edge_status fill_slots(edge_context *ctx, cu_state *c) {
     return EDGE_OK;
 }
 
-// Seconds the CPU would take for one expert on m rows: its weights read once from RAM (~20 GB/s a socket's
-// share, a conservative desktop figure) and 2 · params · m operations at ~25 GFLOP/s a thread (AVX2 int8
-// dot products, measured order of this engine's kernels). An estimate, not a measurement.
-double cpu_seconds(const edge_context *ctx, size_t bytes, int64_t params, int64_t m) {
+// Seconds the CPU takes for one expert of `bytes` on m rows: the probe's times (cpu_probe), scaled by the
+// expert's size. Without a probe (it failed), an estimate: the weights read once at ~20 GB/s and 2 · params · m
+// operations at ~25 GFLOP/s a thread.
+double cpu_seconds(const edge_context *ctx, const cu_state *c, size_t bytes, int64_t params, int64_t m) {
+    if (c->probe_bytes > 0)
+        return (double)bytes / (double)c->probe_bytes * (c->cpu_s1 + (double)(m - 1) * c->cpu_s_row);
     const double mem = (double)bytes / 20e9;
     const double ops = 2.0 * (double)params * (double)m / (25e9 * (double)(ctx->n_threads > 0 ? ctx->n_threads : 1));
     return mem > ops ? mem : ops;
+}
+
+// Measure the CPU's cost of an expert: layer 0's expert 0 gate product (a third of the expert's weights) on
+// one row and on up to 16 rows, the best of three each after a warm-up (which also reads the expert in),
+// on the context's threads and kernels. Three times those give the whole expert: cpu_s1 for one row and
+// cpu_s_row for each further row, which is what the prompt cost model weighs against streaming.
+edge_status cpu_probe(edge_context *ctx, cu_state *c) {
+    const edge_model *m = ctx->model;
+    const int64_t d = m->hp.n_embd, rows = c->M < 16 ? c->M : 16;
+    if (rows < 2) return EDGE_OK;
+    int32_t e = 0;
+    const edge_matrix *w[1][3];
+    ED_TRY(edge_experts_acquire(m->experts, 0, &e, 1, w));
+    memset(c->c_xg, 0, (size_t)(rows * d) * sizeof(float));
+    const edge_matrix *g = w[0][0];
+    double best[2] = {0.0, 0.0};
+    edge_status st = EDGE_OK;
+    for (int k = 0; k < 2 && st == EDGE_OK; k++) {
+        const int64_t mt = k == 0 ? 1 : rows;
+        const edge_mm_part part = {g->type, g->data, g->row_stride, g->n_rows, g->n_cols, c->c_xg, mt, c->c_hg,
+                                   nullptr, nullptr, 1.0f};
+        for (int r = 0; r < 4 && st == EDGE_OK; r++) {
+            const double t0 = now_s();
+            st = edge_matmul_parts(ctx->kernels, ctx->pool, &part, 1, c->c_scratch, c->c_scratch_bytes);
+            const double dt = now_s() - t0;
+            if (r > 0 && (best[k] == 0.0 || dt < best[k])) best[k] = dt;
+        }
+    }
+    edge_experts_release(m->experts, 0, &e, 1);
+    if (st != EDGE_OK) return st;
+    c->cpu_s1 = 3.0 * best[0];
+    c->cpu_s_row = best[1] > best[0] ? 3.0 * (best[1] - best[0]) / (double)(rows - 1) : 0.0;
+    c->probe_bytes = expert_bytes(m, 0, 0);
+    return EDGE_OK;
 }
 
 // ---- backend operations
@@ -629,6 +670,7 @@ edge_status cu_init_inner(edge_context *ctx, cu_state *c) {
         c->wants_prediction = 1;
     }
     ED_TRY(fill_slots(ctx, c));
+    if (c->n_slots < c->n_units) ED_TRY(cpu_probe(ctx, c));  // some experts stay off the device
     if (c->n_slots > 0) {
         ED_TRY(halloc((int64_t)c->slot_bytes, &c->staging[0]));
         ED_TRY(halloc((int64_t)c->slot_bytes, &c->staging[1]));
@@ -904,7 +946,7 @@ edge_status cu_moe(edge_context *ctx, int64_t layer, int64_t n, bool predicted) 
             const int64_t params = m->layers[layer].gate[e].n_rows * m->layers[layer].gate[e].n_cols * 3;
             const bool stream_it = c->force == 2 || (c->force == 0 && n > 1 &&
                                                      (double)bytes / c->pcie_bytes_per_s <
-                                                         cpu_seconds(ctx, bytes, params, rows));
+                                                         cpu_seconds(ctx, c, bytes, params, rows));
             if (stream_it) ED_TRY(stream_expert(ctx, c, layer, e, &s));
         }
         if (s >= 0) {
@@ -1020,6 +1062,8 @@ edge_status edge_cuda_backend_info(const edge_context *ctx, edge_gpu_info *out) 
     out->n_slots = c->n_slots;
     out->n_units = c->n_units;
     out->pcie_bytes_per_s = c->pcie_bytes_per_s;
+    out->cpu_expert_s = c->cpu_s1;
+    out->cpu_expert_s_per_row = c->cpu_s_row;
     return EDGE_OK;
 }
 
