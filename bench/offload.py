@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 
 D, NQ, NKV, HD, NFF, NE, VOCAB = 2048, 16, 4, 128, 8192, 8, 131072
+# the medium shape (bench/decode.py's): make_gguf's default
+MEDIUM = {"d": D, "nq": NQ, "nkv": NKV, "hd": HD, "nff": NFF, "ne": NE, "vocab": VOCAB}
 
 
 # ------------------------------------------------------------------------------------------------ the file
@@ -63,13 +65,18 @@ def _q8_0(rng: np.random.Generator, rows: int, cols: int, lead: int = 1) -> np.n
     return out.reshape(lead, rows, nb * 34) if lead > 1 else out.reshape(rows, nb * 34)
 
 
-def make_gguf(path: Path, n_layer: int, seed: int = 1) -> Path:
+def make_gguf(path: Path, n_layer: int, shape: dict[str, int] | None = None, seed: int = 1) -> Path:
+    """A Grok-shaped GGUF of `shape` (MEDIUM by default; keys d, nq, nkv, hd, nff, ne, vocab) and n_layer
+    layers at `path`, unless it exists (written to a .tmp, then renamed)."""
     import gguf
 
     if path.exists():
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     rng = np.random.default_rng(seed)
+    s = shape or MEDIUM
+    D, NQ, NKV, HD, NFF, NE, VOCAB = (s[k] for k in ("d", "nq", "nkv", "hd", "nff", "ne", "vocab"))
     w = gguf.GGUFWriter(str(tmp), "grok")
     w.add_context_length(8192)
     w.add_embedding_length(D)

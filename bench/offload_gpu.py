@@ -29,95 +29,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offload import MEDIUM, make_gguf  # noqa: E402  (the same Grok-shaped file writer)
 
-FULL = {"d": 2048, "nq": 16, "nkv": 4, "hd": 128, "nff": 8192, "ne": 8, "vocab": 131072}
+FULL = MEDIUM
 SMOKE = {"d": 256, "nq": 4, "nkv": 2, "hd": 64, "nff": 512, "ne": 8, "vocab": 1024}
-
-
-def _q8_0(rng: np.random.Generator, rows: int, cols: int, lead: int = 1) -> np.ndarray:
-    """Random Q8_0 bytes of lead x rows x cols weights of std ~ 1/sqrt(cols)."""
-    nb = cols // 32
-    out = np.empty((lead, rows, nb, 34), dtype=np.uint8)
-    out[..., 0:2] = np.frombuffer(np.float16(1.0 / np.sqrt(cols) / 73.0).tobytes(), dtype=np.uint8)
-    out[..., 2:] = rng.integers(0, 256, size=(lead, rows, nb, 32), dtype=np.uint8)
-    out[..., 2:][out[..., 2:] == 128] = 129
-    return out.reshape(lead, rows, nb * 34) if lead > 1 else out.reshape(rows, nb * 34)
-
-
-def make_gguf(path: Path, n_layer: int, s: dict[str, int], seed: int = 1) -> Path:
-    import gguf
-
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    rng = np.random.default_rng(seed)
-    d, nq, nkv, hd, nff, ne, vocab = (s[k] for k in ("d", "nq", "nkv", "hd", "nff", "ne", "vocab"))
-    w = gguf.GGUFWriter(str(tmp), "grok")
-    w.add_context_length(8192)
-    w.add_embedding_length(d)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(nff)
-    w.add_head_count(nq)
-    w.add_head_count_kv(nkv)
-    w.add_key_length(hd)
-    w.add_value_length(hd)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_expert_count(ne)
-    w.add_expert_used_count(2)
-    w.add_rope_freq_base(10000.0)
-    tokens = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"] + [f"<0x{b:02X}>" for b in range(256)]
-    tokens += [f"tok{i}" for i in range(len(tokens), vocab)]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * vocab)
-    w.add_token_types([3, 3, 3, 2] + [6] * 256 + [1] * (vocab - 260))
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(3)
-    w.add_pad_token_id(0)
-    q8, f32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F32
-    specs: list[tuple[str, tuple[int, ...], object, object]] = []
-
-    def mat(name: str, rows: int, cols: int, lead: int = 1) -> None:
-        shape = (lead, rows, cols // 32 * 34) if lead > 1 else (rows, cols // 32 * 34)
-        specs.append((name, shape, q8, lambda: _q8_0(rng, rows, cols, lead)))
-
-    def vec(name: str, shape: tuple[int, ...], std: float = 0.0) -> None:
-        def make() -> np.ndarray:
-            if std == 0:
-                return np.ones(shape, dtype=np.float32)
-            return (std * rng.standard_normal(shape)).astype(np.float32)
-
-        specs.append((name, shape, f32, make))
-
-    mat("token_embd.weight", vocab, d)
-    vec("output_norm.weight", (d,))
-    for la in range(n_layer):
-        p = f"blk.{la}."
-        vec(p + "attn_norm.weight", (d,))
-        mat(p + "attn_q.weight", nq * hd, d)
-        mat(p + "attn_k.weight", nkv * hd, d)
-        mat(p + "attn_v.weight", nkv * hd, d)
-        mat(p + "attn_output.weight", d, nq * hd)
-        vec(p + "attn_output_norm.weight", (d,))
-        vec(p + "ffn_norm.weight", (d,))
-        vec(p + "ffn_gate_inp.weight", (ne, d), 1.0 / np.sqrt(d))
-        mat(p + "ffn_gate_exps.weight", nff, d, ne)
-        mat(p + "ffn_up_exps.weight", nff, d, ne)
-        mat(p + "ffn_down_exps.weight", d, nff, ne)
-        vec(p + "layer_output_norm.weight", (d,))
-    for name, shape, t, _ in specs:
-        nbytes = int(np.prod(shape)) * (4 if t == f32 else 1)
-        w.add_tensor_info(name, shape, np.dtype(np.float32 if t == f32 else np.uint8), nbytes, raw_dtype=t)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    for _, _, _, make in specs:
-        w.write_tensor_data(make())  # type: ignore[operator]
-    w.close()
-    tmp.rename(path)
-    return path
 
 
 def time_round(model: object, prompt: list[int], decode: list[int]) -> tuple[float, float]:
